@@ -1,0 +1,1 @@
+//! safestep-gpu: the CUDA runner. Everything CUDA is behind the `cuda` feature.

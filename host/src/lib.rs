@@ -1,0 +1,1 @@
+//! safestep-host: the CPU engine, task streams and benchmark runner behind the `safestep` binary.
