@@ -1,0 +1,536 @@
+//! Adam / AdamW over slices, fused with the per-layer statistics the scheduler needs.
+//!
+//! One call updates one slice (a weight matrix, or a bias). A *layer* is usually several
+//! slices: call [`adam_step`] once per slice with the same [`StepStats`] and the statistics
+//! accumulate across them. The scheduler then reads
+//! [`StepStats::alpha_agg`] (`α_agg = lr/(sqrt(mean v̂)+ε)`) and
+//! [`StepStats::mean_multiplier`] (the literal `mean(lr/((1−β1^t)(sqrt(v̂)+ε)))`).
+//!
+//! ```
+//! use safestep_core::adam::{adam_step, AdamConfig, StepStats};
+//! let cfg = AdamConfig::<f32>::default();
+//! let (mut w, mut b) = ([0.5_f32, -0.25], [0.0_f32]);
+//! let (gw, gb) = ([0.1_f32, -0.2], [0.05_f32]);
+//! let (mut mw, mut vw, mut mb, mut vb) = ([0.0; 2], [0.0; 2], [0.0; 1], [0.0; 1]);
+//! let mut stats = StepStats::new();
+//! adam_step(&cfg, 1e-3, 1, &mut w, &gw, &mut mw, &mut vw, &mut stats)?;
+//! adam_step(&cfg, 1e-3, 1, &mut b, &gb, &mut mb, &mut vb, &mut stats)?;
+//! assert_eq!(stats.count, 3);
+//! // At t = 1 Adam moves every parameter by about lr against its gradient's sign.
+//! assert!((w[0] - (0.5 - 1e-3)).abs() < 1e-6);
+//! assert!(stats.alpha_agg(1e-3, 1e-8) > 0.0);
+//! # Ok::<(), safestep_core::Error>(())
+//! ```
+
+use crate::error::{check_len, check_nonneg};
+use crate::{Error, Real};
+
+/// Weight decay applied by [`adam_step`].
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum WeightDecay<T> {
+    /// No weight decay.
+    #[default]
+    None,
+    /// Coupled L2 (classic "Adam + L2"): the gradient becomes `g + λ·θ` before the moments.
+    CoupledL2(T),
+    /// Decoupled (AdamW): `θ ← θ − lr·λ·θ` alongside the Adam update, outside the moments.
+    Decoupled(T),
+}
+
+/// Adam's hyper-parameters except the learning rate (which is per layer and passed to
+/// [`adam_step`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamConfig<T> {
+    /// First-moment decay β1, in `[0, 1)`.
+    pub beta1: T,
+    /// Second-moment decay β2, in `[0, 1)`.
+    pub beta2: T,
+    /// Denominator floor ε, finite and `> 0`.
+    pub eps: T,
+    /// Weight decay mode and coefficient (coefficient finite and `>= 0`).
+    pub weight_decay: WeightDecay<T>,
+}
+
+impl<T: Real> Default for AdamConfig<T> {
+    /// β1 = 0.9, β2 = 0.999, ε = 1e-8, no weight decay (PyTorch's and the paper's defaults).
+    fn default() -> Self {
+        AdamConfig {
+            beta1: T::of(0.9),
+            beta2: T::of(0.999),
+            eps: T::of(1e-8),
+            weight_decay: WeightDecay::None,
+        }
+    }
+}
+
+impl<T: Real> AdamConfig<T> {
+    /// Checks every field; [`adam_step`] calls this itself.
+    ///
+    /// ```
+    /// use safestep_core::adam::AdamConfig;
+    /// let bad = AdamConfig { beta1: 1.0_f64, ..AdamConfig::default() };
+    /// assert!(bad.validate().is_err());
+    /// ```
+    pub fn validate(&self) -> Result<(), Error> {
+        let unit = |field: &'static str, x: T| {
+            if x.is_finite() && x >= T::zero() && x < T::one() {
+                Ok(())
+            } else {
+                Err(Error::InvalidConfig {
+                    field,
+                    value: x.as_f64(),
+                    allowed: "in [0, 1)",
+                })
+            }
+        };
+        unit("beta1", self.beta1)?;
+        unit("beta2", self.beta2)?;
+        if !(self.eps.is_finite() && self.eps > T::zero()) {
+            return Err(Error::InvalidConfig {
+                field: "eps",
+                value: self.eps.as_f64(),
+                allowed: "finite and > 0",
+            });
+        }
+        match self.weight_decay {
+            WeightDecay::None => Ok(()),
+            WeightDecay::CoupledL2(l) | WeightDecay::Decoupled(l) => {
+                if l.is_finite() && l >= T::zero() {
+                    Ok(())
+                } else {
+                    Err(Error::InvalidConfig {
+                        field: "weight_decay",
+                        value: l.as_f64(),
+                        allowed: "finite and >= 0",
+                    })
+                }
+            }
+        }
+    }
+}
+
+/// Per-layer statistics accumulated by [`adam_step`] over one or more slices.
+///
+/// All sums run over every parameter the step touched. `param_sq` is taken *after* the
+/// update, `grad_sq` is the squared norm of the gradient as passed in (without any coupled
+/// L2 term), `update_sq` the squared norm of the actual parameter change (weight decay
+/// included).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct StepStats<T> {
+    /// Number of parameters accumulated.
+    pub count: usize,
+    /// `Σ v̂_i`, with `v̂ = v/(1−β2^t)`.
+    pub sum_v_hat: T,
+    /// `Σ lr/((1−β1^t)(sqrt(v̂_i)+ε))`: Adam's literal per-parameter step multiplier.
+    pub sum_multiplier: T,
+    /// `‖θ‖²` after the step.
+    pub param_sq: T,
+    /// `‖g‖²` of the gradient passed in.
+    pub grad_sq: T,
+    /// `‖Δθ‖²` of the step taken.
+    pub update_sq: T,
+}
+
+impl<T: Real> StepStats<T> {
+    /// An empty accumulator (all zeros).
+    pub fn new() -> Self {
+        StepStats {
+            count: 0,
+            sum_v_hat: T::zero(),
+            sum_multiplier: T::zero(),
+            param_sq: T::zero(),
+            grad_sq: T::zero(),
+            update_sq: T::zero(),
+        }
+    }
+
+    /// Adds another accumulator's sums into this one (e.g. stats computed per thread).
+    ///
+    /// ```
+    /// use safestep_core::adam::StepStats;
+    /// let mut a = StepStats { count: 2, sum_v_hat: 1.0_f64, ..StepStats::new() };
+    /// a.merge(StepStats { count: 3, sum_v_hat: 2.0, ..StepStats::new() });
+    /// assert_eq!((a.count, a.sum_v_hat), (5, 3.0));
+    /// ```
+    pub fn merge(&mut self, other: StepStats<T>) {
+        self.count += other.count;
+        self.sum_v_hat = self.sum_v_hat + other.sum_v_hat;
+        self.sum_multiplier = self.sum_multiplier + other.sum_multiplier;
+        self.param_sq = self.param_sq + other.param_sq;
+        self.grad_sq = self.grad_sq + other.grad_sq;
+        self.update_sq = self.update_sq + other.update_sq;
+    }
+
+    /// `α_agg = lr/(sqrt(mean v̂)+ε)`: the layer's aggregate Adam step multiplier.
+    /// Returns 0 for an empty accumulator (a layer with no parameters takes no step).
+    ///
+    /// ```
+    /// use safestep_core::adam::StepStats;
+    /// let s = StepStats { count: 4, sum_v_hat: 4.0_f64, ..StepStats::new() };
+    /// assert_eq!(s.alpha_agg(0.5, 0.0), 0.5);
+    /// ```
+    pub fn alpha_agg(&self, lr: T, eps: T) -> T {
+        if self.count == 0 {
+            return T::zero();
+        }
+        let mean_v = self.sum_v_hat / T::of_usize(self.count);
+        lr / (mean_v.max(T::zero()).sqrt() + eps)
+    }
+
+    /// The literal mean multiplier `mean(lr/((1−β1^t)(sqrt(v̂)+ε)))` (step measure `mean`);
+    /// 0 for an empty accumulator.
+    pub fn mean_multiplier(&self) -> T {
+        if self.count == 0 {
+            T::zero()
+        } else {
+            self.sum_multiplier / T::of_usize(self.count)
+        }
+    }
+
+    /// Converts the sums to another precision (e.g. `f32` kernels reporting in `f64`).
+    ///
+    /// ```
+    /// use safestep_core::adam::StepStats;
+    /// let s = StepStats { count: 1, grad_sq: 0.5_f32, ..StepStats::new() };
+    /// let d: StepStats<f64> = s.cast();
+    /// assert_eq!(d.grad_sq, 0.5);
+    /// ```
+    pub fn cast<U: Real>(&self) -> StepStats<U> {
+        StepStats {
+            count: self.count,
+            sum_v_hat: U::of(self.sum_v_hat.as_f64()),
+            sum_multiplier: U::of(self.sum_multiplier.as_f64()),
+            param_sq: U::of(self.param_sq.as_f64()),
+            grad_sq: U::of(self.grad_sq.as_f64()),
+            update_sq: U::of(self.update_sq.as_f64()),
+        }
+    }
+}
+
+/// `1 − β^t` computed without overflow of the exponent for any `u64` step.
+fn bias_correction<T: Real>(beta: T, t: u64) -> T {
+    let pow = if t <= i32::MAX as u64 {
+        beta.powi(t as i32)
+    } else {
+        beta.powf(T::of(t as f64))
+    };
+    T::one() - pow
+}
+
+/// Number of independent accumulator lanes: lets the compiler vectorise the reductions.
+const LANES: usize = 8;
+
+/// Lane-parallel sum of squares and a finiteness probe (`x − x` is NaN iff x is not finite).
+fn sq_norm_and_finite<T: Real>(x: &[T]) -> (T, bool) {
+    let mut acc = [T::zero(); LANES];
+    let mut probe = [T::zero(); LANES];
+    let chunks = x.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for j in 0..LANES {
+            acc[j] = acc[j] + c[j] * c[j];
+            probe[j] = probe[j] + (c[j] - c[j]);
+        }
+    }
+    for (j, &xi) in rest.iter().enumerate() {
+        acc[j] = acc[j] + xi * xi;
+        probe[j] = probe[j] + (xi - xi);
+    }
+    (tree_sum(&acc), tree_sum(&probe) == T::zero())
+}
+
+/// Pairwise sum of the lane accumulators.
+#[inline(always)]
+fn tree_sum<T: Real>(a: &[T; LANES]) -> T {
+    ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))
+}
+
+/// One Adam (or AdamW, or Adam + L2) step over one slice, accumulating `stats`.
+///
+/// `t` is the 1-based step count (bias corrections `1−β^t`). With `g' = g + λθ` for
+/// [`WeightDecay::CoupledL2`] (else `g' = g`):
+///
+/// ```text
+/// m ← β1 m + (1−β1) g'        v ← β2 v + (1−β2) g'²
+/// v̂ = v/(1−β2^t)             Δθ = lr·m/((1−β1^t)(sqrt(v̂)+ε)) [+ lr·λ·θ if Decoupled]
+/// θ ← θ − Δθ
+/// ```
+///
+/// # Errors
+/// Nothing is modified (params, moments or stats) when an error is returned:
+/// - [`Error::LengthMismatch`] if `grads`, `m` or `v` differ in length from `params`;
+/// - [`Error::NonFinite`] naming the first non-finite gradient entry;
+/// - [`Error::InvalidInput`] for `t == 0` or a negative / non-finite `lr`;
+/// - [`Error::InvalidConfig`] from [`AdamConfig::validate`].
+///
+/// Parameters and moments are assumed finite (they are, if every step went through here).
+#[allow(clippy::too_many_arguments)]
+pub fn adam_step<T: Real>(
+    cfg: &AdamConfig<T>,
+    lr: T,
+    t: u64,
+    params: &mut [T],
+    grads: &[T],
+    m: &mut [T],
+    v: &mut [T],
+    stats: &mut StepStats<T>,
+) -> Result<(), Error> {
+    cfg.validate()?;
+    check_nonneg("lr", lr)?;
+    if t == 0 {
+        return Err(Error::InvalidInput {
+            what: "t",
+            value: 0.0,
+            allowed: ">= 1 (1-based step)",
+        });
+    }
+    let n = params.len();
+    check_len("grads", n, grads.len())?;
+    check_len("m", n, m.len())?;
+    check_len("v", n, v.len())?;
+    let (grad_sq, finite) = sq_norm_and_finite(grads);
+    if !finite {
+        let index = grads.iter().position(|g| !g.is_finite());
+        if index.is_some() {
+            return Err(Error::NonFinite {
+                what: "grads",
+                index,
+            });
+        }
+    }
+
+    let (coupled, decoupled) = match cfg.weight_decay {
+        WeightDecay::None => (T::zero(), T::zero()),
+        WeightDecay::CoupledL2(l) => (l, T::zero()),
+        WeightDecay::Decoupled(l) => (T::zero(), lr * l),
+    };
+    let (b1, b2, eps) = (cfg.beta1, cfg.beta2, cfg.eps);
+    let (c1, c2) = (T::one() - b1, T::one() - b2);
+    let step = lr / bias_correction(b1, t);
+    let inv_bc2 = T::one() / bias_correction(b2, t);
+
+    let mut acc_v = [T::zero(); LANES];
+    let mut acc_mul = [T::zero(); LANES];
+    let mut acc_p = [T::zero(); LANES];
+    let mut acc_u = [T::zero(); LANES];
+    // Same arithmetic for the vectorisable body and the tail.
+    let kernel = |p: &mut T, g: T, m: &mut T, v: &mut T| -> (T, T, T, T) {
+        let g = g + coupled * *p;
+        let mi = b1 * *m + c1 * g;
+        let vi = b2 * *v + c2 * (g * g);
+        let vh = vi * inv_bc2;
+        let mul = step / (vh.sqrt() + eps);
+        let upd = mi * mul + decoupled * *p;
+        let pn = *p - upd;
+        *m = mi;
+        *v = vi;
+        *p = pn;
+        (vh, mul, pn * pn, upd * upd)
+    };
+    let split = n - n % LANES;
+    let (p_body, p_rest) = params.split_at_mut(split);
+    let (g_body, g_rest) = grads.split_at(split);
+    let (m_body, m_rest) = m.split_at_mut(split);
+    let (v_body, v_rest) = v.split_at_mut(split);
+    for (((p, g), mm), vv) in p_body
+        .chunks_exact_mut(LANES)
+        .zip(g_body.chunks_exact(LANES))
+        .zip(m_body.chunks_exact_mut(LANES))
+        .zip(v_body.chunks_exact_mut(LANES))
+    {
+        for j in 0..LANES {
+            let (a, b, c, d) = kernel(&mut p[j], g[j], &mut mm[j], &mut vv[j]);
+            acc_v[j] = acc_v[j] + a;
+            acc_mul[j] = acc_mul[j] + b;
+            acc_p[j] = acc_p[j] + c;
+            acc_u[j] = acc_u[j] + d;
+        }
+    }
+    for (j, (((p, &g), mm), vv)) in p_rest
+        .iter_mut()
+        .zip(g_rest)
+        .zip(m_rest.iter_mut())
+        .zip(v_rest.iter_mut())
+        .enumerate()
+    {
+        let (a, b, c, d) = kernel(p, g, mm, vv);
+        acc_v[j] = acc_v[j] + a;
+        acc_mul[j] = acc_mul[j] + b;
+        acc_p[j] = acc_p[j] + c;
+        acc_u[j] = acc_u[j] + d;
+    }
+    stats.merge(StepStats {
+        count: n,
+        sum_v_hat: tree_sum(&acc_v),
+        sum_multiplier: tree_sum(&acc_mul),
+        param_sq: tree_sum(&acc_p),
+        grad_sq,
+        update_sq: tree_sum(&acc_u),
+    });
+    Ok(())
+}
+
+/// Writes `D^½` for Adam's preconditioner `D = diag(1/(sqrt(v̂)+ε))`:
+/// `out_i = 1/sqrt(sqrt(v̂_i)+ε)`, `v̂ = v/(1−β2^t)`. Used by the `preconditioned` step
+/// measure around the Hessian-vector product ([`crate::power`]).
+///
+/// # Errors
+/// [`Error::LengthMismatch`] if `out.len() != v.len()`; [`Error::InvalidInput`] for
+/// `t == 0`, a `beta2` outside `[0, 1)` or an `eps` that is not finite and `> 0`;
+/// [`Error::NonFinite`] / [`Error::InvalidInput`] for a non-finite or negative `v_i`
+/// (then `out` is left unchanged).
+///
+/// ```
+/// use safestep_core::adam::preconditioner_sqrt;
+/// let mut d = [0.0_f64; 2];
+/// preconditioner_sqrt(&[0.0, 0.0], 0.999, 1, 1.0, &mut d)?;
+/// assert_eq!(d, [1.0, 1.0]);
+/// # Ok::<(), safestep_core::Error>(())
+/// ```
+pub fn preconditioner_sqrt<T: Real>(
+    v: &[T],
+    beta2: T,
+    t: u64,
+    eps: T,
+    out: &mut [T],
+) -> Result<(), Error> {
+    check_len("out", v.len(), out.len())?;
+    if t == 0 {
+        return Err(Error::InvalidInput {
+            what: "t",
+            value: 0.0,
+            allowed: ">= 1 (1-based step)",
+        });
+    }
+    if !(beta2.is_finite() && beta2 >= T::zero() && beta2 < T::one()) {
+        return Err(Error::InvalidInput {
+            what: "beta2",
+            value: beta2.as_f64(),
+            allowed: "in [0, 1)",
+        });
+    }
+    if !(eps.is_finite() && eps > T::zero()) {
+        return Err(Error::InvalidInput {
+            what: "eps",
+            value: eps.as_f64(),
+            allowed: "finite and > 0",
+        });
+    }
+    for (i, &vi) in v.iter().enumerate() {
+        if !vi.is_finite() {
+            return Err(Error::NonFinite {
+                what: "v",
+                index: Some(i),
+            });
+        }
+        check_nonneg("v", vi)?;
+    }
+    let inv_bc2 = T::one() / bias_correction(beta2, t);
+    for (o, &vi) in out.iter_mut().zip(v) {
+        *o = T::one() / ((vi * inv_bc2).sqrt() + eps).sqrt();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Textbook Adam in f64, written independently of the fused kernel.
+    fn reference(
+        cfg: &AdamConfig<f64>,
+        lr: f64,
+        t: u64,
+        p: &mut [f64],
+        g: &[f64],
+        m: &mut [f64],
+        v: &mut [f64],
+    ) {
+        for i in 0..p.len() {
+            let mut gi = g[i];
+            if let WeightDecay::CoupledL2(l) = cfg.weight_decay {
+                gi += l * p[i];
+            }
+            m[i] = cfg.beta1 * m[i] + (1.0 - cfg.beta1) * gi;
+            v[i] = cfg.beta2 * v[i] + (1.0 - cfg.beta2) * gi * gi;
+            let mh = m[i] / (1.0 - cfg.beta1.powi(t as i32));
+            let vh = v[i] / (1.0 - cfg.beta2.powi(t as i32));
+            let mut d = lr * mh / (vh.sqrt() + cfg.eps);
+            if let WeightDecay::Decoupled(l) = cfg.weight_decay {
+                d += lr * l * p[i];
+            }
+            p[i] -= d;
+        }
+    }
+
+    #[test]
+    fn matches_reference_all_decays() {
+        for wd in [
+            WeightDecay::None,
+            WeightDecay::CoupledL2(0.01),
+            WeightDecay::Decoupled(0.1),
+        ] {
+            let cfg = AdamConfig {
+                weight_decay: wd,
+                ..AdamConfig::default()
+            };
+            let n = 37;
+            let mut p: [f64; 37] = core::array::from_fn(|i| (i as f64 * 0.37).sin());
+            let mut m = [0.0; 37];
+            let mut v = [0.0; 37];
+            let (mut rp, mut rm, mut rv) = (p, m, v);
+            for t in 1..=5u64 {
+                let g: [f64; 37] = core::array::from_fn(|i| ((i as f64 + t as f64) * 1.3).cos());
+                let mut st = StepStats::new();
+                adam_step(&cfg, 1e-2, t, &mut p, &g, &mut m, &mut v, &mut st).unwrap();
+                reference(&cfg, 1e-2, t, &mut rp, &g, &mut rm, &mut rv);
+                assert_eq!(st.count, n);
+                let gs: f64 = g.iter().map(|x| x * x).sum();
+                assert!((st.grad_sq - gs).abs() < 1e-12 * gs.max(1.0));
+            }
+            for i in 0..n {
+                assert!((p[i] - rp[i]).abs() < 1e-12, "{wd:?} {i}");
+                assert!((m[i] - rm[i]).abs() < 1e-12);
+                assert!((v[i] - rv[i]).abs() < 1e-12);
+            }
+        }
+    }
+
+    #[test]
+    fn errors_leave_state_untouched() {
+        let cfg = AdamConfig::<f32>::default();
+        let mut p = [1.0_f32; 10];
+        let mut m = [0.5_f32; 10];
+        let mut v = [0.25_f32; 10];
+        let mut g = [0.1_f32; 10];
+        g[7] = f32::NAN;
+        let mut st = StepStats::new();
+        let e = adam_step(&cfg, 1e-3, 1, &mut p, &g, &mut m, &mut v, &mut st);
+        assert_eq!(
+            e,
+            Err(Error::NonFinite {
+                what: "grads",
+                index: Some(7)
+            })
+        );
+        assert_eq!(
+            (p, m, v, st),
+            ([1.0; 10], [0.5; 10], [0.25; 10], StepStats::new())
+        );
+        let e = adam_step(&cfg, 1e-3, 1, &mut p, &g[..9], &mut m, &mut v, &mut st);
+        assert_eq!(
+            e,
+            Err(Error::LengthMismatch {
+                what: "grads",
+                expected: 10,
+                found: 9
+            })
+        );
+        g[7] = f32::INFINITY;
+        assert!(adam_step(&cfg, 1e-3, 1, &mut p, &g, &mut m, &mut v, &mut st).is_err());
+        g[7] = 0.0;
+        assert!(adam_step(&cfg, 1e-3, 0, &mut p, &g, &mut m, &mut v, &mut st).is_err());
+        assert!(adam_step(&cfg, f32::NAN, 1, &mut p, &g, &mut m, &mut v, &mut st).is_err());
+        assert_eq!((p, m, v), ([1.0; 10], [0.5; 10], [0.25; 10]));
+    }
+}
