@@ -221,6 +221,7 @@ fn bias_correction<T: Real>(beta: T, t: u64) -> T {
 const LANES: usize = 8;
 
 /// Lane-parallel sum of squares and a finiteness probe (`x − x` is NaN iff x is not finite).
+#[allow(clippy::eq_op)] // `x - x` is the point: 0 for finite x, NaN otherwise.
 fn sq_norm_and_finite<T: Real>(x: &[T]) -> (T, bool) {
     let mut acc = [T::zero(); LANES];
     let mut probe = [T::zero(); LANES];
