@@ -1,1 +1,4 @@
 //! safestep-host: the CPU engine, task streams and benchmark runner behind the `safestep` binary.
+
+pub mod backend;
+pub mod data;

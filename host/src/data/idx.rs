@@ -1,0 +1,423 @@
+//! Reader for the IDX format of the MNIST files, raw or gzip-compressed.
+//!
+//! An IDX file is a 4-byte magic number `00 00 TT NN` (`TT` the element type, `0x08` for
+//! unsigned bytes, the only type MNIST uses; `NN` the number of dimensions), then `NN`
+//! big-endian `u32` dimension sizes, then the elements in row-major order. The reader
+//! recognises gzip by its magic bytes (`1f 8b`), not by the file name, reads the header
+//! first and then exactly the number of elements the header announces, so a truncated,
+//! corrupt or oversized file is reported (naming the file and the problem) instead of
+//! being silently accepted, and a forged header cannot make it allocate more than
+//! [`MAX_ELEMENTS`].
+//!
+//! ```
+//! use safestep_host::data::idx::{parse_idx, IdxKind};
+//! // A 1-dimensional label file with two labels, 3 and 7.
+//! let bytes = [0u8, 0, 8, 1, 0, 0, 0, 2, 3, 7];
+//! let labels = parse_idx(&bytes[..], "labels", IdxKind::Labels).unwrap();
+//! assert_eq!(labels.dims, vec![2]);
+//! assert_eq!(labels.data, vec![3, 7]);
+//! ```
+
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::Path;
+
+/// Largest element count accepted from a header (1 GiB of bytes; full MNIST is 47 MB).
+pub const MAX_ELEMENTS: usize = 1 << 30;
+
+/// Which MNIST file an IDX array is expected to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdxKind {
+    /// Images: 3 dimensions (count, rows, columns), magic `0x00000803` (2051).
+    Images,
+    /// Labels: 1 dimension (count), magic `0x00000801` (2049).
+    Labels,
+}
+
+impl IdxKind {
+    /// The magic number as a big-endian `u32`.
+    pub fn magic(self) -> u32 {
+        0x0800 | self.dims() as u32
+    }
+
+    /// Number of dimensions.
+    pub fn dims(self) -> usize {
+        match self {
+            IdxKind::Images => 3,
+            IdxKind::Labels => 1,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            IdxKind::Images => "images",
+            IdxKind::Labels => "labels",
+        }
+    }
+}
+
+/// A parsed IDX array of unsigned bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdxArray {
+    /// Dimension sizes, outermost first (for images: count, rows, columns).
+    pub dims: Vec<usize>,
+    /// Elements in row-major order; `data.len()` is the product of `dims`.
+    pub data: Vec<u8>,
+}
+
+/// What went wrong reading an IDX file; every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum IdxError {
+    /// The file could not be opened.
+    #[error("{file}: cannot open: {source}")]
+    Open {
+        /// The file.
+        file: String,
+        /// The operating-system error.
+        source: io::Error,
+    },
+    /// Reading failed: an I/O error or a corrupt gzip stream.
+    #[error("{file}: read failed ({context}): {source}")]
+    Read {
+        /// The file.
+        file: String,
+        /// What was being read (magic number, dimensions, elements).
+        context: &'static str,
+        /// The underlying error (for gzip: corrupt or truncated stream).
+        source: io::Error,
+    },
+    /// The file ended before the announced content.
+    #[error("{file}: truncated: {what} needs {expected} bytes, found {found}")]
+    Truncated {
+        /// The file.
+        file: String,
+        /// The part that is incomplete.
+        what: &'static str,
+        /// Bytes required.
+        expected: usize,
+        /// Bytes present.
+        found: usize,
+    },
+    /// The magic number is not the one of the expected file kind.
+    #[error("{file}: bad magic number 0x{found:08x}, expected 0x{expected:08x} (IDX {kind} file)")]
+    BadMagic {
+        /// The file.
+        file: String,
+        /// Magic number found.
+        found: u32,
+        /// Magic number required.
+        expected: u32,
+        /// `images` or `labels`.
+        kind: &'static str,
+    },
+    /// A dimension is zero, or the element count exceeds [`MAX_ELEMENTS`].
+    #[error("{file}: invalid dimensions {dims:?}: {problem}")]
+    BadDims {
+        /// The file.
+        file: String,
+        /// The dimensions read from the header.
+        dims: Vec<u32>,
+        /// What is wrong with them.
+        problem: &'static str,
+    },
+    /// Bytes follow the announced elements.
+    #[error(
+        "{file}: {extra}+ unexpected bytes after the {expected} elements the header announces"
+    )]
+    TrailingData {
+        /// The file.
+        file: String,
+        /// Elements announced by the header.
+        expected: usize,
+        /// Extra bytes found (at least this many).
+        extra: usize,
+    },
+}
+
+/// Reads an IDX file of the given kind, raw or gzip-compressed (detected by content).
+pub fn read_idx_file(path: &Path, kind: IdxKind) -> Result<IdxArray, IdxError> {
+    let file = path.display().to_string();
+    let f = File::open(path).map_err(|source| IdxError::Open {
+        file: file.clone(),
+        source,
+    })?;
+    parse_idx(BufReader::new(f), &file, kind)
+}
+
+/// Parses IDX content (raw or gzip, detected by the `1f 8b` magic) from a reader; `file`
+/// names the source in errors.
+pub fn parse_idx<R: Read>(reader: R, file: &str, kind: IdxKind) -> Result<IdxArray, IdxError> {
+    let mut reader = reader;
+    let mut head = [0u8; 2];
+    let n = read_full(&mut reader, &mut head, file, "magic number")?;
+    if n < head.len() {
+        return Err(IdxError::Truncated {
+            file: file.to_string(),
+            what: "magic number",
+            expected: 4,
+            found: n,
+        });
+    }
+    let chained = io::Cursor::new(head).chain(reader);
+    if head == [0x1f, 0x8b] {
+        parse_raw(flate2::read::GzDecoder::new(chained), file, kind)
+    } else {
+        parse_raw(chained, file, kind)
+    }
+}
+
+/// Reads into `buf` until it is full or the input ends; returns the bytes read.
+fn read_full<R: Read>(
+    reader: &mut R,
+    buf: &mut [u8],
+    file: &str,
+    context: &'static str,
+) -> Result<usize, IdxError> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(k) => filled += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(source) => {
+                return Err(IdxError::Read {
+                    file: file.to_string(),
+                    context,
+                    source,
+                })
+            }
+        }
+    }
+    Ok(filled)
+}
+
+fn parse_raw<R: Read>(mut reader: R, file: &str, kind: IdxKind) -> Result<IdxArray, IdxError> {
+    let mut magic = [0u8; 4];
+    let n = read_full(&mut reader, &mut magic, file, "magic number")?;
+    if n < 4 {
+        return Err(IdxError::Truncated {
+            file: file.to_string(),
+            what: "magic number",
+            expected: 4,
+            found: n,
+        });
+    }
+    let found = u32::from_be_bytes(magic);
+    if found != kind.magic() {
+        return Err(IdxError::BadMagic {
+            file: file.to_string(),
+            found,
+            expected: kind.magic(),
+            kind: kind.name(),
+        });
+    }
+    let ndims = kind.dims();
+    let mut raw_dims = vec![0u8; 4 * ndims];
+    let n = read_full(&mut reader, &mut raw_dims, file, "dimensions")?;
+    if n < raw_dims.len() {
+        return Err(IdxError::Truncated {
+            file: file.to_string(),
+            what: "dimensions",
+            expected: raw_dims.len(),
+            found: n,
+        });
+    }
+    let dims32: Vec<u32> = raw_dims
+        .chunks_exact(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    if dims32.contains(&0) {
+        return Err(IdxError::BadDims {
+            file: file.to_string(),
+            dims: dims32,
+            problem: "a dimension is zero",
+        });
+    }
+    let mut total: usize = 1;
+    for &d in &dims32 {
+        total = match total.checked_mul(d as usize) {
+            Some(t) if t <= MAX_ELEMENTS => t,
+            _ => {
+                return Err(IdxError::BadDims {
+                    file: file.to_string(),
+                    dims: dims32,
+                    problem: "more than MAX_ELEMENTS (2^30) elements",
+                })
+            }
+        };
+    }
+    let mut data = vec![0u8; total];
+    let n = read_full(&mut reader, &mut data, file, "elements")?;
+    if n < total {
+        return Err(IdxError::Truncated {
+            file: file.to_string(),
+            what: "elements",
+            expected: total,
+            found: n,
+        });
+    }
+    let mut extra = [0u8; 64];
+    let n = read_full(&mut reader, &mut extra, file, "end of file")?;
+    if n > 0 {
+        return Err(IdxError::TrailingData {
+            file: file.to_string(),
+            expected: total,
+            extra: n,
+        });
+    }
+    Ok(IdxArray {
+        dims: dims32.into_iter().map(|d| d as usize).collect(),
+        data,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn labels_file(count: u32, labels: &[u8]) -> Vec<u8> {
+        let mut v = vec![0, 0, 8, 1];
+        v.extend_from_slice(&count.to_be_bytes());
+        v.extend_from_slice(labels);
+        v
+    }
+
+    fn images_file(n: u32, r: u32, c: u32, fill: usize) -> Vec<u8> {
+        let mut v = vec![0, 0, 8, 3];
+        for d in [n, r, c] {
+            v.extend_from_slice(&d.to_be_bytes());
+        }
+        v.extend((0..fill).map(|i| (i % 251) as u8));
+        v
+    }
+
+    fn gz(bytes: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(bytes).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn reads_raw_and_gzip_alike() {
+        let raw = images_file(2, 3, 4, 24);
+        let a = parse_idx(&raw[..], "x", IdxKind::Images).unwrap();
+        let b = parse_idx(&gz(&raw)[..], "x.gz", IdxKind::Images).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.dims, vec![2, 3, 4]);
+        assert_eq!(a.data.len(), 24);
+        assert_eq!(a.data[23], 23);
+    }
+
+    #[test]
+    fn truncated_elements_name_file_and_counts() {
+        for bytes in [images_file(2, 3, 4, 20), gz(&images_file(2, 3, 4, 20))] {
+            let err = parse_idx(&bytes[..], "imgs.idx", IdxKind::Images).unwrap_err();
+            match &err {
+                IdxError::Truncated {
+                    file,
+                    what,
+                    expected,
+                    found,
+                } => {
+                    assert_eq!(file, "imgs.idx");
+                    assert_eq!(*what, "elements");
+                    assert_eq!((*expected, *found), (24, 20));
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+            assert!(err.to_string().contains("imgs.idx"));
+        }
+    }
+
+    #[test]
+    fn truncated_header() {
+        let err = parse_idx(&[0u8, 0, 8][..], "f", IdxKind::Labels).unwrap_err();
+        assert!(matches!(
+            err,
+            IdxError::Truncated {
+                what: "magic number",
+                ..
+            }
+        ));
+        let err = parse_idx(&[0u8, 0, 8, 3, 0, 0, 0, 1, 0][..], "f", IdxKind::Images).unwrap_err();
+        assert!(matches!(
+            err,
+            IdxError::Truncated {
+                what: "dimensions",
+                expected: 12,
+                found: 5,
+                ..
+            }
+        ));
+        let err = parse_idx(&[][..], "f", IdxKind::Labels).unwrap_err();
+        assert!(matches!(err, IdxError::Truncated { found: 0, .. }));
+    }
+
+    #[test]
+    fn wrong_magic_is_reported() {
+        // A labels file given where images are expected.
+        let bytes = labels_file(2, &[1, 2]);
+        let err = parse_idx(&bytes[..], "train-images", IdxKind::Images).unwrap_err();
+        match err {
+            IdxError::BadMagic {
+                found, expected, ..
+            } => {
+                assert_eq!(found, 0x0801);
+                assert_eq!(expected, 0x0803);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // Element type other than u8 (0x0d = float).
+        let bytes = [0u8, 0, 0x0d, 1, 0, 0, 0, 0];
+        assert!(matches!(
+            parse_idx(&bytes[..], "f", IdxKind::Labels),
+            Err(IdxError::BadMagic { .. })
+        ));
+    }
+
+    #[test]
+    fn zero_and_huge_dims_rejected() {
+        let bytes = images_file(0, 28, 28, 0);
+        assert!(matches!(
+            parse_idx(&bytes[..], "f", IdxKind::Images),
+            Err(IdxError::BadDims { .. })
+        ));
+        let bytes = images_file(u32::MAX, u32::MAX, 28, 0);
+        let err = parse_idx(&bytes[..], "f", IdxKind::Images).unwrap_err();
+        assert!(matches!(err, IdxError::BadDims { .. }), "{err}");
+    }
+
+    #[test]
+    fn trailing_bytes_rejected() {
+        let mut bytes = labels_file(2, &[1, 2]);
+        bytes.push(9);
+        let err = parse_idx(&bytes[..], "lab", IdxKind::Labels).unwrap_err();
+        assert!(
+            matches!(err, IdxError::TrailingData { extra: 1, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn corrupt_gzip_is_a_read_error_naming_the_file() {
+        let mut bytes = gz(&labels_file(100, &[3; 100]));
+        // Damage the deflate stream and cut the trailer.
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        bytes[12] ^= 0x55;
+        let err = parse_idx(&bytes[..], "broken.gz", IdxKind::Labels).unwrap_err();
+        assert!(err.to_string().contains("broken.gz"), "{err}");
+        let truncated = &gz(&labels_file(100, &[3; 100]))[..15];
+        let err = parse_idx(truncated, "short.gz", IdxKind::Labels).unwrap_err();
+        assert!(err.to_string().contains("short.gz"), "{err}");
+    }
+
+    #[test]
+    fn missing_file_names_path() {
+        let err =
+            read_idx_file(Path::new("/nonexistent/dir/train-images"), IdxKind::Images).unwrap_err();
+        assert!(matches!(err, IdxError::Open { .. }));
+        assert!(err.to_string().contains("/nonexistent/dir/train-images"));
+    }
+}
