@@ -1,0 +1,304 @@
+//! Power iteration for a layer's sharpness (top Hessian eigenvalue), warm-started.
+//!
+//! The caller owns the direction `v` (a slice the size of the layer) and keeps it between
+//! controller events; [`PowerIteration`] holds only scalars. The Hessian is never formed:
+//! a caller-supplied closure computes Hessian-vector products `hv = H·v`.
+//! The first call iterates to convergence (relative change of the Rayleigh quotient below
+//! `tol`, at most `max_iters` products); every later call does one warm-started iteration.
+//! With a preconditioner `d = D^½` ([`crate::adam::preconditioner_sqrt`]) it estimates
+//! `λ_max(D^½ H D^½)` instead, scaling by `d` around the product.
+//!
+//! Power iteration finds the eigenvalue of largest magnitude; the returned Rayleigh quotient
+//! keeps its sign.
+//!
+//! ```
+//! use safestep_core::power::{PowerConfig, PowerIteration};
+//! // H = diag(3, 1): top eigenvalue 3.
+//! let hvp = |v: &[f64], out: &mut [f64]| -> Result<(), ()> {
+//!     out[0] = 3.0 * v[0];
+//!     out[1] = v[1];
+//!     Ok(())
+//! };
+//! let (mut v, mut hv) = ([1.0, 1.0], [0.0; 2]);
+//! let mut p = PowerIteration::new();
+//! let cfg = PowerConfig { tol: 1e-9, max_iters: 100 };
+//! let lambda = p.estimate(&cfg, &mut v, &mut hv, None, hvp).unwrap();
+//! assert!((lambda - 3.0).abs() < 1e-6);
+//! ```
+
+use crate::{Error, Real};
+use core::fmt;
+
+/// Stopping rule for the first (cold-start) estimate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PowerConfig<T> {
+    /// Stop when `|λ_k − λ_{k−1}| <= tol·|λ_k|` (default 1e-3).
+    pub tol: T,
+    /// At most this many Hessian-vector products on the first call (default 20).
+    pub max_iters: usize,
+}
+
+impl<T: Real> Default for PowerConfig<T> {
+    fn default() -> Self {
+        PowerConfig {
+            tol: T::of(1e-3),
+            max_iters: 20,
+        }
+    }
+}
+
+/// Why an estimate failed: the caller's product failed, or an input was bad.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PowerError<E> {
+    /// The Hessian-vector product closure returned this error.
+    Hvp(E),
+    /// A length mismatch, a bad preconditioner or config, or a non-finite product.
+    Input(Error),
+}
+
+impl<E> From<Error> for PowerError<E> {
+    fn from(e: Error) -> Self {
+        PowerError::Input(e)
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for PowerError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PowerError::Hvp(e) => write!(f, "Hessian-vector product failed: {e}"),
+            PowerError::Input(e) => write!(f, "power iteration: {e}"),
+        }
+    }
+}
+
+impl<E: fmt::Debug + fmt::Display> core::error::Error for PowerError<E> {}
+
+/// The scalar state of one layer's power iteration (the vector lives with the caller).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct PowerIteration<T> {
+    /// The last estimate (0 before the first call).
+    pub eigenvalue: T,
+    /// Whether the last call met the tolerance (for a one-step call: relative change
+    /// against the previous event's estimate).
+    pub converged: bool,
+    /// Hessian-vector products the last call used.
+    pub iterations: usize,
+    started: bool,
+}
+
+/// Deterministic pseudo-random entry in [-1, 1) for reseeding (splitmix64 of the index).
+fn seed_entry<T: Real>(i: usize) -> T {
+    let mut z = (i as u64)
+        .wrapping_add(1)
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    T::of((z >> 11) as f64 / (1u64 << 52) as f64 - 1.0)
+}
+
+/// Euclidean norm, scaled to avoid overflow/underflow of the squares.
+fn norm<T: Real>(x: &[T]) -> T {
+    let scale = x.iter().fold(T::zero(), |a, &b| a.max(b.abs()));
+    if scale == T::zero() || !scale.is_finite() {
+        return scale;
+    }
+    let ss = x.iter().fold(T::zero(), |a, &b| {
+        let y = b / scale;
+        a + y * y
+    });
+    scale * ss.sqrt()
+}
+
+impl<T: Real> PowerIteration<T> {
+    /// A fresh state: the next [`PowerIteration::estimate`] iterates to convergence.
+    pub fn new() -> Self {
+        PowerIteration {
+            eigenvalue: T::zero(),
+            converged: false,
+            iterations: 0,
+            started: false,
+        }
+    }
+
+    /// Forget the history, so the next call iterates to convergence again (e.g. after a
+    /// task boundary). The caller's vector is kept as the starting direction.
+    pub fn restart(&mut self) {
+        self.started = false;
+        self.converged = false;
+    }
+
+    /// One estimate of the top eigenvalue of `H` (or of `D^½ H D^½` with
+    /// `precond = Some(d)`), returning the Rayleigh quotient `v·Av` for the unit `v`.
+    ///
+    /// `v` is the warm-start direction and is left holding the next one; `hv` is scratch of
+    /// the same length. If `v` is zero or not finite it is reseeded deterministically.
+    /// `hvp(x, out)` must write `H·x` into `out`. If `H·v = 0` the estimate is 0 and `v` is
+    /// kept. An empty slice gives 0.
+    ///
+    /// # Errors
+    /// [`PowerError::Input`] for mismatched lengths, a `tol` that is not finite and `>= 0`,
+    /// a preconditioner entry that is not finite and `> 0`, or a non-finite product;
+    /// [`PowerError::Hvp`] when the closure fails. On error `v` holds a valid direction
+    /// (the one before the failing product, up to rounding) and the state is unchanged.
+    pub fn estimate<F, E>(
+        &mut self,
+        cfg: &PowerConfig<T>,
+        v: &mut [T],
+        hv: &mut [T],
+        precond: Option<&[T]>,
+        mut hvp: F,
+    ) -> Result<T, PowerError<E>>
+    where
+        F: FnMut(&[T], &mut [T]) -> Result<(), E>,
+    {
+        let n = v.len();
+        crate::error::check_len("hv", n, hv.len())?;
+        if !(cfg.tol.is_finite() && cfg.tol >= T::zero()) {
+            return Err(Error::InvalidConfig {
+                field: "tol",
+                value: cfg.tol.as_f64(),
+                allowed: "finite and >= 0",
+            }
+            .into());
+        }
+        if let Some(d) = precond {
+            crate::error::check_len("precond", n, d.len())?;
+            for (i, &x) in d.iter().enumerate() {
+                if !x.is_finite() {
+                    return Err(Error::NonFinite {
+                        what: "precond",
+                        index: Some(i),
+                    }
+                    .into());
+                }
+                if x <= T::zero() {
+                    return Err(Error::InvalidInput {
+                        what: "precond",
+                        value: x.as_f64(),
+                        allowed: "> 0 (D^½ of a positive diagonal)",
+                    }
+                    .into());
+                }
+            }
+        }
+        if n == 0 {
+            self.eigenvalue = T::zero();
+            self.converged = true;
+            self.iterations = 0;
+            self.started = true;
+            return Ok(T::zero());
+        }
+
+        let mut len = norm(v);
+        if !(len.is_finite() && len > T::zero()) {
+            for (i, x) in v.iter_mut().enumerate() {
+                *x = seed_entry(i);
+            }
+            len = norm(v);
+        }
+        for x in v.iter_mut() {
+            *x = *x / len;
+        }
+
+        let iters = if self.started {
+            1
+        } else {
+            cfg.max_iters.max(1)
+        };
+        let mut prev = if self.started {
+            Some(self.eigenvalue)
+        } else {
+            None
+        };
+        let mut lambda = T::zero();
+        let mut converged = false;
+        let mut used = 0;
+        for _ in 0..iters {
+            used += 1;
+            let (rq, null) = match precond {
+                None => {
+                    hvp(v, hv).map_err(PowerError::Hvp)?;
+                    let rq = v
+                        .iter()
+                        .zip(hv.iter())
+                        .fold(T::zero(), |a, (&x, &y)| a + x * y);
+                    let w = norm(hv);
+                    if !(w.is_finite() && rq.is_finite()) {
+                        return Err(Error::NonFinite {
+                            what: "hvp output",
+                            index: None,
+                        }
+                        .into());
+                    }
+                    if w == T::zero() {
+                        (T::zero(), true)
+                    } else {
+                        for (x, &y) in v.iter_mut().zip(hv.iter()) {
+                            *x = y / w;
+                        }
+                        (rq, false)
+                    }
+                }
+                Some(d) => {
+                    // v ← d⊙v (= u), hv = H u, λ = u·Hu, next v ∝ d⊙hv.
+                    for (x, &di) in v.iter_mut().zip(d) {
+                        *x = *x * di;
+                    }
+                    let unscale = |v: &mut [T]| {
+                        for (x, &di) in v.iter_mut().zip(d) {
+                            *x = *x / di;
+                        }
+                    };
+                    if let Err(e) = hvp(v, hv) {
+                        unscale(v);
+                        return Err(PowerError::Hvp(e));
+                    }
+                    let rq = v
+                        .iter()
+                        .zip(hv.iter())
+                        .fold(T::zero(), |a, (&x, &y)| a + x * y);
+                    for (y, &di) in hv.iter_mut().zip(d) {
+                        *y = *y * di;
+                    }
+                    let w = norm(hv);
+                    if !(w.is_finite() && rq.is_finite()) {
+                        unscale(v);
+                        return Err(Error::NonFinite {
+                            what: "hvp output",
+                            index: None,
+                        }
+                        .into());
+                    }
+                    if w == T::zero() {
+                        unscale(v);
+                        (T::zero(), true)
+                    } else {
+                        for (x, &y) in v.iter_mut().zip(hv.iter()) {
+                            *x = y / w;
+                        }
+                        (rq, false)
+                    }
+                }
+            };
+            lambda = rq;
+            if let Some(p) = prev {
+                if (lambda - p).abs() <= cfg.tol * lambda.abs() {
+                    converged = true;
+                    break;
+                }
+            }
+            if null {
+                // H·v = 0: nothing more to learn from this direction.
+                converged = true;
+                break;
+            }
+            prev = Some(lambda);
+        }
+        self.eigenvalue = lambda;
+        self.converged = converged;
+        self.iterations = used;
+        self.started = true;
+        Ok(lambda)
+    }
+}

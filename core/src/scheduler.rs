@@ -1,0 +1,543 @@
+//! The per-layer step-size scheduler (Algorithm 1 of the paper, as DESIGN.md
+//! operationalises it).
+//!
+//! Every `K` optimizer steps ([`SchedulerConfig::is_event`]), for each layer: measure the
+//! effective step `ρ`, update the layer's noise and volatility estimates, compute the bound
+//! the mode selects, then
+//!
+//! - **cool** (`lr ← γ_cool·lr`) if `ρ > bound`;
+//! - else **warm** (`lr ← γ_warm·lr`) if early in the task and `ρ < timid·bound`;
+//! - else **hold**; `lr` is always clamped to `[lr_min, lr_max]`.
+//!
+//! Statistics in, learning rates out: the scheduler never sees tensors. That is the shape of
+//! the usual learning-rate scheduler APIs — one [`LayerScheduler`] per torch param group
+//! (`group["lr"] = sched.lr()`), optax's pure `init`/`update` (the scheduler is its state),
+//! burn's `LrScheduler::step`, or candle's `Optimizer::set_learning_rate` per layer's
+//! optimizer. A complete loop, with the statistics faked:
+//!
+//! ```
+//! use safestep_core::noise::NoiseStats;
+//! use safestep_core::scheduler::{LayerObservation, LayerScheduler, Mode, Progress, SchedulerConfig};
+//!
+//! let cfg = SchedulerConfig { mode: Mode::Combined, ..SchedulerConfig::<f64>::default() };
+//! // One scheduler per layer ("param group"), window capacity 32 >= cfg.window.
+//! let mut layers = [LayerScheduler::<f64, 32>::new(&cfg, 1e-3)?, LayerScheduler::new(&cfg, 1e-3)?];
+//! for step in 0..100u64 {
+//!     // ... forward/backward, then one Adam step per layer with lr = layers[l].lr() ...
+//!     if cfg.is_event(step) {
+//!         for sched in layers.iter_mut() {
+//!             let obs = LayerObservation {
+//!                 alpha_agg: sched.lr() / 1e-3, // lr/(sqrt(mean v̂)+ε) from adam's StepStats
+//!                 mean_multiplier: sched.lr(),
+//!                 sharpness: 5.0,                // power iteration on the layer's HVP
+//!                 noise: NoiseStats::from_variance(1.0, 64.0, 32, None)?, // SNR_g = 0.5
+//!             };
+//!             let progress = Progress { step_in_task: step, steps_per_task: Some(100), step, total_steps: None };
+//!             let report = sched.observe(&cfg, &obs, progress)?;
+//!             assert!(report.lr_after >= cfg.lr_min && report.lr_after <= cfg.lr_max);
+//!         }
+//!     }
+//! }
+//! // ρ = α_agg·λ = 5 is far above the bound (< 2s = 1.6): both layers cooled every event.
+//! assert!((layers[0].lr() - 1e-3 * 0.99_f64.powi(10)).abs() < 1e-12);
+//! # Ok::<(), safestep_core::Error>(())
+//! ```
+
+use crate::bounds::{Bounds, StepMeasure};
+use crate::error::{check_finite, check_nonneg};
+use crate::noise::{snr_ratio, NoiseStats};
+use crate::window::{CurvatureWindow, EmaVolatility};
+use crate::{Error, Real};
+
+/// Which bound the scheduler enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Never change the learning rate (plain Adam); the numbers are still reported.
+    Off,
+    /// Gradient-noise bound `ρ*_g`.
+    Gradient,
+    /// Volatility bound `ρ*_vol`.
+    Volatility,
+    /// Combined bound `ρ̃*` (the paper's scheduler; the default).
+    #[default]
+    Combined,
+}
+
+impl Mode {
+    /// Lower-case name (`"off"`, `"gradient"`, `"volatility"`, `"combined"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Off => "off",
+            Mode::Gradient => "gradient",
+            Mode::Volatility => "volatility",
+            Mode::Combined => "combined",
+        }
+    }
+}
+
+/// How `SNR_g` is estimated at an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SnrEstimator {
+    /// Ratio of bias-corrected EMAs of `G²` and of the noise `S/B` across events
+    /// (McCandlish et al.; the default).
+    #[default]
+    Ema,
+    /// This event's raw `G²/(S/B)` (mostly sampling noise; for ablation).
+    Raw,
+}
+
+/// How the curvature volatility is estimated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VolatilityEstimator {
+    /// Last `window` values of `ρ` ([`CurvatureWindow`]; the default).
+    #[default]
+    Window,
+    /// Bias-corrected EMA with decay `1 − 2/(window+1)` ([`EmaVolatility`]).
+    Ema,
+}
+
+/// Every constant of the scheduler. `Default` gives DESIGN.md's values.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SchedulerConfig<T> {
+    /// Which bound to enforce (default [`Mode::Combined`]).
+    pub mode: Mode,
+    /// How `ρ` is measured (default [`StepMeasure::Normalized`]).
+    pub measure: StepMeasure,
+    /// Control interval `K`: an event every `K` optimizer steps (default 10, `>= 1`).
+    pub interval: usize,
+    /// Safety factor `s` (default 0.8, `> 0`); every bound lies in `[0, 2s]`.
+    pub safety: T,
+    /// Volatility weight `β` in `SNR_v = B/(β·Vol)` (default 1, `>= 0`).
+    pub beta: T,
+    /// Volatility window `W` (default 20, `1..=N` of the [`LayerScheduler`]).
+    pub window: usize,
+    /// Decay of the `G²` and noise EMAs (default 0.9, in `[0, 1)`).
+    pub snr_ema_decay: T,
+    /// `SNR_g` estimator (default [`SnrEstimator::Ema`]).
+    pub snr_estimator: SnrEstimator,
+    /// Volatility estimator (default [`VolatilityEstimator::Window`]).
+    pub volatility_estimator: VolatilityEstimator,
+    /// `γ_cool` (default 0.99, in `(0, 1]`).
+    pub cool: T,
+    /// `γ_warm` (default 1.01, finite and `>= 1`).
+    pub warm: T,
+    /// "Early" = the first `warm_fraction` of the task's steps (default 0.3, in `[0, 1]`).
+    pub warm_fraction: T,
+    /// Warm only if `ρ < timid·bound` (default 0.1, in `[0, 1]`).
+    pub timid: T,
+    /// Lower clamp of the learning rate (default 1e-6, finite and `> 0`).
+    pub lr_min: T,
+    /// Upper clamp of the learning rate (default 1e-2, finite and `>= lr_min`).
+    pub lr_max: T,
+}
+
+impl<T: Real> Default for SchedulerConfig<T> {
+    fn default() -> Self {
+        SchedulerConfig {
+            mode: Mode::Combined,
+            measure: StepMeasure::Normalized,
+            interval: 10,
+            safety: T::of(0.8),
+            beta: T::one(),
+            window: 20,
+            snr_ema_decay: T::of(0.9),
+            snr_estimator: SnrEstimator::Ema,
+            volatility_estimator: VolatilityEstimator::Window,
+            cool: T::of(0.99),
+            warm: T::of(1.01),
+            warm_fraction: T::of(0.3),
+            timid: T::of(0.1),
+            lr_min: T::of(1e-6),
+            lr_max: T::of(1e-2),
+        }
+    }
+}
+
+fn invalid<T: Real>(field: &'static str, value: T, allowed: &'static str) -> Error {
+    Error::InvalidConfig {
+        field,
+        value: value.as_f64(),
+        allowed,
+    }
+}
+
+fn in_range<T: Real>(
+    field: &'static str,
+    x: T,
+    lo: T,
+    hi: T,
+    allowed: &'static str,
+) -> Result<(), Error> {
+    if x.is_finite() && x >= lo && x <= hi {
+        Ok(())
+    } else {
+        Err(invalid(field, x, allowed))
+    }
+}
+
+impl<T: Real> SchedulerConfig<T> {
+    /// Checks every field against the range documented on it.
+    ///
+    /// ```
+    /// use safestep_core::scheduler::SchedulerConfig;
+    /// let bad = SchedulerConfig { cool: 1.5_f64, ..SchedulerConfig::default() };
+    /// assert_eq!(bad.validate().unwrap_err().to_string(), "config field cool = 1.5: must be in (0, 1]");
+    /// ```
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.interval == 0 {
+            return Err(Error::InvalidConfig {
+                field: "interval",
+                value: 0.0,
+                allowed: ">= 1",
+            });
+        }
+        if self.window == 0 {
+            return Err(Error::InvalidConfig {
+                field: "window",
+                value: 0.0,
+                allowed: ">= 1",
+            });
+        }
+        if !(self.safety.is_finite() && self.safety > T::zero()) {
+            return Err(invalid("safety", self.safety, "finite and > 0"));
+        }
+        in_range(
+            "beta",
+            self.beta,
+            T::zero(),
+            T::max_value(),
+            "finite and >= 0",
+        )?;
+        if !(self.snr_ema_decay.is_finite()
+            && self.snr_ema_decay >= T::zero()
+            && self.snr_ema_decay < T::one())
+        {
+            return Err(invalid("snr_ema_decay", self.snr_ema_decay, "in [0, 1)"));
+        }
+        if !(self.cool.is_finite() && self.cool > T::zero() && self.cool <= T::one()) {
+            return Err(invalid("cool", self.cool, "in (0, 1]"));
+        }
+        in_range(
+            "warm",
+            self.warm,
+            T::one(),
+            T::max_value(),
+            "finite and >= 1",
+        )?;
+        in_range(
+            "warm_fraction",
+            self.warm_fraction,
+            T::zero(),
+            T::one(),
+            "in [0, 1]",
+        )?;
+        in_range("timid", self.timid, T::zero(), T::one(), "in [0, 1]")?;
+        if !(self.lr_min.is_finite() && self.lr_min > T::zero()) {
+            return Err(invalid("lr_min", self.lr_min, "finite and > 0"));
+        }
+        in_range(
+            "lr_max",
+            self.lr_max,
+            self.lr_min,
+            T::max_value(),
+            "finite and >= lr_min",
+        )?;
+        Ok(())
+    }
+
+    /// Whether optimizer step `step` (counted from 0) is a controller event:
+    /// `step % interval == 0` (never, for an invalid `interval` of 0).
+    ///
+    /// ```
+    /// use safestep_core::scheduler::SchedulerConfig;
+    /// let cfg = SchedulerConfig::<f32>::default(); // K = 10
+    /// assert!(cfg.is_event(0) && cfg.is_event(20) && !cfg.is_event(7));
+    /// ```
+    pub fn is_event(&self, step: u64) -> bool {
+        self.interval != 0 && step % self.interval as u64 == 0
+    }
+}
+
+/// Where training is, to decide whether it is "early" (warming allowed).
+///
+/// Early means `step_in_task < warm_fraction · steps_per_task` when the task length is
+/// known (the task-boundary hint), else `step < warm_fraction · total_steps` when the run
+/// length is known, else never (no warming without a notion of "early").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Progress {
+    /// Optimizer steps since the current task began.
+    pub step_in_task: u64,
+    /// Steps per task, if task boundaries are known.
+    pub steps_per_task: Option<u64>,
+    /// Optimizer steps since the run began.
+    pub step: u64,
+    /// Total steps of the run, if known.
+    pub total_steps: Option<u64>,
+}
+
+impl Progress {
+    /// Whether warming is allowed at this point (see the type's docs).
+    ///
+    /// ```
+    /// use safestep_core::scheduler::Progress;
+    /// let p = Progress { step_in_task: 20, steps_per_task: Some(100), step: 520, total_steps: None };
+    /// assert!(p.is_early(0.3_f64));
+    /// assert!(!p.is_early(0.2_f64));
+    /// ```
+    pub fn is_early<T: Real>(&self, warm_fraction: T) -> bool {
+        let frac = warm_fraction.as_f64();
+        match (self.steps_per_task, self.total_steps) {
+            (Some(n), _) => (self.step_in_task as f64) < frac * n as f64,
+            (None, Some(total)) => (self.step as f64) < frac * total as f64,
+            (None, None) => false,
+        }
+    }
+}
+
+/// One layer's statistics at a controller event (everything the scheduler needs).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct LayerObservation<T> {
+    /// `α_agg = lr/(sqrt(mean v̂)+ε)` ([`crate::adam::StepStats::alpha_agg`]), `>= 0`.
+    pub alpha_agg: T,
+    /// The literal mean multiplier ([`crate::adam::StepStats::mean_multiplier`]), `>= 0`.
+    pub mean_multiplier: T,
+    /// The layer's sharpness `λ` ([`crate::power`]); for [`StepMeasure::Preconditioned`]
+    /// the preconditioned `λ_max(D^½ H D^½)`. Finite, any sign.
+    pub sharpness: T,
+    /// Gradient-noise statistics on the event's minibatch ([`NoiseStats`]).
+    pub noise: NoiseStats<T>,
+}
+
+/// The scheduler's decision for a layer at an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Decision {
+    /// `ρ` was above the bound: `lr ← γ_cool·lr`.
+    Cool,
+    /// Early, and `ρ` well below the bound: `lr ← γ_warm·lr`.
+    Warm,
+    /// Neither (or mode off).
+    #[default]
+    Hold,
+}
+
+impl Decision {
+    /// `"cool"`, `"warm"` or `"hold"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Cool => "cool",
+            Decision::Warm => "warm",
+            Decision::Hold => "hold",
+        }
+    }
+}
+
+/// A decision and every number behind it, for logging.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Report<T> {
+    /// What was done.
+    pub decision: Decision,
+    /// Learning rate before the event.
+    pub lr_before: T,
+    /// Learning rate after it (clamped to `[lr_min, lr_max]`).
+    pub lr_after: T,
+    /// The step measure `ρ` compared with the bound.
+    pub rho: T,
+    /// Curvature volatility `Vol` after pushing this `ρ`.
+    pub vol: T,
+    /// `SNR_g` as the estimator produced it.
+    pub snr_g: T,
+    /// `SNR_v = B/(β·Vol)`.
+    pub snr_v: T,
+    /// Combined `SNR`.
+    pub snr: T,
+    /// Gradient-noise bound `ρ*_g`.
+    pub rho_g: T,
+    /// Volatility bound `ρ*_vol`.
+    pub rho_vol: T,
+    /// Combined bound `ρ̃*`.
+    pub rho_combined: T,
+    /// The bound the mode uses (`rho_combined` for mode off, reported only).
+    pub bound: T,
+    /// Bias-corrected EMA of `G²` after this event.
+    pub g2_ema: T,
+    /// Bias-corrected EMA of the noise `S/B` after this event.
+    pub noise_ema: T,
+}
+
+/// One layer's scheduler state: its learning rate, volatility estimator and SNR EMAs.
+/// `N` is the volatility window's capacity (`cfg.window <= N`).
+#[derive(Debug, Clone)]
+pub struct LayerScheduler<T, const N: usize> {
+    lr: T,
+    window: CurvatureWindow<T, N>,
+    ema_vol: EmaVolatility<T>,
+    g2_sum: T,
+    noise_sum: T,
+    ema_weight: T,
+    events: u64,
+}
+
+impl<T: Real, const N: usize> LayerScheduler<T, N> {
+    /// A fresh layer starting at learning rate `lr0`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] from [`SchedulerConfig::validate`] or for `cfg.window > N`;
+    /// [`Error::InvalidInput`] for an `lr0` outside `[lr_min, lr_max]` (so the invariant
+    /// "lr within its clamp" holds from the start, also in mode off).
+    pub fn new(cfg: &SchedulerConfig<T>, lr0: T) -> Result<Self, Error> {
+        cfg.validate()?;
+        let window = CurvatureWindow::new(cfg.window)?;
+        let ema_vol = EmaVolatility::new(EmaVolatility::<T>::decay_for_window(cfg.window))?;
+        if !(lr0.is_finite() && lr0 >= cfg.lr_min && lr0 <= cfg.lr_max) {
+            return Err(Error::InvalidInput {
+                what: "lr0",
+                value: lr0.as_f64(),
+                allowed: "finite and within [lr_min, lr_max]",
+            });
+        }
+        Ok(LayerScheduler {
+            lr: lr0,
+            window,
+            ema_vol,
+            g2_sum: T::zero(),
+            noise_sum: T::zero(),
+            ema_weight: T::zero(),
+            events: 0,
+        })
+    }
+
+    /// The layer's current learning rate.
+    pub fn lr(&self) -> T {
+        self.lr
+    }
+
+    /// Number of events observed.
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    /// Task-boundary hint: forget the volatility history and the SNR EMAs (the statistics
+    /// of the old task say little about the new one). The learning rate is kept.
+    pub fn reset_task(&mut self) {
+        self.window.clear();
+        self.ema_vol.clear();
+        self.g2_sum = T::zero();
+        self.noise_sum = T::zero();
+        self.ema_weight = T::zero();
+    }
+
+    /// One controller event: takes the layer's statistics, updates the estimates, decides
+    /// and applies cool / warm / hold, and reports every number behind the decision.
+    ///
+    /// `cfg` must be the configuration the scheduler was created with (its `window` is
+    /// checked). Deterministic: the same sequence of inputs gives bit-identical outputs.
+    ///
+    /// # Errors
+    /// Invalid `cfg` (or a `window` different from creation), a non-finite or negative
+    /// observation field (`sharpness` may be negative), or a noise `batch` of 0. On error
+    /// the state is unchanged.
+    pub fn observe(
+        &mut self,
+        cfg: &SchedulerConfig<T>,
+        obs: &LayerObservation<T>,
+        progress: Progress,
+    ) -> Result<Report<T>, Error> {
+        cfg.validate()?;
+        if cfg.window != self.window.capacity() {
+            return Err(Error::InvalidConfig {
+                field: "window",
+                value: cfg.window as f64,
+                allowed: "the value the LayerScheduler was created with",
+            });
+        }
+        let alpha = check_nonneg("alpha_agg", obs.alpha_agg)?;
+        let mean_mult = check_nonneg("mean_multiplier", obs.mean_multiplier)?;
+        let sharp = check_finite("sharpness", obs.sharpness)?;
+        let g2 = check_nonneg("noise.grad_sq", obs.noise.grad_sq)?;
+        let noise = check_nonneg("noise.noise", obs.noise.noise)?;
+        if obs.noise.batch == 0 {
+            return Err(Error::InvalidInput {
+                what: "noise.batch",
+                value: 0.0,
+                allowed: ">= 1",
+            });
+        }
+        let rho = match cfg.measure {
+            StepMeasure::Normalized => alpha * sharp,
+            StepMeasure::Preconditioned => self.lr * sharp,
+            StepMeasure::Mean => mean_mult,
+        };
+        check_finite("rho", rho)?;
+
+        // Tentative updates on copies; committed only once everything succeeded.
+        let d = cfg.snr_ema_decay;
+        let c = T::one() - d;
+        let g2_sum = d * self.g2_sum + c * g2;
+        let noise_sum = d * self.noise_sum + c * noise;
+        let ema_weight = d * self.ema_weight + c;
+        let (g2_ema, noise_ema) = (g2_sum / ema_weight, noise_sum / ema_weight);
+        let snr_g = match cfg.snr_estimator {
+            SnrEstimator::Ema => snr_ratio(g2_ema, noise_ema),
+            SnrEstimator::Raw => snr_ratio(g2, noise),
+        };
+        // The volatility estimate is updated on a copy and committed with the rest, so an
+        // error (e.g. a ρ so large its variance overflows) leaves the state unchanged.
+        let (mut window, mut ema_vol) = (self.window.clone(), self.ema_vol);
+        let vol = match cfg.volatility_estimator {
+            VolatilityEstimator::Window => {
+                window.push(rho)?;
+                window.volatility()
+            }
+            VolatilityEstimator::Ema => {
+                ema_vol.push(rho)?;
+                ema_vol.volatility()
+            }
+        };
+        let b = Bounds::compute(cfg.safety, cfg.beta, obs.noise.batch, snr_g, vol)?;
+        self.window = window;
+        self.ema_vol = ema_vol;
+        self.g2_sum = g2_sum;
+        self.noise_sum = noise_sum;
+        self.ema_weight = ema_weight;
+        self.events += 1;
+
+        let bound = match cfg.mode {
+            Mode::Off | Mode::Combined => b.rho_combined,
+            Mode::Gradient => b.rho_g,
+            Mode::Volatility => b.rho_vol,
+        };
+        let lr_before = self.lr;
+        let early = progress.is_early(cfg.warm_fraction);
+        let decision = if cfg.mode == Mode::Off {
+            Decision::Hold
+        } else if rho > bound {
+            Decision::Cool
+        } else if early && rho < cfg.timid * bound {
+            Decision::Warm
+        } else {
+            Decision::Hold
+        };
+        let lr_after = match decision {
+            Decision::Cool => (lr_before * cfg.cool).max(cfg.lr_min).min(cfg.lr_max),
+            Decision::Warm => (lr_before * cfg.warm).max(cfg.lr_min).min(cfg.lr_max),
+            Decision::Hold => lr_before,
+        };
+        self.lr = lr_after;
+        Ok(Report {
+            decision,
+            lr_before,
+            lr_after,
+            rho,
+            vol,
+            snr_g: b.snr_g,
+            snr_v: b.snr_v,
+            snr: b.snr,
+            rho_g: b.rho_g,
+            rho_vol: b.rho_vol,
+            rho_combined: b.rho_combined,
+            bound,
+            g2_ema,
+            noise_ema,
+        })
+    }
+}
