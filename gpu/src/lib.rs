@@ -1,1 +1,38 @@
-//! safestep-gpu: the CUDA runner. Everything CUDA is behind the `cuda` feature.
+//! safestep-gpu: the CUDA runner of safestep.
+//!
+//! The kernels live in `gpu/kernels/*.cu`, one file per family (tiled SGEMM; bias, ReLU and
+//! CReLU; softmax cross-entropy; deterministic reductions and per-sample gradient norms; the
+//! fused Adam/AdamW step with the scheduler's per-layer statistics; the Wasserstein
+//! regulariser's sort and gradient; initialisation). `build.rs` compiles them to PTX with
+//! `nvcc` (CUDA 13.0.x, `sm_90` unless `SAFESTEP_CUDA_ARCH` says otherwise), and the
+//! [`device`] module loads them with the `cust` crate.
+//!
+//! Everything CUDA is behind the `cuda` feature. Without it this crate holds only the pieces
+//! that need no GPU: [`shape`] (the launch size checks), [`spec`] (the MLP's shape),
+//! [`reference`] (plain-Rust references of every kernel) and [`error`].
+//!
+//! With it: [`device::Gpu`] (context, stream, modules, buffers), [`kernels`] (a safe
+//! wrapper per kernel that checks every size before its `unsafe` launch) and
+//! [`mlp::GpuMlp`] (the MLP on the device, which safestep-host adapts to its `Backend`
+//! trait). Data stays on the device across steps; only per-layer scalars come back.
+#![warn(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod error;
+pub mod reference;
+pub mod shape;
+pub mod spec;
+
+#[cfg(feature = "cuda")]
+pub mod device;
+#[cfg(feature = "cuda")]
+pub mod kernels;
+#[cfg(feature = "cuda")]
+pub mod mlp;
+#[cfg(feature = "cuda")]
+pub mod ptx;
+
+pub use error::{GpuError, GpuResult};
+
+/// Whether this build includes the CUDA runner (the `cuda` feature).
+pub const CUDA_ENABLED: bool = cfg!(feature = "cuda");
