@@ -202,6 +202,20 @@ impl<T: Real> NoiseStats<T> {
         Self::from_variance(mean_grad_sq, s, batch, population)
     }
 
+    /// `‖ḡ‖² − noise` before the clamp at 0: the unbiased estimate of `‖g‖²` itself (it can
+    /// be negative). Average *this* across minibatches and clamp the average — averaging
+    /// the clamped [`NoiseStats::grad_sq`] is biased upwards on pure noise.
+    ///
+    /// ```
+    /// use safestep_core::noise::NoiseStats;
+    /// let n = NoiseStats::from_variance(1.0_f64, 16.0, 8, None)?;
+    /// assert_eq!((n.grad_sq, n.grad_sq_unclamped()), (0.0, -1.0));
+    /// # Ok::<(), safestep_core::Error>(())
+    /// ```
+    pub fn grad_sq_unclamped(&self) -> T {
+        self.mean_grad_sq - self.noise
+    }
+
     /// `SNR_g = G²/noise`: `+∞` when there is no noise and `G² > 0`, `0` when `G² = 0`
     /// (including `0/0`), never NaN.
     pub fn snr(&self) -> T {

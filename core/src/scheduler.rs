@@ -78,7 +78,8 @@ impl Mode {
 /// How `SNR_g` is estimated at an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SnrEstimator {
-    /// Ratio of bias-corrected EMAs of `G²` and of the noise `S/B` across events
+    /// Ratio of bias-corrected EMAs of the unbiased `‖ḡ‖² − S/B` (clamped at 0 *after*
+    /// averaging, so pure noise gives `SNR_g ≈ 0`) and of the noise `S/B` across events
     /// (McCandlish et al.; the default).
     #[default]
     Ema,
@@ -358,7 +359,7 @@ pub struct Report<T> {
     pub rho_combined: T,
     /// The bound the mode uses (`rho_combined` for mode off, reported only).
     pub bound: T,
-    /// Bias-corrected EMA of `G²` after this event.
+    /// Bias-corrected EMA of the unbiased `‖ḡ‖² − S/B` after this event, clamped at 0.
     pub g2_ema: T,
     /// Bias-corrected EMA of the noise `S/B` after this event.
     pub noise_ema: T,
@@ -455,6 +456,7 @@ impl<T: Real, const N: usize> LayerScheduler<T, N> {
         let sharp = check_finite("sharpness", obs.sharpness)?;
         let g2 = check_nonneg("noise.grad_sq", obs.noise.grad_sq)?;
         let noise = check_nonneg("noise.noise", obs.noise.noise)?;
+        let mgs = check_nonneg("noise.mean_grad_sq", obs.noise.mean_grad_sq)?;
         if obs.noise.batch == 0 {
             return Err(Error::InvalidInput {
                 what: "noise.batch",
@@ -472,10 +474,11 @@ impl<T: Real, const N: usize> LayerScheduler<T, N> {
         // Tentative updates on copies; committed only once everything succeeded.
         let d = cfg.snr_ema_decay;
         let c = T::one() - d;
-        let g2_sum = d * self.g2_sum + c * g2;
+        let g2_sum = d * self.g2_sum + c * (mgs - noise);
         let noise_sum = d * self.noise_sum + c * noise;
         let ema_weight = d * self.ema_weight + c;
-        let (g2_ema, noise_ema) = (g2_sum / ema_weight, noise_sum / ema_weight);
+        let g2_ema = (g2_sum / ema_weight).max(T::zero());
+        let noise_ema = noise_sum / ema_weight;
         let snr_g = match cfg.snr_estimator {
             SnrEstimator::Ema => snr_ratio(g2_ema, noise_ema),
             SnrEstimator::Raw => snr_ratio(g2, noise),
