@@ -109,7 +109,8 @@ impl Default for ModelSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Regularizer {
     /// Strength `λ` of the Wasserstein regulariser (Lewandowski et al.): per layer,
-    /// `λ · Σ_k (sort(θ)_k − sort(θ₀)_k)²` over the layer's weights and biases; 0 = off.
+    /// `(λ/2) · Σ_k (sort(θ)_k − sort(θ₀)_k)²`, separately over the layer's weights and its
+    /// biases (gradient `λ·(θ_j − sort(θ₀)_rank(j))`, like coupled L2's `λ·θ`); 0 = off.
     pub wasserstein: f32,
 }
 

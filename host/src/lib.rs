@@ -2,3 +2,5 @@
 
 pub mod backend;
 pub mod data;
+pub mod cpu;
+pub mod model;

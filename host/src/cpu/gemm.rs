@@ -1,0 +1,203 @@
+//! Safe, bounds-checked matrix multiplication on `f32` slices, backed by the `gemm` crate.
+//!
+//! # Why `gemm`
+//!
+//! Every dense product of the engine (forward, weight gradients, backpropagated deltas, the
+//! R-operator passes of the Hessian-vector product) goes through [`matmul`]. We use
+//! [`gemm`](https://crates.io/crates/gemm) (Sarah El Kazdadi; the kernel crate under `faer`
+//! and `candle`) rather than `matrixmultiply` because it
+//!
+//! * selects its micro-kernel at run time, including AVX-512 (feature `x86-v4`), where
+//!   `matrixmultiply` stops at AVX2/FMA — the engine's reference machines have AVX-512;
+//! * accepts arbitrary row and column strides for all three operands, so transposed
+//!   operands (`Wᵀ` in the forward pass, `Dᵀ` in the weight gradient) need no copies;
+//! * takes the thread count per call ([`gemm::Parallelism`]): the split is over output
+//!   blocks only, never over the reduction dimension, so for a fixed thread count every
+//!   output element is summed in the same order on every run and results are
+//!   bit-reproducible.
+//!
+//! The crate's entry point is an `unsafe fn` over raw pointers and strides; [`matmul`] checks
+//! shapes and that every addressed element lies inside its slice before calling it.
+
+use gemm::Parallelism;
+
+/// A read-only strided matrix view over a slice.
+#[derive(Debug, Clone, Copy)]
+pub struct MatRef<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    /// Element `(i, j)` is `data[i·rs + j·cs]`.
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a> MatRef<'a> {
+    /// Row-major `rows × cols` view of the first `rows·cols` elements of `data`.
+    pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        MatRef {
+            data,
+            rows,
+            cols,
+            rs: cols,
+            cs: 1,
+        }
+    }
+
+    /// The transpose (no copy).
+    pub fn t(self) -> Self {
+        MatRef {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+        }
+    }
+
+    fn fits(&self) -> bool {
+        self.rows == 0
+            || self.cols == 0
+            || (self.rows - 1) * self.rs + (self.cols - 1) * self.cs < self.data.len()
+    }
+}
+
+/// Thread count → the crate's parallelism setting (1 = the calling thread only).
+pub fn parallelism(threads: usize) -> Parallelism {
+    if threads <= 1 {
+        Parallelism::None
+    } else {
+        Parallelism::Rayon(threads)
+    }
+}
+
+/// `dst = scale·(a·b)`, or `dst += scale·(a·b)` with `accumulate`, where `dst` is the
+/// row-major `a.rows × b.cols` prefix of `dst`.
+///
+/// # Panics
+/// On inconsistent shapes or views that exceed their slices: internal invariants of the
+/// engine, never user input.
+pub fn matmul(
+    dst: &mut [f32],
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    scale: f32,
+    accumulate: bool,
+    threads: usize,
+) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert_eq!(b.rows, k, "matmul: inner dimensions differ");
+    assert!(dst.len() >= m * n, "matmul: destination too small");
+    assert!(a.fits() && b.fits(), "matmul: view exceeds its slice");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst[..m * n].fill(0.0);
+        }
+        return;
+    }
+    // SAFETY: shapes were checked above: every (i, j) addressed through the strides lies in
+    // its slice (`fits`), `dst` holds at least m·n elements written row-major (rs = n,
+    // cs = 1), and `dst` is a unique borrow so it cannot alias `a` or `b`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            1.0,
+            scale,
+            false,
+            false,
+            false,
+            parallelism(threads),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(a: &[f32], m: usize, k: usize, b: &[f32], n: usize) -> Vec<f64> {
+        let mut c = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                for p in 0..k {
+                    c[i * n + j] += a[i * k + p] as f64 * b[p * n + j] as f64;
+                }
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn matches_naive_with_transposes_and_accumulation() {
+        let (m, k, n) = (7, 13, 5);
+        let a: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 37 % 17) as f32 - 8.0) / 8.0)
+            .collect();
+        let b: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 11 % 13) as f32 - 6.0) / 6.0)
+            .collect();
+        let want = naive(&a, m, k, &b, n);
+        for threads in [1, 2] {
+            let mut c = vec![1.0f32; m * n];
+            matmul(
+                &mut c,
+                MatRef::row_major(&a, m, k),
+                MatRef::row_major(&b, k, n),
+                0.5,
+                false,
+                threads,
+            );
+            for (x, y) in c.iter().zip(&want) {
+                assert!((*x as f64 - 0.5 * y).abs() < 1e-5);
+            }
+            // bᵀ stored as n×k, viewed transposed; accumulate onto ones.
+            let mut bt = vec![0.0f32; n * k];
+            for p in 0..k {
+                for j in 0..n {
+                    bt[j * k + p] = b[p * n + j];
+                }
+            }
+            let mut c = vec![1.0f32; m * n];
+            matmul(
+                &mut c,
+                MatRef::row_major(&a, m, k),
+                MatRef::row_major(&bt, n, k).t(),
+                1.0,
+                true,
+                threads,
+            );
+            for (x, y) in c.iter().zip(&want) {
+                assert!((*x as f64 - (1.0 + y)).abs() < 1e-5);
+            }
+        }
+    }
+
+    #[test]
+    fn empty_inner_dimension() {
+        let mut c = vec![3.0f32; 4];
+        matmul(
+            &mut c,
+            MatRef::row_major(&[], 2, 0),
+            MatRef::row_major(&[], 0, 2),
+            1.0,
+            false,
+            1,
+        );
+        assert_eq!(c, vec![0.0; 4]);
+    }
+}

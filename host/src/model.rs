@@ -1,0 +1,280 @@
+//! MLP geometry and initialisation shared by every backend.
+//!
+//! [`ModelSpec`] (defined with the [`Backend`](crate::backend::Backend) trait) describes the
+//! network; this module resolves it into per-layer shapes ([`LayerShape`]), validates it,
+//! implements the CReLU width matching and draws the seeded initial parameters, so the CPU
+//! engine and the CUDA adapter start from bit-identical weights for the same seed.
+//!
+//! ```
+//! use safestep_host::backend::{Activation, ModelSpec};
+//! let relu = ModelSpec::default();
+//! assert_eq!(relu.param_count().unwrap(), 784 * 256 + 256 + 256 * 256 + 256 + 256 * 10 + 10);
+//! let crelu = ModelSpec { activation: Activation::Crelu, crelu_match_params: true, ..relu.clone() };
+//! let (a, b) = (crelu.param_count().unwrap() as f64, relu.param_count().unwrap() as f64);
+//! assert!((a / b - 1.0).abs() < 0.01); // shrunk hidden widths: same size within 1 %
+//! ```
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::backend::{BackendError, ModelSpec};
+
+/// Largest width accepted for any layer (input, hidden or classes).
+pub const MAX_WIDTH: usize = 1 << 20;
+/// Largest number of parameters accepted for the whole model.
+pub const MAX_PARAMS: usize = 1 << 31;
+
+/// Shape of one layer (a weight matrix plus its bias).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerShape {
+    /// Features in (for a layer after a CReLU, twice the previous hidden width).
+    pub fan_in: usize,
+    /// Units out (pre-activations).
+    pub fan_out: usize,
+    /// Whether the hidden nonlinearity follows (all layers but the last).
+    pub hidden: bool,
+}
+
+impl LayerShape {
+    /// Number of parameters: `fan_in·fan_out + fan_out`.
+    pub fn params(&self) -> usize {
+        self.fan_in * self.fan_out + self.fan_out
+    }
+
+    /// Number of weights (`fan_in·fan_out`); the bias follows them in the layer's vector.
+    pub fn weights(&self) -> usize {
+        self.fan_in * self.fan_out
+    }
+}
+
+impl ModelSpec {
+    /// Checks every field: input, hidden widths and classes in `1..=MAX_WIDTH` (classes in
+    /// `2..=256`, labels being bytes), and the parameter count below [`MAX_PARAMS`].
+    pub fn validate(&self) -> Result<(), BackendError> {
+        if self.input == 0 || self.input > MAX_WIDTH {
+            return Err(BackendError::InvalidSpec {
+                field: "input",
+                value: self.input.to_string(),
+                allowed: "1..=2^20",
+            });
+        }
+        if !(2..=256).contains(&self.classes) {
+            return Err(BackendError::InvalidSpec {
+                field: "classes",
+                value: self.classes.to_string(),
+                allowed: "2..=256",
+            });
+        }
+        if let Some(&w) = self.hidden.iter().find(|&&w| w == 0 || w > MAX_WIDTH) {
+            return Err(BackendError::InvalidSpec {
+                field: "hidden",
+                value: format!("{:?} (width {w})", self.hidden),
+                allowed: "widths in 1..=2^20",
+            });
+        }
+        let total = self
+            .resolved_shapes()
+            .iter()
+            .try_fold(0usize, |acc, s| {
+                s.fan_in
+                    .checked_mul(s.fan_out)
+                    .and_then(|w| w.checked_add(s.fan_out))
+                    .and_then(|p| acc.checked_add(p))
+            })
+            .filter(|&t| t <= MAX_PARAMS);
+        if total.is_none() {
+            return Err(BackendError::InvalidSpec {
+                field: "hidden",
+                value: format!("{:?}", self.hidden),
+                allowed: "a model with at most 2^31 parameters",
+            });
+        }
+        Ok(())
+    }
+
+    /// The hidden widths actually used: `hidden`, or with CReLU and `crelu_match_params`
+    /// the widths scaled by one common factor so the parameter count is as close as possible
+    /// to the ReLU network with widths `hidden` (ties go to the larger network).
+    pub fn effective_hidden(&self) -> Vec<usize> {
+        let expand = self.activation.expansion();
+        if expand == 1 || !self.crelu_match_params || self.hidden.is_empty() {
+            return self.hidden.clone();
+        }
+        let target = count_params(self.input, &self.hidden, self.classes, 1) as i128;
+        let max_w = self.hidden.iter().copied().max().unwrap_or(1);
+        let widths_at = |w: usize| -> Vec<usize> {
+            self.hidden
+                .iter()
+                .map(|&h| ((h * w + max_w / 2) / max_w).max(1))
+                .collect()
+        };
+        let mut best = self.hidden.clone();
+        let mut best_gap = i128::MAX;
+        for w in 1..=max_w {
+            let widths = widths_at(w);
+            let p = count_params(self.input, &widths, self.classes, expand) as i128;
+            let gap = (p - target).abs();
+            if gap <= best_gap {
+                best_gap = gap;
+                best = widths;
+            }
+        }
+        best
+    }
+
+    /// Per-layer shapes (input to output) without validating the spec first.
+    fn resolved_shapes(&self) -> Vec<LayerShape> {
+        let expand = self.activation.expansion();
+        let hidden = self.effective_hidden();
+        let mut shapes = Vec::with_capacity(hidden.len() + 1);
+        let mut fan_in = self.input;
+        for &h in &hidden {
+            shapes.push(LayerShape {
+                fan_in,
+                fan_out: h,
+                hidden: true,
+            });
+            fan_in = h * expand;
+        }
+        shapes.push(LayerShape {
+            fan_in,
+            fan_out: self.classes,
+            hidden: false,
+        });
+        shapes
+    }
+
+    /// Per-layer shapes, input layer first, after validating the spec.
+    pub fn layer_shapes(&self) -> Result<Vec<LayerShape>, BackendError> {
+        self.validate()?;
+        Ok(self.resolved_shapes())
+    }
+
+    /// Total number of parameters.
+    pub fn param_count(&self) -> Result<usize, BackendError> {
+        Ok(self.layer_shapes()?.iter().map(LayerShape::params).sum())
+    }
+}
+
+/// Parameter count of an MLP with the given widths and feature expansion, saturating.
+fn count_params(input: usize, hidden: &[usize], classes: usize, expand: usize) -> usize {
+    let mut total = 0usize;
+    let mut fan_in = input;
+    for &h in hidden {
+        total = total.saturating_add(fan_in.saturating_mul(h).saturating_add(h));
+        fan_in = h.saturating_mul(expand);
+    }
+    total.saturating_add(fan_in.saturating_mul(classes).saturating_add(classes))
+}
+
+/// Seeded initial parameters, one vector per layer (weights row-major `fan_out × fan_in`,
+/// then the bias): every entry uniform in `±1/sqrt(fan_in)`, PyTorch's default for linear
+/// layers. Drawn in order from one ChaCha8 generator seeded with `seed`, so the result is a
+/// pure function of (`shapes`, `seed`).
+pub fn init_params(shapes: &[LayerShape], seed: u64) -> Vec<Vec<f32>> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    shapes
+        .iter()
+        .map(|s| {
+            let bound = 1.0 / (s.fan_in as f32).sqrt();
+            (0..s.params())
+                .map(|_| rng.random_range(-bound..bound))
+                .collect()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Activation;
+
+    #[test]
+    fn shapes_relu_and_crelu() {
+        let relu = ModelSpec::default();
+        let s = relu.layer_shapes().unwrap();
+        assert_eq!(
+            s.iter().map(|l| (l.fan_in, l.fan_out)).collect::<Vec<_>>(),
+            vec![(784, 256), (256, 256), (256, 10)]
+        );
+        let crelu = ModelSpec {
+            activation: Activation::Crelu,
+            ..ModelSpec::default()
+        };
+        let s = crelu.layer_shapes().unwrap();
+        assert_eq!(
+            s.iter().map(|l| (l.fan_in, l.fan_out)).collect::<Vec<_>>(),
+            vec![(784, 256), (512, 256), (512, 10)]
+        );
+    }
+
+    #[test]
+    fn crelu_matching_is_the_closest_common_scaling() {
+        let spec = ModelSpec {
+            activation: Activation::Crelu,
+            crelu_match_params: true,
+            ..ModelSpec::default()
+        };
+        let target = ModelSpec::default().param_count().unwrap() as i64;
+        let h = spec.effective_hidden();
+        assert_eq!(h[0], h[1]);
+        let p = spec.param_count().unwrap() as i64;
+        // Brute force over equal widths: nothing is closer.
+        for w in 1..=256usize {
+            let q = count_params(784, &[w, w], 10, 2) as i64;
+            assert!((q - target).abs() >= (p - target).abs(), "w={w}");
+        }
+        assert!(h[0] < 256 && h[0] > 128, "{h:?}");
+    }
+
+    #[test]
+    fn invalid_specs_name_the_field() {
+        let bad = ModelSpec {
+            hidden: vec![16, 0],
+            ..ModelSpec::default()
+        };
+        assert!(matches!(
+            bad.validate(),
+            Err(BackendError::InvalidSpec {
+                field: "hidden",
+                ..
+            })
+        ));
+        let bad = ModelSpec {
+            classes: 1,
+            ..ModelSpec::default()
+        };
+        assert!(matches!(
+            bad.validate(),
+            Err(BackendError::InvalidSpec {
+                field: "classes",
+                ..
+            })
+        ));
+        let bad = ModelSpec {
+            input: 0,
+            ..ModelSpec::default()
+        };
+        assert!(bad.validate().is_err());
+        let huge = ModelSpec {
+            hidden: vec![1 << 20, 1 << 20],
+            ..ModelSpec::default()
+        };
+        assert!(huge.validate().is_err());
+    }
+
+    #[test]
+    fn init_is_seeded_and_bounded() {
+        let shapes = ModelSpec::default().layer_shapes().unwrap();
+        let a = init_params(&shapes, 1);
+        assert_eq!(a, init_params(&shapes, 1));
+        assert_ne!(a, init_params(&shapes, 2));
+        for (p, s) in a.iter().zip(&shapes) {
+            assert_eq!(p.len(), s.params());
+            let bound = 1.0 / (s.fan_in as f32).sqrt();
+            assert!(p.iter().all(|x| x.abs() <= bound));
+            let mean = p.iter().map(|&x| x as f64).sum::<f64>() / p.len() as f64;
+            assert!(mean.abs() < 0.1 * bound as f64);
+        }
+    }
+}

@@ -1,0 +1,559 @@
+//! CPU engine against independent references on tiny networks: a naive f64 MLP (loops, no
+//! GEMM) checked itself against finite differences, materialised per-sample gradients, and
+//! central differences of the gradient for the Hessian-vector products; plus bit-identical
+//! determinism and the error paths.
+#![allow(clippy::needless_range_loop)] // the reference is plain index loops on purpose
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use safestep_core::adam::AdamConfig;
+use safestep_host::backend::{Activation, Backend, BackendError, ModelSpec, Regularizer};
+use safestep_host::cpu::CpuBackend;
+
+const B: usize = 7;
+const N: usize = 11;
+
+fn spec(act: Activation) -> ModelSpec {
+    ModelSpec {
+        input: 6,
+        hidden: vec![5, 4],
+        classes: 3,
+        activation: act,
+        crelu_match_params: false,
+    }
+}
+
+fn task(seed: u64, n: usize, input: usize, classes: usize) -> (Vec<f32>, Vec<u8>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let x = (0..n * input).map(|_| rng.random::<f32>()).collect();
+    let y = (0..n).map(|_| rng.random_range(0..classes as u8)).collect();
+    (x, y)
+}
+
+fn batch() -> Vec<u32> {
+    vec![3, 0, 7, 10, 5, 3, 1]
+}
+
+/// The naive f64 reference MLP.
+struct Reference {
+    /// (fan_in, fan_out, hidden)
+    shapes: Vec<(usize, usize, bool)>,
+    act: Activation,
+    params: Vec<Vec<f64>>,
+}
+
+impl Reference {
+    fn of(cpu: &CpuBackend) -> Self {
+        let shapes = cpu
+            .shapes()
+            .iter()
+            .map(|s| (s.fan_in, s.fan_out, s.hidden))
+            .collect::<Vec<_>>();
+        let params = (0..shapes.len())
+            .map(|l| {
+                cpu.layer_params(l)
+                    .unwrap()
+                    .iter()
+                    .map(|&p| p as f64)
+                    .collect()
+            })
+            .collect();
+        Reference {
+            shapes,
+            act: cpu.spec().activation,
+            params,
+        }
+    }
+
+    fn act(&self, z: &[f64]) -> Vec<f64> {
+        match self.act {
+            Activation::Relu => z.iter().map(|&v| v.max(0.0)).collect(),
+            Activation::Crelu => z
+                .iter()
+                .map(|&v| v.max(0.0))
+                .chain(z.iter().map(|&v| (-v).max(0.0)))
+                .collect(),
+        }
+    }
+
+    /// Per-sample loss and per-layer gradient (weights row-major, then bias).
+    fn sample(&self, x: &[f32], y: usize) -> (f64, Vec<Vec<f64>>) {
+        let mut inputs = vec![x.iter().map(|&v| v as f64).collect::<Vec<f64>>()];
+        let mut zs = Vec::new();
+        for (l, &(fi, fo, hidden)) in self.shapes.iter().enumerate() {
+            let p = &self.params[l];
+            let a = &inputs[l];
+            let z: Vec<f64> = (0..fo)
+                .map(|j| p[fi * fo + j] + (0..fi).map(|i| p[j * fi + i] * a[i]).sum::<f64>())
+                .collect();
+            if hidden {
+                inputs.push(self.act(&z));
+            }
+            zs.push(z);
+        }
+        let logits = zs.last().unwrap();
+        let max = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let lse = max + logits.iter().map(|&v| (v - max).exp()).sum::<f64>().ln();
+        let loss = lse - logits[y];
+        let mut delta: Vec<f64> = logits
+            .iter()
+            .enumerate()
+            .map(|(j, &v)| (v - lse).exp() - if j == y { 1.0 } else { 0.0 })
+            .collect();
+        let mut grads = vec![Vec::new(); self.shapes.len()];
+        for l in (0..self.shapes.len()).rev() {
+            let (fi, fo, _) = self.shapes[l];
+            let a = &inputs[l];
+            let mut g = vec![0.0; fi * fo + fo];
+            for j in 0..fo {
+                for i in 0..fi {
+                    g[j * fi + i] = delta[j] * a[i];
+                }
+                g[fi * fo + j] = delta[j];
+            }
+            grads[l] = g;
+            if l > 0 {
+                let p = &self.params[l];
+                let da: Vec<f64> = (0..fi)
+                    .map(|i| (0..fo).map(|j| p[j * fi + i] * delta[j]).sum())
+                    .collect();
+                let z = &zs[l - 1];
+                delta = match self.act {
+                    Activation::Relu => z
+                        .iter()
+                        .zip(&da)
+                        .map(|(&zi, &g)| if zi > 0.0 { g } else { 0.0 })
+                        .collect(),
+                    Activation::Crelu => {
+                        let h = z.len();
+                        (0..h)
+                            .map(|k| {
+                                if z[k] > 0.0 {
+                                    da[k]
+                                } else if z[k] < 0.0 {
+                                    -da[k + h]
+                                } else {
+                                    0.0
+                                }
+                            })
+                            .collect()
+                    }
+                };
+            }
+        }
+        (loss, grads)
+    }
+
+    fn mean(&self, xs: &[f32], ys: &[u8], idx: &[u32]) -> (f64, Vec<Vec<f64>>) {
+        let input = self.shapes[0].0;
+        let mut loss = 0.0;
+        let mut grads: Vec<Vec<f64>> = self.params.iter().map(|p| vec![0.0; p.len()]).collect();
+        for &i in idx {
+            let i = i as usize;
+            let (l, g) = self.sample(&xs[i * input..(i + 1) * input], ys[i] as usize);
+            loss += l;
+            for (acc, gl) in grads.iter_mut().zip(g) {
+                for (a, v) in acc.iter_mut().zip(gl) {
+                    *a += v;
+                }
+            }
+        }
+        let b = idx.len() as f64;
+        grads.iter_mut().flatten().for_each(|g| *g /= b);
+        (loss / b, grads)
+    }
+}
+
+fn setup(act: Activation, seed: u64) -> (CpuBackend, Vec<f32>, Vec<u8>) {
+    let s = spec(act);
+    let mut cpu = CpuBackend::new(&s, seed).unwrap();
+    let (x, y) = task(seed + 100, N, s.input, s.classes);
+    cpu.load_task(&x, &y).unwrap();
+    (cpu, x, y)
+}
+
+fn rel_err(a: &[f64], b: &[f64]) -> f64 {
+    let diff: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    let norm: f64 = b.iter().map(|y| y * y).sum::<f64>().sqrt();
+    diff / norm.max(1e-12)
+}
+
+#[test]
+fn reference_gradient_matches_finite_differences() {
+    for act in [Activation::Relu, Activation::Crelu] {
+        let (cpu, x, y) = setup(act, 1);
+        let mut r = Reference::of(&cpu);
+        let (_, g) = r.mean(&x, &y, &batch());
+        let h = 1e-6;
+        for l in 0..r.params.len() {
+            for k in 0..r.params[l].len() {
+                let p0 = r.params[l][k];
+                r.params[l][k] = p0 + h;
+                let (lp, _) = r.mean(&x, &y, &batch());
+                r.params[l][k] = p0 - h;
+                let (lm, _) = r.mean(&x, &y, &batch());
+                r.params[l][k] = p0;
+                let fd = (lp - lm) / (2.0 * h);
+                assert!(
+                    (fd - g[l][k]).abs() < 1e-6 + 1e-5 * fd.abs(),
+                    "{act} layer {l} param {k}: fd {fd} vs {}",
+                    g[l][k]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn engine_loss_and_gradient_match_reference() {
+    for act in [Activation::Relu, Activation::Crelu] {
+        let (mut cpu, x, y) = setup(act, 2);
+        let r = Reference::of(&cpu);
+        let (loss, g) = r.mean(&x, &y, &batch());
+        let out = cpu.forward_backward(&batch(), false).unwrap();
+        assert!(
+            (out.loss - loss).abs() < 1e-5,
+            "{act}: {} vs {loss}",
+            out.loss
+        );
+        assert_eq!(out.batch, B);
+        assert!(out.sum_sample_sq_norms.is_none());
+        for l in 0..g.len() {
+            let eg: Vec<f64> = cpu
+                .layer_grad(l)
+                .unwrap()
+                .iter()
+                .map(|&v| v as f64)
+                .collect();
+            assert!(rel_err(&eg, &g[l]) < 1e-5, "{act} layer {l}");
+            let sq: f64 = g[l].iter().map(|v| v * v).sum();
+            assert!((out.mean_grad_sq[l] - sq).abs() < 1e-5 * sq + 1e-12);
+        }
+        // Correct count against the reference logits' arg-max is implied by evaluate below.
+        let full: Vec<u32> = (0..N as u32).collect();
+        let (full_loss, _) = r.mean(&x, &y, &full);
+        let ev = cpu.evaluate().unwrap();
+        assert_eq!(ev.count, N);
+        assert!((ev.loss - full_loss).abs() < 1e-5);
+        assert!((cpu.batch_loss(&full).unwrap() - full_loss).abs() < 1e-5);
+    }
+}
+
+#[test]
+fn per_sample_norms_match_materialised_per_sample_gradients() {
+    for act in [Activation::Relu, Activation::Crelu] {
+        let (mut cpu, x, y) = setup(act, 3);
+        let r = Reference::of(&cpu);
+        let input = cpu.spec().input;
+        let layers = cpu.shapes().len();
+        // Materialise every per-sample gradient twice: with the engine on one-sample batches
+        // and with the f64 reference.
+        let mut engine_sum = vec![0.0f64; layers];
+        let mut ref_sum = vec![0.0f64; layers];
+        for &i in &batch() {
+            cpu.forward_backward(&[i], false).unwrap();
+            for (l, s) in engine_sum.iter_mut().enumerate() {
+                *s += cpu
+                    .layer_grad(l)
+                    .unwrap()
+                    .iter()
+                    .map(|&v| (v as f64).powi(2))
+                    .sum::<f64>();
+            }
+            let iu = i as usize;
+            let (_, g) = r.sample(&x[iu * input..(iu + 1) * input], y[iu] as usize);
+            for (l, s) in ref_sum.iter_mut().enumerate() {
+                *s += g[l].iter().map(|v| v * v).sum::<f64>();
+            }
+        }
+        let out = cpu.forward_backward(&batch(), true).unwrap();
+        let got = out.sum_sample_sq_norms.unwrap();
+        for l in 0..layers {
+            assert!(
+                (got[l] - ref_sum[l]).abs() < 1e-5 * ref_sum[l],
+                "{act} layer {l}: {} vs reference {}",
+                got[l],
+                ref_sum[l]
+            );
+            assert!((got[l] - engine_sum[l]).abs() < 1e-5 * engine_sum[l]);
+            // Σ‖g_i‖² ≥ B‖ḡ‖² (variance is non-negative).
+            assert!(got[l] >= B as f64 * out.mean_grad_sq[l] * (1.0 - 1e-6));
+        }
+    }
+}
+
+#[test]
+fn hvp_matches_central_differences_of_the_gradient() {
+    for act in [Activation::Relu, Activation::Crelu] {
+        let (mut cpu, x, y) = setup(act, 4);
+        cpu.forward_backward(&batch(), false).unwrap();
+        let base = Reference::of(&cpu);
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        for l in 0..base.params.len() {
+            let n = base.params[l].len();
+            let v: Vec<f32> = (0..n).map(|_| rng.random::<f32>() - 0.5).collect();
+            let mut hv = vec![0.0f32; n];
+            cpu.hvp(l, &v, &mut hv).unwrap();
+            let eps = 1e-5;
+            let grad_at = |sign: f64| {
+                let mut r = Reference {
+                    shapes: base.shapes.clone(),
+                    act: base.act,
+                    params: base.params.clone(),
+                };
+                for (p, &vi) in r.params[l].iter_mut().zip(&v) {
+                    *p += sign * eps * vi as f64;
+                }
+                r.mean(&x, &y, &batch()).1
+            };
+            let (gp, gm) = (grad_at(1.0), grad_at(-1.0));
+            let fd: Vec<f64> = gp[l]
+                .iter()
+                .zip(&gm[l])
+                .map(|(a, b)| (a - b) / (2.0 * eps))
+                .collect();
+            let got: Vec<f64> = hv.iter().map(|&v| v as f64).collect();
+            let e = rel_err(&got, &fd);
+            assert!(e < 1e-4, "{act} layer {l}: relative error {e}");
+            // Symmetry of the block: uᵀ(Hv) = vᵀ(Hu).
+            let u: Vec<f32> = (0..n).map(|_| rng.random::<f32>() - 0.5).collect();
+            let mut hu = vec![0.0f32; n];
+            cpu.hvp(l, &u, &mut hu).unwrap();
+            let uhv: f64 = u.iter().zip(&hv).map(|(&a, &b)| a as f64 * b as f64).sum();
+            let vhu: f64 = v.iter().zip(&hu).map(|(&a, &b)| a as f64 * b as f64).sum();
+            assert!(
+                (uhv - vhu).abs() < 1e-4 * (uhv.abs() + vhu.abs() + 1e-9),
+                "{act} layer {l}"
+            );
+        }
+    }
+}
+
+/// A few training steps with every feature on: sample norms, HVPs, preconditioner,
+/// Wasserstein, evaluation. Returns all parameters and every statistic as bits.
+fn trajectory(act: Activation, seed: u64, threads: usize) -> Vec<u64> {
+    let s = spec(act);
+    let mut cpu = CpuBackend::new(&s, seed)
+        .unwrap()
+        .with_threads(threads)
+        .unwrap();
+    let (x, y) = task(seed, N, s.input, s.classes);
+    cpu.load_task(&x, &y).unwrap();
+    let adam = AdamConfig::<f32>::default();
+    let reg = Regularizer { wasserstein: 0.01 };
+    let mut bits = Vec::new();
+    let layers = cpu.shapes().len();
+    for t in 1..=6u64 {
+        let b: Vec<u32> = (0..B as u32)
+            .map(|k| (k * 3 + t as u32) % N as u32)
+            .collect();
+        let out = cpu.forward_backward(&b, t % 2 == 0).unwrap();
+        bits.push(out.loss.to_bits());
+        bits.extend(out.mean_grad_sq.iter().map(|v| v.to_bits()));
+        bits.extend(
+            out.sum_sample_sq_norms
+                .iter()
+                .flatten()
+                .map(|v| v.to_bits()),
+        );
+        for l in 0..layers {
+            let n = cpu.layer_param_counts()[l];
+            let v = vec![0.5f32; n];
+            let mut hv = vec![0.0f32; n];
+            cpu.hvp(l, &v, &mut hv).unwrap();
+            cpu.precond_sqrt(l, &adam, t, &mut hv).unwrap();
+            bits.extend(hv.iter().map(|v| v.to_bits() as u64));
+        }
+        let stats = cpu.adam_step(&adam, &[1e-2, 2e-2, 3e-2], t, &reg).unwrap();
+        bits.extend(stats.iter().map(|s| s.sum_v_hat.to_bits()));
+    }
+    for l in 0..layers {
+        bits.extend(
+            cpu.layer_params(l)
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits() as u64),
+        );
+    }
+    bits.push(cpu.evaluate().unwrap().loss.to_bits());
+    bits
+}
+
+#[test]
+fn one_seed_gives_bit_identical_results() {
+    for act in [Activation::Relu, Activation::Crelu] {
+        for threads in [1, 2] {
+            let a = trajectory(act, 5, threads);
+            assert_eq!(a, trajectory(act, 5, threads), "{act} threads {threads}");
+            assert_ne!(a, trajectory(act, 6, threads), "{act}");
+        }
+    }
+}
+
+#[test]
+fn default_model_is_deterministic_with_threads() {
+    // The real shapes, where GEMM blocking and threading actually kick in.
+    let spec = ModelSpec::default();
+    let mnist = safestep_host::data::Mnist::embedded().unwrap();
+    let run = |threads: usize| {
+        let mut cpu = CpuBackend::new(&spec, 3)
+            .unwrap()
+            .with_threads(threads)
+            .unwrap();
+        cpu.load_task(&mnist.images[..300 * 784], &mnist.labels[..300])
+            .unwrap();
+        let adam = AdamConfig::<f32>::default();
+        let b: Vec<u32> = (0..256).collect();
+        let mut bits = Vec::new();
+        for t in 1..=3 {
+            let out = cpu.forward_backward(&b, true).unwrap();
+            bits.push(out.loss.to_bits());
+            bits.extend(out.sum_sample_sq_norms.unwrap().iter().map(|v| v.to_bits()));
+            cpu.adam_step(&adam, &[1e-3; 3], t, &Regularizer::default())
+                .unwrap();
+        }
+        bits.extend(
+            cpu.layer_params(0)
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits() as u64),
+        );
+        bits
+    };
+    assert_eq!(run(1), run(1));
+    assert_eq!(run(2), run(2));
+}
+
+#[test]
+fn regulariser_changes_the_step_not_the_statistics() {
+    let (mut a, _, _) = setup(Activation::Relu, 7);
+    let (mut b, _, _) = setup(Activation::Relu, 7);
+    let adam = AdamConfig::<f32>::default();
+    for t in 1..=3 {
+        let oa = a.forward_backward(&batch(), true).unwrap();
+        let ob = b.forward_backward(&batch(), true).unwrap();
+        if t == 1 {
+            assert_eq!(oa, ob);
+        }
+        a.adam_step(&adam, &[0.01; 3], t, &Regularizer::default())
+            .unwrap();
+        b.adam_step(&adam, &[0.01; 3], t, &Regularizer { wasserstein: 10.0 })
+            .unwrap();
+    }
+    assert_ne!(a.layer_params(0).unwrap(), b.layer_params(0).unwrap());
+}
+
+#[test]
+fn training_reduces_the_loss_on_real_digits() {
+    let spec = ModelSpec {
+        hidden: vec![32, 32],
+        ..ModelSpec::default()
+    };
+    let mnist = safestep_host::data::Mnist::embedded().unwrap();
+    let n = 200;
+    let mut cpu = CpuBackend::new(&spec, 1).unwrap();
+    cpu.load_task(&mnist.images[..n * 784], &mnist.labels[..n])
+        .unwrap();
+    let before = cpu.evaluate().unwrap();
+    let adam = AdamConfig::<f32>::default();
+    let mut t = 0;
+    for _epoch in 0..10 {
+        for start in (0..n).step_by(50) {
+            t += 1;
+            let b: Vec<u32> = (start as u32..(start + 50) as u32).collect();
+            cpu.forward_backward(&b, false).unwrap();
+            cpu.adam_step(&adam, &[3e-3; 3], t, &Regularizer::default())
+                .unwrap();
+        }
+    }
+    let after = cpu.evaluate().unwrap();
+    assert!(after.loss < 0.5 * before.loss, "{before:?} -> {after:?}");
+    assert!(after.accuracy() > 0.9, "{after:?}");
+}
+
+#[test]
+fn errors_name_the_bad_input() {
+    let (mut cpu, _, _) = setup(Activation::Relu, 8);
+    let n = cpu.layer_param_counts()[1];
+    let mut out = vec![0.0f32; n];
+    assert!(matches!(
+        cpu.hvp(1, &vec![0.0; n], &mut out),
+        Err(BackendError::NoBatch { what: "hvp" })
+    ));
+    assert!(matches!(
+        cpu.forward_backward(&[0, 11], false),
+        Err(BackendError::IndexOutOfRange {
+            index: 11,
+            examples: 11
+        })
+    ));
+    assert!(matches!(
+        cpu.forward_backward(&[], false),
+        Err(BackendError::EmptyBatch)
+    ));
+    let adam = AdamConfig::<f32>::default();
+    assert!(matches!(
+        cpu.adam_step(&adam, &[0.1; 3], 1, &Regularizer::default()),
+        Err(BackendError::NoBatch { .. })
+    ));
+    cpu.forward_backward(&batch(), false).unwrap();
+    assert!(matches!(
+        cpu.hvp(3, &[], &mut []),
+        Err(BackendError::LayerOutOfRange {
+            layer: 3,
+            layers: 3
+        })
+    ));
+    assert!(matches!(
+        cpu.hvp(1, &vec![0.0; n - 1], &mut out),
+        Err(BackendError::LengthMismatch { what: "v", .. })
+    ));
+    let before = cpu.layer_params(0).unwrap().to_vec();
+    assert!(matches!(
+        cpu.adam_step(&adam, &[0.1, f32::NAN, 0.1], 1, &Regularizer::default()),
+        Err(BackendError::BadLearningRate { layer: 1, .. })
+    ));
+    assert!(matches!(
+        cpu.adam_step(&adam, &[0.1; 2], 1, &Regularizer::default()),
+        Err(BackendError::LengthMismatch { what: "lrs", .. })
+    ));
+    assert!(matches!(
+        cpu.adam_step(&adam, &[0.1; 3], 0, &Regularizer::default()),
+        Err(BackendError::Optimizer { .. })
+    ));
+    assert_eq!(cpu.layer_params(0).unwrap(), &before[..]);
+    cpu.adam_step(&adam, &[0.1; 3], 1, &Regularizer::default())
+        .unwrap();
+    // The step consumed the batch: HVPs on stale activations are refused.
+    assert!(matches!(
+        cpu.hvp(1, &vec![0.0; n], &mut out),
+        Err(BackendError::NoBatch { .. })
+    ));
+    assert!(matches!(
+        cpu.load_task(&[0.5; 12], &[0, 7]),
+        Err(BackendError::LabelOutOfRange {
+            label: 7,
+            index: 1,
+            classes: 3
+        })
+    ));
+    assert!(matches!(
+        cpu.load_task(&[0.5; 11], &[0, 1]),
+        Err(BackendError::LengthMismatch { what: "images", .. })
+    ));
+    let mut bad = vec![0.5f32; 12];
+    bad[4] = f32::NAN;
+    assert!(matches!(
+        cpu.load_task(&bad, &[0, 1]),
+        Err(BackendError::NonFiniteInput { index: 4, .. })
+    ));
+    assert!(CpuBackend::new(&spec(Activation::Relu), 1)
+        .unwrap()
+        .with_threads(0)
+        .is_err());
+}
