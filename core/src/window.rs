@@ -83,26 +83,31 @@ impl<T: Real, const N: usize> CurvatureWindow<T, N> {
         self.buf.clear();
     }
 
-    /// Mean of the values held; 0 when empty.
+    /// Mean of the values held; 0 when empty. Computed about the oldest value (shifted
+    /// data), so a constant series has exactly its value as mean and exactly 0 variance.
     pub fn mean(&self) -> T {
-        if self.buf.is_empty() {
+        let Some(&shift) = self.buf.front() else {
             return T::zero();
-        }
-        let sum = self.buf.iter().fold(T::zero(), |a, &x| a + x);
-        sum / T::of_usize(self.buf.len())
+        };
+        let sum = self.buf.iter().fold(T::zero(), |a, &x| a + (x - shift));
+        shift + sum / T::of_usize(self.buf.len())
     }
 
-    /// Unbiased variance (divisor `n − 1`, two-pass); 0 with fewer than two values.
+    /// Unbiased variance (divisor `n − 1`, two-pass on shifted data); 0 with fewer than two
+    /// values.
     pub fn variance(&self) -> T {
         let n = self.buf.len();
+        let Some(&shift) = self.buf.front() else {
+            return T::zero();
+        };
         if n < 2 {
             return T::zero();
         }
-        let mean = self.mean();
-        let ss = self
-            .buf
-            .iter()
-            .fold(T::zero(), |a, &x| a + (x - mean) * (x - mean));
+        let centre = self.buf.iter().fold(T::zero(), |a, &x| a + (x - shift)) / T::of_usize(n);
+        let ss = self.buf.iter().fold(T::zero(), |a, &x| {
+            let d = (x - shift) - centre;
+            a + d * d
+        });
         ss / T::of_usize(n - 1)
     }
 
