@@ -623,9 +623,9 @@ impl Gpu {
     }
 
     /// One fused Adam step over a layer (`p`, `g`, `m`, `v` of equal length) that also
-    /// writes the layer's statistics: `stats[slot]` must already hold `‖g‖²` (the guard:
-    /// when it is not finite nothing is updated); `stats[slot+1 ..= slot+4]` receive
-    /// `Σ v̂`, `Σ multiplier`, `‖θ_new‖²`, `‖Δθ‖²`.
+    /// writes the layer's statistics `Σ v̂`, `Σ multiplier`, `‖θ_new‖²`, `‖Δθ‖²` into
+    /// `stats[slot .. slot+4]`. `guard[0]` is a squared gradient norm computed on the device
+    /// beforehand: when it is not finite the kernel changes nothing.
     ///
     /// # Errors
     /// [`GpuError::Length`] for mismatched buffers; [`GpuError::Driver`] if a launch fails.
@@ -637,19 +637,20 @@ impl Gpu {
         m: View<f32>,
         v: View<f32>,
         hyper: &AdamHyper,
+        guard: View<f64>,
         partials: View<f64>,
         stats: View<f64>,
         slot: usize,
     ) -> GpuResult<()> {
         let op = "adam_update";
+        check_at_least(op, "guard", 1, guard.len())?;
         let n = p.len();
         for (what, x) in [("g", g), ("m", m), ("v", v)] {
             check_exact(op, what, n, x.len())?;
         }
         let blocks = reduce_blocks(n);
         check_at_least(op, "partials", ADAM_STATS * blocks as usize, partials.len())?;
-        check_at_least(op, "stats", slot + 1 + ADAM_STATS, stats.len())?;
-        let guard = stats.sub(slot, 1)?;
+        check_at_least(op, "stats", slot + ADAM_STATS, stats.len())?;
         let nn = n as i64;
         let (pp, pg, pm, pv, pguard, ppart) = (
             p.ptr(),
@@ -685,7 +686,7 @@ impl Gpu {
                 format!("n={n} blocks={blocks}")
             })?
         };
-        self.sum_partials(partials, blocks as usize, ADAM_STATS, stats, slot + 1)
+        self.sum_partials(partials, blocks as usize, ADAM_STATS, stats, slot)
     }
 
     /// `out_i = 1/sqrt(sqrt(v_i/bc2) + eps)`: Adam's `D^½`.
@@ -805,7 +806,8 @@ impl Gpu {
     }
 
     /// `grad[pos_r] += coef·(sorted_r − sorted0_r)` for the ranks `r` of the last
-    /// [`Gpu::sort`] of θ (`coef = 2λ` for the Wasserstein regulariser).
+    /// [`Gpu::sort`] of θ (`coef = λ` for the Wasserstein penalty `(λ/2)·Σ_r (sorted_r −
+    /// sorted0_r)²`).
     ///
     /// # Errors
     /// [`GpuError::Length`] if `sorted0` or `grad` do not match the sorted length;

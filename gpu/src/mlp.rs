@@ -55,6 +55,11 @@ struct Layer {
 }
 
 impl Layer {
+    /// `(offset, length)` of the weights and of the bias in the layer's vector.
+    fn parts(&self) -> [(usize, usize); 2] {
+        let nw = self.fan_in * self.fan_out;
+        [(0, nw), (nw, self.fan_out)]
+    }
     fn weights(&self) -> GpuResult<View<f32>> {
         self.params.slice(0, self.fan_in * self.fan_out)
     }
@@ -125,6 +130,9 @@ fn slot_grad(l: usize) -> usize {
 fn slot_sample(layers: usize, l: usize) -> usize {
     2 + layers + l
 }
+fn slot_guard(layers: usize) -> usize {
+    2 + 2 * layers
+}
 
 impl GpuMlp {
     /// Allocates the model on `gpu` with zero parameters (set them with
@@ -153,7 +161,7 @@ impl GpuMlp {
         }
         let rows = Self::alloc_rows(&gpu, &spec, 256)?;
         Ok(GpuMlp {
-            scalars: gpu.zeros(2 + 2 * n_layers)?,
+            scalars: gpu.zeros(3 + 2 * n_layers)?,
             step_stats: gpu.zeros(STEP_SLOTS * n_layers)?,
             partials: gpu.zeros(ADAM_STATS * MAX_REDUCE_BLOCKS as usize)?,
             vec_in: gpu.zeros(max_params)?,
@@ -293,9 +301,13 @@ impl GpuMlp {
             self.gpu.fill_value(layer.m.view(), 0.0)?;
             self.gpu.fill_value(layer.v.view(), 0.0)?;
             self.gpu.fill_value(layer.grads.view(), 0.0)?;
-            self.gpu.sort(layer.params.view(), &mut self.sort)?;
-            self.gpu
-                .copy_values(self.sort.sorted()?, layer.theta0_sorted.view())?;
+            // Weights and bias are sorted separately, as safestep-host's CPU engine does.
+            for (start, len) in layer.parts() {
+                self.gpu
+                    .sort(layer.params.slice(start, len)?, &mut self.sort)?;
+                self.gpu
+                    .copy_values(self.sort.sorted()?, layer.theta0_sorted.slice(start, len)?)?;
+            }
         }
         self.last_batch = None;
         self.forward_fresh = false;
@@ -791,15 +803,28 @@ impl GpuMlp {
             .collect::<GpuResult<Vec<_>>>()?;
         self.gpu.bind()?;
         let g = &self.gpu;
+        // Guard: the sum over layers of the data gradients' squared norms (from
+        // forward_backward). If any entry is not finite, no layer is updated.
+        let guard = self.scalars.slice(slot_guard(n), 1)?;
+        g.sum_partials(
+            self.scalars.slice(slot_grad(0), n)?,
+            n,
+            1,
+            self.scalars.view(),
+            slot_guard(n),
+        )?;
         for (l, layer) in self.layers.iter().enumerate() {
             if wasserstein > 0.0 {
-                g.sort(layer.params.view(), &mut self.sort)?;
-                g.wasserstein_grad(
-                    &self.sort,
-                    layer.theta0_sorted.view(),
-                    2.0 * wasserstein,
-                    layer.grads.view(),
-                )?;
+                // Penalty (λ/2)·Σ (sort(θ) − sort(θ₀))², weights and bias separately.
+                for (start, len) in layer.parts() {
+                    g.sort(layer.params.slice(start, len)?, &mut self.sort)?;
+                    g.wasserstein_grad(
+                        &self.sort,
+                        layer.theta0_sorted.slice(start, len)?,
+                        wasserstein,
+                        layer.grads.slice(start, len)?,
+                    )?;
+                }
             }
             g.sum_sq(
                 layer.grads.view(),
@@ -813,23 +838,26 @@ impl GpuMlp {
                 layer.m.view(),
                 layer.v.view(),
                 &hypers[l],
+                guard,
                 self.partials.view(),
                 self.step_stats.view(),
-                STEP_SLOTS * l,
+                STEP_SLOTS * l + 1,
             )?;
         }
+        // Like the CPU engine: a step consumes the batch (hvp and a second step need a new one).
+        self.last_batch = None;
         self.forward_fresh = false;
         let mut s = vec![0.0_f64; STEP_SLOTS * n];
         self.step_stats.copy_prefix_to(&mut s)?;
+        if let Some(l) = (0..n).find(|&l| !s[STEP_SLOTS * l].is_finite()) {
+            return Err(GpuError::NonFiniteGradient {
+                layer: l,
+                grad_sq: s[STEP_SLOTS * l],
+            });
+        }
         let mut out = Vec::with_capacity(n);
         for l in 0..n {
             let r = &s[STEP_SLOTS * l..STEP_SLOTS * (l + 1)];
-            if !r[0].is_finite() {
-                return Err(GpuError::NonFiniteGradient {
-                    layer: l,
-                    grad_sq: r[0],
-                });
-            }
             out.push(StepStats {
                 count: self.spec.layer_params(l),
                 sum_v_hat: r[1],

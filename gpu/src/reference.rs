@@ -197,13 +197,15 @@ pub fn sum_sq(x: &[f32]) -> f64 {
     x.iter().map(|&v| (v as f64).powi(2)).sum()
 }
 
-/// Gradient of `λ·Σ_k (sort(θ)_k − sort(θ₀)_k)²` added into `grad` (ties broken by index).
+/// Gradient `λ·(θ_j − sort(θ₀)_{rank(j)})` of the Wasserstein penalty
+/// `(λ/2)·Σ_k (sort(θ)_k − sort(θ₀)_k)²`, added into `grad` (ties broken by index), the
+/// convention of safestep-host's CPU engine.
 pub fn wasserstein_grad(theta: &[f32], theta0: &[f32], lambda: f32, grad: &mut [f32]) {
     let mut order: Vec<usize> = (0..theta.len()).collect();
     order.sort_by(|&i, &j| theta[i].total_cmp(&theta[j]).then(i.cmp(&j)));
     let mut sorted0 = theta0.to_vec();
     sorted0.sort_by(f32::total_cmp);
-    let coef = 2.0 * lambda;
+    let coef = lambda;
     for (rank, &i) in order.iter().enumerate() {
         grad[i] += coef * (theta[i] - sorted0[rank]);
     }
@@ -321,7 +323,7 @@ mod tests {
             s0.sort_by(f32::total_cmp);
             s.iter()
                 .zip(&s0)
-                .map(|(a, b)| lambda as f64 * ((a - b) as f64).powi(2))
+                .map(|(a, b)| 0.5 * lambda as f64 * ((a - b) as f64).powi(2))
                 .sum::<f64>()
         };
         for i in 0..4 {

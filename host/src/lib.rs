@@ -4,3 +4,5 @@ pub mod backend;
 pub mod data;
 pub mod cpu;
 pub mod model;
+#[cfg(feature = "cuda")]
+pub mod cuda;
