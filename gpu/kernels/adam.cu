@@ -66,10 +66,10 @@ extern "C" __global__ void precond_sqrt(const float* __restrict__ v, long long n
   out[i] = 1.f / sqrtf(sqrtf(v[i] * (1.f / bc2)) + eps);
 }
 
-// y[i] = x[i] * d[i] (the preconditioner applied around the Hessian-vector product).
-extern "C" __global__ void scale_elementwise(const float* __restrict__ x,
-                                             const float* __restrict__ d, long long n,
-                                             float* __restrict__ y) {
+// y[i] = x[i] * d[i] (the preconditioner applied around the Hessian-vector product);
+// y may alias x (each thread reads its element before writing it).
+extern "C" __global__ void scale_elementwise(const float* x, const float* __restrict__ d,
+                                             long long n, float* y) {
   const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= n) return;
   y[i] = x[i] * d[i];

@@ -299,6 +299,29 @@ impl<T: DeviceCopy> GpuBuffer<T> {
             .map_err(driver("cuMemcpyHtoD", format!("len={}", self.len)))
     }
 
+    /// Copies `data` into the first `data.len()` elements of the buffer.
+    ///
+    /// # Errors
+    /// [`GpuError::Length`] if `data` is longer than the buffer; [`GpuError::Driver`] if the
+    /// copy fails.
+    pub fn copy_prefix_from(&mut self, data: &[T]) -> GpuResult<()> {
+        if data.len() > self.len {
+            return Err(GpuError::Length {
+                op: "GpuBuffer::copy_prefix_from",
+                what: "source",
+                expected: self.len,
+                found: data.len(),
+            });
+        }
+        if data.is_empty() {
+            return Ok(());
+        }
+        self.buf
+            .index(..data.len())
+            .copy_from(data)
+            .map_err(driver("cuMemcpyHtoD", format!("len={}", data.len())))
+    }
+
     /// Copies the first `data.len()` elements into `data` (waits for queued work).
     ///
     /// # Errors

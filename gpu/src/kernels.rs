@@ -53,10 +53,7 @@ impl Indices {
                 allowed: "below the number of examples",
             });
         }
-        let mut padded = vec![0u32; self.buf.len()];
-        padded[..idx.len()].copy_from_slice(idx);
-        // Copy only the used prefix: upload through a sub-slice of the buffer.
-        self.buf.copy_from(&padded)?;
+        self.buf.copy_prefix_from(idx)?;
         self.len = idx.len();
         self.bound = bound;
         Ok(())

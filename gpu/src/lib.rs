@@ -31,6 +31,8 @@ pub mod kernels;
 pub mod mlp;
 #[cfg(feature = "cuda")]
 pub mod ptx;
+#[cfg(feature = "cuda")]
+pub mod selftest;
 
 pub use error::{GpuError, GpuResult};
 

@@ -159,7 +159,8 @@ impl GpuMlp {
                 fan_out: spec.fan_out(l),
             });
         }
-        let rows = Self::alloc_rows(&gpu, &spec, 256)?;
+        // Room for evaluation chunks and any usual batch, so neither reallocates.
+        let rows = Self::alloc_rows(&gpu, &spec, EVAL_CHUNK)?;
         Ok(GpuMlp {
             scalars: gpu.zeros(3 + 2 * n_layers)?,
             step_stats: gpu.zeros(STEP_SLOTS * n_layers)?,
@@ -270,6 +271,17 @@ impl GpuMlp {
         self.layer_index(layer)?;
         self.gpu.bind()?;
         self.layers[layer].params.to_vec()
+    }
+
+    /// Layer `layer`'s mean data gradient from the last
+    /// [`forward_backward`](GpuMlp::forward_backward), copied to the host.
+    ///
+    /// # Errors
+    /// [`GpuError::LayerOutOfRange`], [`GpuError::Driver`].
+    pub fn grads(&self, layer: usize) -> GpuResult<Vec<f32>> {
+        self.layer_index(layer)?;
+        self.gpu.bind()?;
+        self.layers[layer].grads.to_vec()
     }
 
     /// Initialises every layer on the device, PyTorch-style `U(−1/√fan_in, 1/√fan_in)` for
@@ -625,9 +637,7 @@ impl GpuMlp {
     }
 
     fn upload_prefix(&mut self, v: &[f32]) -> GpuResult<()> {
-        let mut padded = vec![0.0_f32; self.vec_in.len()];
-        padded[..v.len()].copy_from_slice(v);
-        self.vec_in.copy_from(&padded)
+        self.vec_in.copy_prefix_from(v)
     }
 
     /// The R-operator pass: `vout = H_ll vin` on the device (forward must be fresh).
