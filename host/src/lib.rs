@@ -4,5 +4,4 @@ pub mod backend;
 pub mod data;
 pub mod cpu;
 pub mod model;
-#[cfg(feature = "cuda")]
-pub mod cuda;
+pub mod bench;

@@ -557,3 +557,35 @@ fn errors_name_the_bad_input() {
         .with_threads(0)
         .is_err());
 }
+
+#[test]
+fn non_finite_gradients_are_refused_without_touching_the_model() {
+    let (mut cpu, _, _) = setup(Activation::Relu, 9);
+    let mut w = cpu.layer_params(2).unwrap().to_vec();
+    w.iter_mut().for_each(|x| *x = 3e38);
+    cpu.set_layer_params(2, &w).unwrap();
+    let mut huge = cpu.layer_params(1).unwrap().to_vec();
+    huge.iter_mut().for_each(|x| *x = 3e38);
+    cpu.set_layer_params(1, &huge).unwrap();
+    let out = cpu.forward_backward(&batch(), false).unwrap();
+    assert!(out.mean_grad_sq.iter().any(|g| !g.is_finite()), "{out:?}");
+    let before: Vec<Vec<f32>> = (0..3)
+        .map(|l| cpu.layer_params(l).unwrap().to_vec())
+        .collect();
+    let err = cpu
+        .adam_step(
+            &AdamConfig::default(),
+            &[0.1; 3],
+            1,
+            &Regularizer::default(),
+        )
+        .unwrap_err();
+    assert!(matches!(err, BackendError::Optimizer { .. }), "{err}");
+    for (l, b) in before.iter().enumerate() {
+        assert_eq!(cpu.layer_params(l).unwrap(), &b[..]);
+    }
+    assert!(matches!(
+        cpu.set_layer_params(0, &vec![f32::INFINITY; cpu.layer_param_counts()[0]]),
+        Err(BackendError::NonFiniteInput { index: 0, .. })
+    ));
+}

@@ -159,6 +159,8 @@ pub struct CpuBackend {
     batch: Option<usize>,
     /// Whether `grads` holds a gradient not yet consumed by adam_step.
     grads_ready: bool,
+    /// `‖ḡ‖²` per layer of the gradient in `grads`.
+    grad_sq: Vec<f64>,
 }
 
 impl CpuBackend {
@@ -187,6 +189,7 @@ impl CpuBackend {
             tangents: Tangents::default(),
             batch: None,
             grads_ready: false,
+            grad_sq: Vec::new(),
             shapes,
         };
         cpu.reset(seed)?;
@@ -228,6 +231,12 @@ impl CpuBackend {
     pub fn set_layer_params(&mut self, layer: usize, values: &[f32]) -> Result<(), BackendError> {
         self.check_layer(layer)?;
         check_len("values", self.params[layer].len(), values.len())?;
+        if let Some(index) = values.iter().position(|x| !x.is_finite()) {
+            return Err(BackendError::NonFiniteInput {
+                index,
+                value: values[index],
+            });
+        }
         self.params[layer].copy_from_slice(values);
         self.batch = None;
         self.grads_ready = false;
@@ -513,7 +522,8 @@ impl Backend for CpuBackend {
             sample_sq.as_deref_mut(),
             self.threads,
         );
-        let mean_grad_sq = self.grads.iter().map(|g| ops::sq_norm(g)).collect();
+        let mean_grad_sq: Vec<f64> = self.grads.iter().map(|g| ops::sq_norm(g)).collect();
+        self.grad_sq.clone_from(&mean_grad_sq);
         self.batch = Some(rows);
         self.grads_ready = true;
         Ok(BatchOutput {
@@ -681,7 +691,12 @@ impl Backend for CpuBackend {
             });
         }
         // Check every layer before touching any, so an error leaves the model unchanged.
+        // A non-finite entry makes the layer's ‖ḡ‖² (computed by forward_backward) non-finite,
+        // so only such layers need the scan for the offending index.
         for (layer, g) in self.grads.iter().enumerate() {
+            if self.grad_sq[layer].is_finite() {
+                continue;
+            }
             if let Some(index) = g.iter().position(|x| !x.is_finite()) {
                 return Err(BackendError::Optimizer {
                     layer,
