@@ -92,7 +92,13 @@ impl Gpu {
         let no_device = |what: &str, e: CudaError| GpuError::NoDevice {
             reason: format!("{what}: {}", code(e)),
         };
-        cust::init(CudaFlags::empty()).map_err(|e| no_device("cuInit failed", e))?;
+        cust::init(CudaFlags::empty()).map_err(|e| {
+            no_device(
+                "cuInit failed (no NVIDIA GPU visible, or the NVIDIA driver library libcuda.so.1 \
+                 is not installed)",
+                e,
+            )
+        })?;
         let count = Device::num_devices().map_err(|e| no_device("cuDeviceGetCount failed", e))?;
         if ordinal >= count {
             return Err(GpuError::NoDevice {
