@@ -63,6 +63,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         adam_time += start.elapsed().as_secs_f64();
     }
     println!("adam_step {:.3} ms", 1e3 * adam_time / reps as f64);
+    let wreg = safestep_host::backend::Regularizer { wasserstein: 1e-3 };
+    let mut w_time = 0.0;
+    for t in 1..=reps as u64 {
+        cpu.forward_backward(&batch, false)?;
+        let start = Instant::now();
+        cpu.adam_step(&adam, &lrs, 2000 + t, &wreg)?;
+        w_time += start.elapsed().as_secs_f64();
+    }
+    println!("adam_step with Wasserstein {:.3} ms", 1e3 * w_time / reps as f64);
     cpu.forward_backward(&batch, true)?;
     for (l, &n) in cpu.layer_param_counts().iter().enumerate() {
         let v = vec![0.01f32; n];

@@ -147,7 +147,8 @@ pub struct CpuBackend {
     theta0_sorted: Vec<(Vec<f32>, Vec<f32>)>,
     /// Data gradient plus regulariser gradient (allocated on first use).
     step_grads: Vec<Vec<f32>>,
-    sort_idx: Vec<u32>,
+    /// Scratch of the Wasserstein regulariser's ranking.
+    ranker: wasserstein::Ranker,
     task_x: Vec<f32>,
     task_y: Vec<u8>,
     batch_x: Vec<f32>,
@@ -179,7 +180,7 @@ impl CpuBackend {
             v: shapes.iter().map(zeros).collect(),
             theta0_sorted: Vec::new(),
             step_grads: Vec::new(),
-            sort_idx: Vec::new(),
+            ranker: wasserstein::Ranker::default(),
             task_x: Vec::new(),
             task_y: Vec::new(),
             batch_x: Vec::new(),
@@ -718,8 +719,8 @@ impl Backend for CpuBackend {
                 let (pw, pb) = self.params[l].split_at(nw);
                 let (gw, gb) = self.step_grads[l].split_at_mut(nw);
                 let (sw, sb) = &self.theta0_sorted[l];
-                wasserstein::add_grad(pw, sw, lambda, &mut self.sort_idx, gw);
-                wasserstein::add_grad(pb, sb, lambda, &mut self.sort_idx, gb);
+                wasserstein::add_grad(pw, sw, lambda, &mut self.ranker, gw);
+                wasserstein::add_grad(pb, sb, lambda, &mut self.ranker, gb);
             }
         }
         let mut out = Vec::with_capacity(layers);
