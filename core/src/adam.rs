@@ -220,30 +220,72 @@ fn bias_correction<T: Real>(beta: T, t: u64) -> T {
 /// Number of independent accumulator lanes: lets the compiler vectorise the reductions.
 const LANES: usize = 8;
 
-/// Lane-parallel sum of squares and a finiteness probe (`x − x` is NaN iff x is not finite).
-#[allow(clippy::eq_op)] // `x - x` is the point: 0 for finite x, NaN otherwise.
-fn sq_norm_and_finite<T: Real>(x: &[T]) -> (T, bool) {
+/// Lane-parallel sum of squares. It is finite iff every entry is finite (barring overflow
+/// of the squares, which the caller tells apart by scanning).
+fn sq_norm<T: Real>(x: &[T]) -> T {
     let mut acc = [T::zero(); LANES];
-    let mut probe = [T::zero(); LANES];
-    let chunks = x.chunks_exact(LANES);
-    let rest = chunks.remainder();
-    for c in chunks {
+    let split = x.len() - x.len() % LANES;
+    let mut base = 0;
+    while base < split {
+        let Ok(c) = <&[T; LANES]>::try_from(&x[base..base + LANES]) else {
+            break; // unreachable: the view has exactly LANES elements
+        };
         for j in 0..LANES {
             acc[j] = acc[j] + c[j] * c[j];
-            probe[j] = probe[j] + (c[j] - c[j]);
         }
+        base += LANES;
     }
-    for (j, &xi) in rest.iter().enumerate() {
+    for (j, &xi) in x[split..].iter().enumerate() {
         acc[j] = acc[j] + xi * xi;
-        probe[j] = probe[j] + (xi - xi);
     }
-    (tree_sum(&acc), tree_sum(&probe) == T::zero())
+    tree_sum(&acc)
 }
 
 /// Pairwise sum of the lane accumulators.
 #[inline(always)]
 fn tree_sum<T: Real>(a: &[T; LANES]) -> T {
     ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))
+}
+
+/// Per-step constants of the update.
+struct Coefficients<T> {
+    b1: T,
+    b2: T,
+    c1: T,
+    c2: T,
+    eps: T,
+    step: T,
+    inv_bc2: T,
+    coupled: T,
+    decoupled: T,
+}
+
+/// One element of the fused update, accumulating `v̂`, the multiplier, `θ'²` and `Δθ²`
+/// into lane `j` of `acc`.
+#[inline(always)]
+fn lane<T: Real>(
+    k: &Coefficients<T>,
+    p: &mut T,
+    g: T,
+    m: &mut T,
+    v: &mut T,
+    acc: &mut [[T; LANES]; 4],
+    j: usize,
+) {
+    let g = g + k.coupled * *p;
+    let mi = k.b1 * *m + k.c1 * g;
+    let vi = k.b2 * *v + k.c2 * (g * g);
+    let vh = vi * k.inv_bc2;
+    let mul = k.step / (vh.sqrt() + k.eps);
+    let upd = mi * mul + k.decoupled * *p;
+    let pn = *p - upd;
+    *p = pn;
+    *m = mi;
+    *v = vi;
+    acc[0][j] = acc[0][j] + vh;
+    acc[1][j] = acc[1][j] + mul;
+    acc[2][j] = acc[2][j] + pn * pn;
+    acc[3][j] = acc[3][j] + upd * upd;
 }
 
 /// One Adam (or AdamW, or Adam + L2) step over one slice, accumulating `stats`.
@@ -289,8 +331,8 @@ pub fn adam_step<T: Real>(
     check_len("grads", n, grads.len())?;
     check_len("m", n, m.len())?;
     check_len("v", n, v.len())?;
-    let (grad_sq, finite) = sq_norm_and_finite(grads);
-    if !finite {
+    let grad_sq = sq_norm(grads);
+    if !grad_sq.is_finite() {
         let index = grads.iter().position(|g| !g.is_finite());
         if index.is_some() {
             return Err(Error::NonFinite {
@@ -305,68 +347,54 @@ pub fn adam_step<T: Real>(
         WeightDecay::CoupledL2(l) => (l, T::zero()),
         WeightDecay::Decoupled(l) => (T::zero(), lr * l),
     };
-    let (b1, b2, eps) = (cfg.beta1, cfg.beta2, cfg.eps);
-    let (c1, c2) = (T::one() - b1, T::one() - b2);
-    let step = lr / bias_correction(b1, t);
-    let inv_bc2 = T::one() / bias_correction(b2, t);
-
-    let mut acc_v = [T::zero(); LANES];
-    let mut acc_mul = [T::zero(); LANES];
-    let mut acc_p = [T::zero(); LANES];
-    let mut acc_u = [T::zero(); LANES];
-    // Same arithmetic for the vectorisable body and the tail.
-    let kernel = |p: &mut T, g: T, m: &mut T, v: &mut T| -> (T, T, T, T) {
-        let g = g + coupled * *p;
-        let mi = b1 * *m + c1 * g;
-        let vi = b2 * *v + c2 * (g * g);
-        let vh = vi * inv_bc2;
-        let mul = step / (vh.sqrt() + eps);
-        let upd = mi * mul + decoupled * *p;
-        let pn = *p - upd;
-        *m = mi;
-        *v = vi;
-        *p = pn;
-        (vh, mul, pn * pn, upd * upd)
+    let k = Coefficients {
+        b1: cfg.beta1,
+        b2: cfg.beta2,
+        c1: T::one() - cfg.beta1,
+        c2: T::one() - cfg.beta2,
+        eps: cfg.eps,
+        step: lr / bias_correction(cfg.beta1, t),
+        inv_bc2: T::one() / bias_correction(cfg.beta2, t),
+        coupled,
+        decoupled,
     };
+    let mut acc = [[T::zero(); LANES]; 4];
     let split = n - n % LANES;
-    let (p_body, p_rest) = params.split_at_mut(split);
-    let (g_body, g_rest) = grads.split_at(split);
-    let (m_body, m_rest) = m.split_at_mut(split);
-    let (v_body, v_rest) = v.split_at_mut(split);
-    for (((p, g), mm), vv) in p_body
-        .chunks_exact_mut(LANES)
-        .zip(g_body.chunks_exact(LANES))
-        .zip(m_body.chunks_exact_mut(LANES))
-        .zip(v_body.chunks_exact_mut(LANES))
-    {
+    let mut base = 0;
+    while base < split {
+        let end = base + LANES;
+        // Fixed-size views: no bounds checks inside, so the lanes vectorise.
+        let (Ok(p), Ok(g), Ok(mm), Ok(vv)) = (
+            <&mut [T; LANES]>::try_from(&mut params[base..end]),
+            <&[T; LANES]>::try_from(&grads[base..end]),
+            <&mut [T; LANES]>::try_from(&mut m[base..end]),
+            <&mut [T; LANES]>::try_from(&mut v[base..end]),
+        ) else {
+            break; // unreachable: every view has exactly LANES elements
+        };
         for j in 0..LANES {
-            let (a, b, c, d) = kernel(&mut p[j], g[j], &mut mm[j], &mut vv[j]);
-            acc_v[j] = acc_v[j] + a;
-            acc_mul[j] = acc_mul[j] + b;
-            acc_p[j] = acc_p[j] + c;
-            acc_u[j] = acc_u[j] + d;
+            lane(&k, &mut p[j], g[j], &mut mm[j], &mut vv[j], &mut acc, j);
         }
+        base = end;
     }
-    for (j, (((p, &g), mm), vv)) in p_rest
-        .iter_mut()
-        .zip(g_rest)
-        .zip(m_rest.iter_mut())
-        .zip(v_rest.iter_mut())
-        .enumerate()
-    {
-        let (a, b, c, d) = kernel(p, g, mm, vv);
-        acc_v[j] = acc_v[j] + a;
-        acc_mul[j] = acc_mul[j] + b;
-        acc_p[j] = acc_p[j] + c;
-        acc_u[j] = acc_u[j] + d;
+    for i in split..n {
+        lane(
+            &k,
+            &mut params[i],
+            grads[i],
+            &mut m[i],
+            &mut v[i],
+            &mut acc,
+            i - split,
+        );
     }
     stats.merge(StepStats {
         count: n,
-        sum_v_hat: tree_sum(&acc_v),
-        sum_multiplier: tree_sum(&acc_mul),
-        param_sq: tree_sum(&acc_p),
+        sum_v_hat: tree_sum(&acc[0]),
+        sum_multiplier: tree_sum(&acc[1]),
+        param_sq: tree_sum(&acc[2]),
         grad_sq,
-        update_sq: tree_sum(&acc_u),
+        update_sq: tree_sum(&acc[3]),
     });
     Ok(())
 }
