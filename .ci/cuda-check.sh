@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# CUDA build check, no GPU needed (called by .ci/run):
+#  1. install CUDA 13.0.x's compiler and headers from PyPI plus the libcuda link shim
+#     (scripts/cuda-sdk.sh, cached under ~/.cache/safestep);
+#  2. build the release binary and the gpu crate with the `cuda` feature;
+#  3. validate every embedded PTX file with `ptxas -arch=sm_90` and check its ISA version
+#     is one the R580 driver (CUDA 13.0) accepts;
+#  4. clippy and the tests with the feature on (device tests print SKIP without a GPU);
+#  5. the cuda-built binary starts here and `--backend cuda` fails with a clear message.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+t0=$SECONDS
+lap() { printf '    (%s: %ds)\n' "$1" $((SECONDS - t0)); }
+
+eval "$(scripts/cuda-sdk.sh)"
+lap "CUDA SDK ready"
+
+cargo build --release -p safestep-host -p safestep-gpu --features safestep-host/cuda,safestep-gpu/cuda --bins \
+  --message-format=json-render-diagnostics >"${TMPDIR:-/tmp}/safestep-cuda-build.json"
+lap "release build with --features cuda"
+
+out_dir="$(python3 - "${TMPDIR:-/tmp}/safestep-cuda-build.json" <<'PY'
+import json, sys
+dirs = [m["out_dir"] for m in map(json.loads, open(sys.argv[1]))
+        if m.get("reason") == "build-script-executed" and "safestep-gpu" in m.get("package_id", "")]
+print(dirs[-1] if dirs else "")
+PY
+)"
+[[ -n "$out_dir" && -d "$out_dir" ]] || { echo "cuda-check: no build-script output for safestep-gpu"; exit 1; }
+shopt -s nullglob
+ptx=("$out_dir"/*.ptx)
+cu=(gpu/kernels/*.cu)
+[[ ${#ptx[@]} -eq ${#cu[@]} ]] || { echo "cuda-check: ${#cu[@]} kernel files but ${#ptx[@]} PTX files in $out_dir"; exit 1; }
+for f in "${ptx[@]}"; do
+  "$PTXAS" -arch=sm_90 "$f" -o /dev/null
+  ver="$(awk '/^\.version/{print $2; exit}' "$f")"
+  python3 -c "import sys; v=tuple(map(int,'$ver'.split('.'))); sys.exit(0 if v <= (9,0) else 1)" \
+    || { echo "cuda-check: $f has PTX ISA $ver; the R580 driver reads up to 9.0"; exit 1; }
+  echo "ptxas -arch=sm_90 OK: $(basename "$f") (PTX ISA $ver)"
+done
+lap "PTX validated"
+
+cargo clippy -p safestep-gpu --features cuda --all-targets -- -D warnings
+cargo clippy -p safestep-host --features cuda --all-targets -- -D warnings
+lap "clippy with --features cuda"
+
+cargo test -p safestep-gpu --features cuda
+cargo test -p safestep-host --features cuda --lib cuda::
+lap "tests with --features cuda"
+
+# The binary links the lazy-loading shim: no libcuda.so.1 needed to start.
+if ldd target/release/safestep | grep -q 'libcuda'; then
+  echo "cuda-check: target/release/safestep depends on libcuda at load time"; exit 1
+fi
+target/release/safestep --help >/dev/null
+if ! command -v nvidia-smi >/dev/null 2>&1; then
+  tmp="$(mktemp -d)"
+  set +e
+  msg="$(target/release/safestep run --backend cuda --tasks 1 --epochs 1 --quiet --out "$tmp/run" 2>&1)"
+  rc=$?
+  set -e
+  rm -rf "$tmp"
+  [[ $rc -ne 0 ]] || { echo "cuda-check: --backend cuda succeeded without a GPU?"; exit 1; }
+  grep -q 'no CUDA device/driver available' <<<"$msg" \
+    || { echo "cuda-check: unclear error without a GPU: $msg"; exit 1; }
+  echo "without a GPU, --backend cuda fails clearly: $(grep -m1 'no CUDA device' <<<"$msg")"
+fi
+lap "cuda check done"
