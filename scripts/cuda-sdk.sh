@@ -44,7 +44,7 @@ if [[ ! -x "$CUDA/bin/nvcc" || ! -f "$CUDA/include/cuda.h" || ! -x "$CUDA/bin/pt
   [[ -n "$src" && -f "$src/bin/nvcc" ]] || die "unexpected wheel layout under $SDK/unpacked (no nvidia/cu*/bin/nvcc)"
   mv "$src" "$CUDA"
   chmod +x "$CUDA"/bin/* "$CUDA"/nvvm/bin/* 2>/dev/null || true
-  rm -rf "$SDK/unpacked"
+  rm -rf "$SDK/unpacked" "$SDK/wheels"
   touch "$SDK/.toolkit-ok"
 fi
 "$CUDA/bin/nvcc" --version >/dev/null 2>&1 || die "$CUDA/bin/nvcc does not run"
