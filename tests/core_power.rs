@@ -97,8 +97,8 @@ fn first_call_iterates_then_one_step_per_call() {
             },
         )
         .unwrap();
-    assert!(calls > 1 && calls <= 20 && calls == p.iterations);
-    assert!(p.converged && (first - 4.0).abs() < 0.05 * 4.0);
+    assert!(calls > 1 && calls <= 20 && calls == p.iterations());
+    assert!(p.converged() && (first - 4.0).abs() < 0.05 * 4.0);
     // Later events: exactly one product each, tracking a drifting matrix.
     for k in 1..=30 {
         let scale = 1.0 + 0.01 * k as f64;

@@ -76,13 +76,9 @@ impl<E: fmt::Debug + fmt::Display> core::error::Error for PowerError<E> {}
 /// The scalar state of one layer's power iteration (the vector lives with the caller).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct PowerIteration<T> {
-    /// The last estimate (0 before the first call).
-    pub eigenvalue: T,
-    /// Whether the last call met the tolerance (for a one-step call: relative change
-    /// against the previous event's estimate).
-    pub converged: bool,
-    /// Hessian-vector products the last call used.
-    pub iterations: usize,
+    eigenvalue: T,
+    converged: bool,
+    iterations: usize,
     started: bool,
 }
 
@@ -119,6 +115,45 @@ impl<T: Real> PowerIteration<T> {
             iterations: 0,
             started: false,
         }
+    }
+
+    /// Rebuilds a state saved as ([`PowerIteration::eigenvalue`],
+    /// [`PowerIteration::is_warm`]) — with the caller's saved direction, a checkpointed run
+    /// continues bit-identically.
+    ///
+    /// ```
+    /// use safestep_core::power::PowerIteration;
+    /// let p = PowerIteration::from_parts(3.5_f32, true);
+    /// assert_eq!((p.eigenvalue(), p.is_warm()), (3.5, true));
+    /// ```
+    pub fn from_parts(eigenvalue: T, warm: bool) -> Self {
+        PowerIteration {
+            eigenvalue,
+            converged: false,
+            iterations: 0,
+            started: warm,
+        }
+    }
+
+    /// The last estimate (0 before the first call).
+    pub fn eigenvalue(&self) -> T {
+        self.eigenvalue
+    }
+
+    /// Whether the last call met the tolerance (for a one-step call: the relative change
+    /// against the previous event's estimate).
+    pub fn converged(&self) -> bool {
+        self.converged
+    }
+
+    /// Hessian-vector products the last call used.
+    pub fn iterations(&self) -> usize {
+        self.iterations
+    }
+
+    /// Whether the cold start is done, so the next call does one warm-started iteration.
+    pub fn is_warm(&self) -> bool {
+        self.started
     }
 
     /// Forget the history, so the next call iterates to convergence again (e.g. after a

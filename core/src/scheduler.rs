@@ -365,6 +365,9 @@ pub struct Report<T> {
     pub noise_ema: T,
 }
 
+/// Number of fixed entries in [`LayerScheduler::to_state`] before the window values.
+pub const STATE_HEADER: usize = 12;
+
 /// One layer's scheduler state: its learning rate, volatility estimator and SNR EMAs.
 /// `N` is the volatility window's capacity (`cfg.window <= N`).
 #[derive(Debug, Clone)]
@@ -415,6 +418,116 @@ impl<T: Real, const N: usize> LayerScheduler<T, N> {
     /// Number of events observed.
     pub fn events(&self) -> u64 {
         self.events
+    }
+
+    /// The whole state as a flat list of numbers, for checkpoints (collect it into a
+    /// `Vec`, or write it into a buffer of [`LayerScheduler::state_len`] values). Layout
+    /// (format 1): `[1, lr, g2_sum, noise_sum, ema_weight, events, ema_weight, ema_weight_sq,
+    /// ema_mean, ema_m2, ema_count, k, window values (k, oldest first)]`. Restore with
+    /// [`LayerScheduler::from_state`]; the continuation is bit-identical (counts are exact
+    /// up to 2^24 events in `f32`, 2^53 in `f64`).
+    ///
+    /// ```
+    /// use safestep_core::noise::NoiseStats;
+    /// use safestep_core::scheduler::{LayerObservation, LayerScheduler, Progress, SchedulerConfig};
+    /// let cfg = SchedulerConfig::<f64>::default();
+    /// let mut a = LayerScheduler::<f64, 32>::new(&cfg, 1e-3)?;
+    /// let obs = LayerObservation { alpha_agg: 0.5, mean_multiplier: 0.0, sharpness: 3.0,
+    ///     noise: NoiseStats::from_variance(1.0, 2.0, 16, None)? };
+    /// a.observe(&cfg, &obs, Progress::default())?;
+    /// let saved: Vec<f64> = a.to_state().collect();
+    /// let mut b = LayerScheduler::<f64, 32>::from_state(&cfg, &saved)?;
+    /// assert_eq!(a.observe(&cfg, &obs, Progress::default())?, b.observe(&cfg, &obs, Progress::default())?);
+    /// # Ok::<(), safestep_core::Error>(())
+    /// ```
+    pub fn to_state(&self) -> impl Iterator<Item = T> + '_ {
+        let e = self.ema_vol.parts();
+        let head = [
+            T::one(),
+            self.lr,
+            self.g2_sum,
+            self.noise_sum,
+            self.ema_weight,
+            T::of(self.events as f64),
+            e[0],
+            e[1],
+            e[2],
+            e[3],
+            e[4],
+            T::of_usize(self.window.len()),
+        ];
+        head.into_iter().chain(self.window.iter())
+    }
+
+    /// Number of values [`LayerScheduler::to_state`] yields.
+    pub fn state_len(&self) -> usize {
+        STATE_HEADER + self.window.len()
+    }
+
+    /// Rebuilds a scheduler from [`LayerScheduler::to_state`]'s numbers, for the same
+    /// `cfg` (its window and clamp are checked against the state).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] from `cfg`; [`Error::LengthMismatch`] (what `"state"`) for a
+    /// truncated state; [`Error::InvalidInput`] for an unknown format, an `lr` outside the
+    /// clamp, more window values than `cfg.window`, or a count that is not a whole number;
+    /// [`Error::NonFinite`] for a non-finite entry.
+    pub fn from_state(cfg: &SchedulerConfig<T>, state: &[T]) -> Result<Self, Error> {
+        if state.len() < STATE_HEADER {
+            return Err(Error::LengthMismatch {
+                what: "state",
+                expected: STATE_HEADER,
+                found: state.len(),
+            });
+        }
+        if let Some(i) = state.iter().position(|x| !x.is_finite()) {
+            return Err(Error::NonFinite {
+                what: "state",
+                index: Some(i),
+            });
+        }
+        if state[0] != T::one() {
+            return Err(Error::InvalidInput {
+                what: "state format",
+                value: state[0].as_f64(),
+                allowed: "1",
+            });
+        }
+        let count = |what: &'static str, x: T| -> Result<u64, Error> {
+            let v = x.as_f64();
+            if v >= 0.0 && libm::trunc(v) == v && v < 1.8e19 {
+                Ok(v as u64)
+            } else {
+                Err(Error::InvalidInput {
+                    what,
+                    value: v,
+                    allowed: "a whole number >= 0",
+                })
+            }
+        };
+        let k = count("state window length", state[11])? as usize;
+        if k > cfg.window {
+            return Err(Error::InvalidInput {
+                what: "state window length",
+                value: k as f64,
+                allowed: "<= cfg.window",
+            });
+        }
+        crate::error::check_len("state", STATE_HEADER + k, state.len())?;
+        let mut s = Self::new(cfg, state[1])?;
+        s.g2_sum = state[2];
+        s.noise_sum = state[3];
+        s.ema_weight = check_nonneg("state ema_weight", state[4])?;
+        s.events = count("state events", state[5])?;
+        let ema_count = count("state ema count", state[10])? as usize;
+        s.ema_vol.set_parts(
+            [state[6], state[7], state[8], state[9], T::zero()],
+            ema_count,
+        );
+        for &rho in &state[STATE_HEADER..] {
+            s.window.push(rho)?;
+        }
+        Ok(s)
     }
 
     /// Task-boundary hint: forget the volatility history and the SNR EMAs (the statistics

@@ -83,6 +83,11 @@ impl<T: Real, const N: usize> CurvatureWindow<T, N> {
         self.buf.clear();
     }
 
+    /// The values held, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = T> + '_ {
+        self.buf.iter().copied()
+    }
+
     /// Mean of the values held; 0 when empty. Computed about the oldest value (shifted
     /// data), so a constant series has exactly its value as mean and exactly 0 variance.
     pub fn mean(&self) -> T {
@@ -198,6 +203,26 @@ impl<T: Real> EmaVolatility<T> {
         self.m2 = d * self.m2 + delta * (rho - self.mean);
         self.count = self.count.saturating_add(1);
         Ok(())
+    }
+
+    /// The raw accumulators `[weight, weight_sq, mean, m2, count]` (for checkpoints).
+    pub(crate) fn parts(&self) -> [T; 5] {
+        [
+            self.weight,
+            self.weight_sq,
+            self.mean,
+            self.m2,
+            T::of_usize(self.count),
+        ]
+    }
+
+    /// Restores accumulators saved by `parts` (validated by the caller).
+    pub(crate) fn set_parts(&mut self, p: [T; 5], count: usize) {
+        self.weight = p[0];
+        self.weight_sq = p[1];
+        self.mean = p[2];
+        self.m2 = p[3];
+        self.count = count;
     }
 
     /// Number of values pushed since creation or [`EmaVolatility::clear`].
