@@ -152,6 +152,20 @@ impl EvalOutput {
     }
 }
 
+/// A snapshot of a backend's training state (for checkpoints): with the same [`ModelSpec`]
+/// and task, [`Backend::import_state`] of an exported state continues bit-identically.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BackendState {
+    /// Parameters per layer (weights row-major `fan_out × fan_in`, then bias).
+    pub params: Vec<Vec<f32>>,
+    /// Adam's first moments, same layout.
+    pub m: Vec<Vec<f32>>,
+    /// Adam's second moments, same layout.
+    pub v: Vec<Vec<f32>>,
+    /// The initial parameters θ₀ of the last reset, same layout (Wasserstein reference).
+    pub theta0: Vec<Vec<f32>>,
+}
+
 /// Everything that can go wrong inside a backend; each variant names the bad input.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
@@ -308,4 +322,11 @@ pub trait Backend {
 
     /// Forward pass over the whole current task: mean loss and correct count.
     fn evaluate(&mut self) -> Result<EvalOutput, BackendError>;
+
+    /// Snapshot of parameters, Adam moments and θ₀ (the task data is not included).
+    fn export_state(&mut self) -> Result<BackendState, BackendError>;
+
+    /// Restores a snapshot from [`Backend::export_state`] of a backend with the same spec;
+    /// checks every layer's lengths and finiteness first and changes nothing on error.
+    fn import_state(&mut self, state: &BackendState) -> Result<(), BackendError>;
 }

@@ -18,8 +18,9 @@
 //!
 //! Buffers are sized on the first minibatch (and grow only if a larger one comes), so the
 //! training loop does not allocate apart from the small per-layer vectors of its outputs.
-//! All reductions run in a fixed order on one thread, and GEMM splits only over output
-//! blocks, so one seed gives bit-identical results for a given thread count.
+//! All reductions run in a fixed order on one thread, and GEMMs are split across threads
+//! only by bands of output rows, so one seed gives bit-identical results, whatever the
+//! thread count.
 //!
 //! ```
 //! use safestep_core::adam::AdamConfig;
@@ -42,7 +43,8 @@ pub mod wasserstein;
 use safestep_core::adam::{self, AdamConfig, StepStats};
 
 use crate::backend::{
-    Activation, Backend, BackendError, BatchOutput, EvalOutput, ModelSpec, Regularizer,
+    Activation, Backend, BackendError, BackendState, BatchOutput, EvalOutput, ModelSpec,
+    Regularizer,
 };
 use crate::model::{init_params, LayerShape};
 use gemm::{matmul, MatRef};
@@ -53,8 +55,9 @@ const EVAL_ROWS: usize = 256;
 /// Largest GEMM thread count accepted by [`CpuBackend::with_threads`].
 pub const MAX_THREADS: usize = 64;
 
-/// Default GEMM thread count: 1 (measured fastest and fully deterministic on the 2-core
-/// reference machine; see `benches/peer/README.md`).
+/// Default GEMM thread count: 1. Threads only cut large products into bands of output
+/// rows, so results are bit-identical for any thread count (tested); on the shared 2-core
+/// reference machine one thread measured fastest (see `benches/peer/README.md`).
 pub const DEFAULT_THREADS: usize = 1;
 
 /// Per-layer activations and deltas of one minibatch (or evaluation chunk).
@@ -143,6 +146,8 @@ pub struct CpuBackend {
     grads: Vec<Vec<f32>>,
     m: Vec<Vec<f32>>,
     v: Vec<Vec<f32>>,
+    /// Initial parameters of the last reset.
+    theta0: Vec<Vec<f32>>,
     /// Sorted initial weights and biases per layer (Wasserstein reference).
     theta0_sorted: Vec<(Vec<f32>, Vec<f32>)>,
     /// Data gradient plus regulariser gradient (allocated on first use).
@@ -178,6 +183,7 @@ impl CpuBackend {
             grads: shapes.iter().map(zeros).collect(),
             m: shapes.iter().map(zeros).collect(),
             v: shapes.iter().map(zeros).collect(),
+            theta0: Vec::new(),
             theta0_sorted: Vec::new(),
             step_grads: Vec::new(),
             ranker: wasserstein::Ranker::default(),
@@ -197,9 +203,8 @@ impl CpuBackend {
         Ok(cpu)
     }
 
-    /// Sets the number of threads each GEMM may use (1..=[`MAX_THREADS`]). Results are
-    /// bit-reproducible for a fixed thread count; different counts may differ in the last
-    /// bits.
+    /// Sets the number of threads each large GEMM may use (1..=[`MAX_THREADS`]). Only the
+    /// speed changes: every output element is summed in the same order whatever the count.
     pub fn with_threads(mut self, threads: usize) -> Result<Self, BackendError> {
         if threads == 0 || threads > MAX_THREADS {
             return Err(BackendError::InvalidSpec {
@@ -284,6 +289,19 @@ impl CpuBackend {
             .map(|(z, &yi)| ops::xent_row(z, None, yi as usize).0)
             .sum();
         Ok(loss / rows as f64)
+    }
+
+    /// Recomputes the sorted Wasserstein reference from `theta0`.
+    fn sort_theta0(&mut self) {
+        self.theta0_sorted = self
+            .shapes
+            .iter()
+            .zip(&self.theta0)
+            .map(|(s, p)| {
+                let (w, b) = p.split_at(s.weights());
+                (wasserstein::sorted(w), wasserstein::sorted(b))
+            })
+            .collect();
     }
 
     fn check_layer(&self, layer: usize) -> Result<(), BackendError> {
@@ -425,15 +443,8 @@ impl Backend for CpuBackend {
             self.v[l].fill(0.0);
             self.grads[l].fill(0.0);
         }
-        self.theta0_sorted = self
-            .shapes
-            .iter()
-            .zip(&self.params)
-            .map(|(s, p)| {
-                let (w, b) = p.split_at(s.weights());
-                (wasserstein::sorted(w), wasserstein::sorted(b))
-            })
-            .collect();
+        self.theta0 = self.params.clone();
+        self.sort_theta0();
         self.batch = None;
         self.grads_ready = false;
         Ok(())
@@ -788,5 +799,56 @@ impl Backend for CpuBackend {
             correct,
             count: n,
         })
+    }
+
+    fn export_state(&mut self) -> Result<BackendState, BackendError> {
+        Ok(BackendState {
+            params: self.params.clone(),
+            m: self.m.clone(),
+            v: self.v.clone(),
+            theta0: self.theta0.clone(),
+        })
+    }
+
+    fn import_state(&mut self, state: &BackendState) -> Result<(), BackendError> {
+        let layers = self.shapes.len();
+        let parts: [(&'static str, &Vec<Vec<f32>>); 4] = [
+            ("state params", &state.params),
+            ("state m", &state.m),
+            ("state v", &state.v),
+            ("state theta0", &state.theta0),
+        ];
+        for (what, part) in parts {
+            check_len(what, layers, part.len())?;
+            for (s, values) in self.shapes.iter().zip(part) {
+                check_len(what, s.params(), values.len())?;
+                if let Some(index) = values.iter().position(|x| !x.is_finite()) {
+                    return Err(BackendError::NonFiniteInput {
+                        index,
+                        value: values[index],
+                    });
+                }
+            }
+        }
+        if let Some((layer, index)) = state
+            .v
+            .iter()
+            .enumerate()
+            .find_map(|(l, v)| v.iter().position(|&x| x < 0.0).map(|i| (l, i)))
+        {
+            return Err(BackendError::InvalidSpec {
+                field: "state v",
+                value: format!("layer {layer} index {index}: {}", state.v[layer][index]),
+                allowed: "second moments >= 0",
+            });
+        }
+        self.params.clone_from(&state.params);
+        self.m.clone_from(&state.m);
+        self.v.clone_from(&state.v);
+        self.theta0.clone_from(&state.theta0);
+        self.sort_theta0();
+        self.batch = None;
+        self.grads_ready = false;
+        Ok(())
     }
 }
