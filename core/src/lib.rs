@@ -31,3 +31,8 @@ pub mod window;
 
 pub use error::Error;
 pub use real::Real;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
