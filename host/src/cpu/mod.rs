@@ -152,6 +152,8 @@ pub struct CpuBackend {
     theta0_sorted: Vec<(Vec<f32>, Vec<f32>)>,
     /// Data gradient plus regulariser gradient (allocated on first use).
     step_grads: Vec<Vec<f32>>,
+    /// Per-chunk Adam statistics (scratch).
+    chunk_stats: Vec<StepStats<f32>>,
     /// Scratch of the Wasserstein regulariser's ranking.
     ranker: wasserstein::Ranker,
     task_x: Vec<f32>,
@@ -187,6 +189,7 @@ impl CpuBackend {
             theta0_sorted: Vec::new(),
             step_grads: Vec::new(),
             ranker: wasserstein::Ranker::default(),
+            chunk_stats: Vec::new(),
             task_x: Vec::new(),
             task_y: Vec::new(),
             batch_x: Vec::new(),
@@ -341,6 +344,76 @@ fn check_len(what: &'static str, expected: usize, found: usize) -> Result<(), Ba
         });
     }
     Ok(())
+}
+
+/// Parameters per call of the core's Adam step: a layer is updated in these fixed chunks
+/// (the last one shorter) whose statistics are merged in chunk order in `f64`.
+const ADAM_CHUNK: usize = 1 << 14;
+
+/// Adam on one layer: fixed chunks of [`ADAM_CHUNK`] parameters, each one call of
+/// `safestep_core::adam::adam_step` with its own statistics, merged in chunk order in `f64`.
+/// With `threads > 1` contiguous runs of chunks go to different threads; the chunking and
+/// the merge order, and so every number, are the same for any thread count. `scratch`
+/// holds the per-chunk statistics (no allocation once it is large enough).
+#[allow(clippy::too_many_arguments)]
+fn adam_layer(
+    cfg: &AdamConfig<f32>,
+    lr: f32,
+    t: u64,
+    params: &mut [f32],
+    grads: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    threads: usize,
+    scratch: &mut Vec<StepStats<f32>>,
+) -> Result<StepStats<f64>, safestep_core::Error> {
+    let chunks = params.len().div_ceil(ADAM_CHUNK);
+    scratch.clear();
+    scratch.resize(chunks, StepStats::new());
+    let run = |p: &mut [f32],
+               g: &[f32],
+               m: &mut [f32],
+               v: &mut [f32],
+               stats: &mut [StepStats<f32>]|
+     -> Result<(), safestep_core::Error> {
+        for ((((p, g), m), v), st) in p
+            .chunks_mut(ADAM_CHUNK)
+            .zip(g.chunks(ADAM_CHUNK))
+            .zip(m.chunks_mut(ADAM_CHUNK))
+            .zip(v.chunks_mut(ADAM_CHUNK))
+            .zip(stats.iter_mut())
+        {
+            adam::adam_step(cfg, lr, t, p, g, m, v, st)?;
+        }
+        Ok(())
+    };
+    let per_thread = chunks.div_ceil(threads.max(1)).max(1);
+    if threads <= 1 || per_thread >= chunks {
+        run(params, grads, m, v, scratch)?;
+    } else {
+        let span = per_thread * ADAM_CHUNK;
+        let groups = chunks.div_ceil(per_thread);
+        let mut results: Vec<Result<(), safestep_core::Error>> = vec![Ok(()); groups];
+        rayon::scope(|s| {
+            for (((((p, g), m), v), st), slot) in params
+                .chunks_mut(span)
+                .zip(grads.chunks(span))
+                .zip(m.chunks_mut(span))
+                .zip(v.chunks_mut(span))
+                .zip(scratch.chunks_mut(per_thread))
+                .zip(results.iter_mut())
+            {
+                let run = &run;
+                s.spawn(move |_| *slot = run(p, g, m, v, st));
+            }
+        });
+        results.into_iter().collect::<Result<(), _>>()?;
+    }
+    let mut total = StepStats::<f64>::new();
+    for st in scratch.iter() {
+        total.merge(st.cast::<f64>());
+    }
+    Ok(total)
 }
 
 /// Forward pass of `rows` input rows `x` through all layers into `ws`.
@@ -741,8 +814,7 @@ impl Backend for CpuBackend {
             } else {
                 &self.grads[l]
             };
-            let mut stats = StepStats::<f32>::new();
-            adam::adam_step(
+            let stats = adam_layer(
                 adam,
                 lr,
                 t,
@@ -750,10 +822,11 @@ impl Backend for CpuBackend {
                 grads,
                 &mut self.m[l],
                 &mut self.v[l],
-                &mut stats,
+                self.threads,
+                &mut self.chunk_stats,
             )
             .map_err(|error| BackendError::Optimizer { layer: l, error })?;
-            out.push(stats.cast::<f64>());
+            out.push(stats);
         }
         self.batch = None;
         self.grads_ready = false;
