@@ -93,23 +93,41 @@ pub fn matmul(
         return;
     }
     if threads > 1 && m >= 2 * threads && m * n * k >= PAR_MIN_FLOPS {
-        // Row bands of `dst`, one per thread, each a single-threaded product: every output
+        // Bands of output rows, one per thread, each a single-threaded product: every output
         // element is still summed by one call in a fixed order.
-        let band = m.div_ceil(threads);
-        rayon::scope(|s| {
-            for (i, chunk) in dst[..m * n].chunks_mut(band * n).enumerate() {
-                let rows = chunk.len() / n;
-                let sub = MatRef {
-                    data: &a.data[i * band * a.rs..],
-                    rows,
-                    ..a
-                };
-                s.spawn(move |_| raw(chunk, sub, b, scale, accumulate));
-            }
-        });
+        bands(&mut dst[..m * n], a, b, scale, accumulate, threads);
         return;
     }
     raw(dst, a, b, scale, accumulate);
+}
+
+/// Splits the rows of `dst` (and `a`) into `parts` bands computed in parallel by recursive
+/// `rayon::join` (no allocation).
+fn bands(
+    dst: &mut [f32],
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    scale: f32,
+    accumulate: bool,
+    parts: usize,
+) {
+    if parts <= 1 || a.rows < 2 {
+        raw(dst, a, b, scale, accumulate);
+        return;
+    }
+    let left_parts = parts / 2;
+    let top = a.rows * left_parts / parts;
+    let (d1, d2) = dst.split_at_mut(top * b.cols);
+    let a1 = MatRef { rows: top, ..a };
+    let a2 = MatRef {
+        data: &a.data[top * a.rs..],
+        rows: a.rows - top,
+        ..a
+    };
+    rayon::join(
+        || bands(d1, a1, b, scale, accumulate, left_parts),
+        || bands(d2, a2, b, scale, accumulate, parts - left_parts),
+    );
 }
 
 /// Multiply-adds below this many (m·n·k) run on the calling thread only.

@@ -387,33 +387,51 @@ fn adam_layer(
         }
         Ok(())
     };
-    let per_thread = chunks.div_ceil(threads.max(1)).max(1);
-    if threads <= 1 || per_thread >= chunks {
-        run(params, grads, m, v, scratch)?;
-    } else {
-        let span = per_thread * ADAM_CHUNK;
-        let groups = chunks.div_ceil(per_thread);
-        let mut results: Vec<Result<(), safestep_core::Error>> = vec![Ok(()); groups];
-        rayon::scope(|s| {
-            for (((((p, g), m), v), st), slot) in params
-                .chunks_mut(span)
-                .zip(grads.chunks(span))
-                .zip(m.chunks_mut(span))
-                .zip(v.chunks_mut(span))
-                .zip(scratch.chunks_mut(per_thread))
-                .zip(results.iter_mut())
-            {
-                let run = &run;
-                s.spawn(move |_| *slot = run(p, g, m, v, st));
-            }
-        });
-        results.into_iter().collect::<Result<(), _>>()?;
-    }
+    adam_chunks(&run, params, grads, m, v, scratch, threads.max(1))?;
     let mut total = StepStats::<f64>::new();
     for st in scratch.iter() {
         total.merge(st.cast::<f64>());
     }
     Ok(total)
+}
+
+/// Runs `run` over the chunks of a layer split into `parts` contiguous runs of whole
+/// chunks, in parallel by recursive `rayon::join` (no allocation).
+fn adam_chunks<F>(
+    run: &F,
+    p: &mut [f32],
+    g: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    stats: &mut [StepStats<f32>],
+    parts: usize,
+) -> Result<(), safestep_core::Error>
+where
+    F: Fn(
+            &mut [f32],
+            &[f32],
+            &mut [f32],
+            &mut [f32],
+            &mut [StepStats<f32>],
+        ) -> Result<(), safestep_core::Error>
+        + Sync,
+{
+    if parts <= 1 || stats.len() < 2 {
+        return run(p, g, m, v, stats);
+    }
+    let left_parts = parts / 2;
+    let left = stats.len() * left_parts / parts;
+    let at = (left * ADAM_CHUNK).min(p.len());
+    let (p1, p2) = p.split_at_mut(at);
+    let (g1, g2) = g.split_at(at);
+    let (m1, m2) = m.split_at_mut(at);
+    let (v1, v2) = v.split_at_mut(at);
+    let (s1, s2) = stats.split_at_mut(left);
+    let (r1, r2) = rayon::join(
+        || adam_chunks(run, p1, g1, m1, v1, s1, left_parts),
+        || adam_chunks(run, p2, g2, m2, v2, s2, parts - left_parts),
+    );
+    r1.and(r2)
 }
 
 /// Forward pass of `rows` input rows `x` through all layers into `ws`.
