@@ -5,3 +5,5 @@ pub mod data;
 pub mod cpu;
 pub mod model;
 pub mod bench;
+#[cfg(feature = "cuda")]
+pub mod cuda;
