@@ -3,6 +3,7 @@
 //! random sizes; they are deliberately naive so they are easy to trust.
 
 use crate::shape::GemmLayout;
+use crate::spec::MlpSpec;
 
 /// `C = alpha·op(A)·op(B) + beta·C`, row-major, in the given layout.
 #[allow(clippy::too_many_arguments)]
@@ -226,6 +227,223 @@ pub fn uniform_at(seed: u64, i: u64, lo: f32, hi: f32) -> f32 {
     lo + (hi - lo) * u
 }
 
+/// A whole MLP in `f64` (naive loops): the mean cross-entropy, its gradient and the exact
+/// layer-block Hessian-vector product, as references for the device MLP.
+///
+/// `params[l]` is layer `l`'s vector (weights row-major `fan_out × fan_in`, then bias);
+/// `x` is `rows × input`, `y` holds `rows` labels.
+pub struct MlpReference<'a> {
+    /// The network's shape.
+    pub spec: &'a MlpSpec,
+    /// Parameters per layer.
+    pub params: &'a [Vec<f64>],
+    /// Inputs, row-major.
+    pub x: &'a [f32],
+    /// Labels.
+    pub y: &'a [u8],
+}
+
+struct Pass {
+    /// Inputs to each layer (a_{l-1}), rows × fan_in(l).
+    inputs: Vec<Vec<f64>>,
+    /// Pre-activations per layer, rows × fan_out(l).
+    z: Vec<Vec<f64>>,
+    probs: Vec<f64>,
+    loss: f64,
+}
+
+impl MlpReference<'_> {
+    fn rows(&self) -> usize {
+        self.y.len()
+    }
+
+    fn act_fwd(&self, z: &[f64], cols: usize) -> Vec<f64> {
+        let e = self.spec.activation.expansion();
+        let rows = z.len() / cols;
+        let mut a = vec![0.0; rows * cols * e];
+        for r in 0..rows {
+            for c in 0..cols {
+                let v = z[r * cols + c];
+                a[r * cols * e + c] = v.max(0.0);
+                if e == 2 {
+                    a[r * cols * 2 + cols + c] = (-v).max(0.0);
+                }
+            }
+        }
+        a
+    }
+
+    /// `dz` from `da` through the activation at `z` (the same map gives the backward pass;
+    /// its transpose, [`Self::act_jvp`], the forward-mode product).
+    fn act_bwd(&self, z: &[f64], da: &[f64], cols: usize) -> Vec<f64> {
+        let e = self.spec.activation.expansion();
+        let rows = z.len() / cols;
+        let mut dz = vec![0.0; rows * cols];
+        for r in 0..rows {
+            for c in 0..cols {
+                let v = z[r * cols + c];
+                dz[r * cols + c] = if v > 0.0 {
+                    da[r * cols * e + c]
+                } else if v < 0.0 && e == 2 {
+                    -da[r * cols * 2 + cols + c]
+                } else {
+                    0.0
+                };
+            }
+        }
+        dz
+    }
+
+    fn act_jvp(&self, z: &[f64], rz: &[f64], cols: usize) -> Vec<f64> {
+        let e = self.spec.activation.expansion();
+        let rows = z.len() / cols;
+        let mut ra = vec![0.0; rows * cols * e];
+        for r in 0..rows {
+            for c in 0..cols {
+                let (v, d) = (z[r * cols + c], rz[r * cols + c]);
+                ra[r * cols * e + c] = if v > 0.0 { d } else { 0.0 };
+                if e == 2 {
+                    ra[r * cols * 2 + cols + c] = if v < 0.0 { -d } else { 0.0 };
+                }
+            }
+        }
+        ra
+    }
+
+    /// `out[r, j] = Σ_i a[r, i]·W[j, i] (+ b[j])` for layer `l`'s weights `w`.
+    fn dense(&self, l: usize, a: &[f64], w: &[f64], bias: Option<&[f64]>) -> Vec<f64> {
+        let (fi, fo, rows) = (self.spec.fan_in(l), self.spec.fan_out(l), self.rows());
+        let mut out = vec![0.0; rows * fo];
+        for r in 0..rows {
+            for j in 0..fo {
+                let mut s = bias.map_or(0.0, |b| b[j]);
+                for i in 0..fi {
+                    s += a[r * fi + i] * w[j * fi + i];
+                }
+                out[r * fo + j] = s;
+            }
+        }
+        out
+    }
+
+    /// `out[r, i] = Σ_j d[r, j]·W[j, i]`.
+    fn dense_t(&self, l: usize, d: &[f64], w: &[f64]) -> Vec<f64> {
+        let (fi, fo, rows) = (self.spec.fan_in(l), self.spec.fan_out(l), self.rows());
+        let mut out = vec![0.0; rows * fi];
+        for r in 0..rows {
+            for j in 0..fo {
+                let dj = d[r * fo + j];
+                for i in 0..fi {
+                    out[r * fi + i] += dj * w[j * fi + i];
+                }
+            }
+        }
+        out
+    }
+
+    /// Layer `l`'s parameter-space gradient from the output gradient `d` and its input `a`.
+    fn param_grad(&self, l: usize, d: &[f64], a: &[f64]) -> Vec<f64> {
+        let (fi, fo, rows) = (self.spec.fan_in(l), self.spec.fan_out(l), self.rows());
+        let mut g = vec![0.0; fi * fo + fo];
+        for r in 0..rows {
+            for j in 0..fo {
+                let dj = d[r * fo + j];
+                for i in 0..fi {
+                    g[j * fi + i] += dj * a[r * fi + i];
+                }
+                g[fi * fo + j] += dj;
+            }
+        }
+        g
+    }
+
+    fn forward(&self) -> Pass {
+        let n = self.spec.layers();
+        let x: Vec<f64> = self.x.iter().map(|&v| f64::from(v)).collect();
+        let mut inputs = vec![x];
+        let mut zs = Vec::new();
+        for l in 0..n {
+            let nw = self.spec.fan_in(l) * self.spec.fan_out(l);
+            let (w, b) = self.params[l].split_at(nw);
+            let z = self.dense(l, &inputs[l], w, Some(b));
+            if l + 1 < n {
+                inputs.push(self.act_fwd(&z, self.spec.fan_out(l)));
+            }
+            zs.push(z);
+        }
+        let (rows, k) = (self.rows(), self.spec.classes);
+        let mut probs = vec![0.0; rows * k];
+        let mut loss = 0.0;
+        let logits = &zs[n - 1];
+        for r in 0..rows {
+            let row = &logits[r * k..(r + 1) * k];
+            let mx = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let s: f64 = row.iter().map(|v| (v - mx).exp()).sum();
+            for c in 0..k {
+                probs[r * k + c] = (row[c] - mx).exp() / s;
+            }
+            loss += s.ln() - (row[self.y[r] as usize] - mx);
+        }
+        Pass {
+            inputs,
+            z: zs,
+            probs,
+            loss: loss / rows as f64,
+        }
+    }
+
+    /// Mean cross-entropy and the gradient of every layer.
+    pub fn loss_and_grads(&self) -> (f64, Vec<Vec<f64>>) {
+        let p = self.forward();
+        let n = self.spec.layers();
+        let (rows, k) = (self.rows(), self.spec.classes);
+        let mut d: Vec<f64> = p.probs.clone();
+        for r in 0..rows {
+            d[r * k + self.y[r] as usize] -= 1.0;
+        }
+        d.iter_mut().for_each(|v| *v /= rows as f64);
+        let mut grads = vec![Vec::new(); n];
+        for l in (0..n).rev() {
+            grads[l] = self.param_grad(l, &d, &p.inputs[l]);
+            if l > 0 {
+                let nw = self.spec.fan_in(l) * self.spec.fan_out(l);
+                let da = self.dense_t(l, &d, &self.params[l][..nw]);
+                d = self.act_bwd(&p.z[l - 1], &da, self.spec.fan_out(l - 1));
+            }
+        }
+        (p.loss, grads)
+    }
+
+    /// `H_ll·v` for layer `layer`'s diagonal Hessian block (exact R-operator).
+    pub fn hvp(&self, layer: usize, v: &[f64]) -> Vec<f64> {
+        let p = self.forward();
+        let n = self.spec.layers();
+        let (rows, k) = (self.rows(), self.spec.classes);
+        let nw = self.spec.fan_in(layer) * self.spec.fan_out(layer);
+        let mut rz = self.dense(layer, &p.inputs[layer], &v[..nw], Some(&v[nw..]));
+        for l in layer + 1..n {
+            let ra = self.act_jvp(&p.z[l - 1], &rz, self.spec.fan_out(l - 1));
+            let nwl = self.spec.fan_in(l) * self.spec.fan_out(l);
+            rz = self.dense(l, &ra, &self.params[l][..nwl], None);
+        }
+        let mut rd = vec![0.0; rows * k];
+        for r in 0..rows {
+            let pr = &p.probs[r * k..(r + 1) * k];
+            let zr = &rz[r * k..(r + 1) * k];
+            let dot: f64 = pr.iter().zip(zr).map(|(a, b)| a * b).sum();
+            for c in 0..k {
+                rd[r * k + c] = pr[c] * (zr[c] - dot) / rows as f64;
+            }
+        }
+        for l in (layer + 1..n).rev() {
+            let nwl = self.spec.fan_in(l) * self.spec.fan_out(l);
+            let da = self.dense_t(l, &rd, &self.params[l][..nwl]);
+            rd = self.act_bwd(&p.z[l - 1], &da, self.spec.fan_out(l - 1));
+        }
+        self.param_grad(layer, &rd, &p.inputs[layer])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,5 +561,88 @@ mod tests {
         let mean: f32 = xs.iter().sum::<f32>() / 1000.0;
         assert!(mean.abs() < 0.05);
         assert_ne!(uniform_at(7, 3, 0.0, 1.0), uniform_at(8, 3, 0.0, 1.0));
+    }
+
+    #[test]
+    fn mlp_reference_hvp_matches_finite_differences_of_its_gradient() {
+        use crate::spec::Act;
+        for act in [Act::Relu, Act::Crelu] {
+            let spec = MlpSpec {
+                input: 6,
+                hidden: vec![5, 4],
+                classes: 3,
+                activation: act,
+            };
+            let params: Vec<Vec<f64>> = (0..spec.layers())
+                .map(|l| {
+                    (0..spec.layer_params(l) as u64)
+                        .map(|i| f64::from(uniform_at(l as u64 + 1, i, -0.6, 0.6)))
+                        .collect()
+                })
+                .collect();
+            let x: Vec<f32> = (0..8 * 6).map(|i| uniform_at(99, i, 0.0, 1.0)).collect();
+            let y: Vec<u8> = (0..8).map(|i| (i % 3) as u8).collect();
+            for layer in 0..spec.layers() {
+                let v: Vec<f64> = (0..spec.layer_params(layer) as u64)
+                    .map(|i| f64::from(uniform_at(7, i, -1.0, 1.0)))
+                    .collect();
+                let m = MlpReference {
+                    spec: &spec,
+                    params: &params,
+                    x: &x,
+                    y: &y,
+                };
+                let hv = m.hvp(layer, &v);
+                let h = 1e-6;
+                let shifted = |s: f64| {
+                    let mut p = params.clone();
+                    p[layer]
+                        .iter_mut()
+                        .zip(&v)
+                        .for_each(|(a, b)| *a += s * h * b);
+                    MlpReference {
+                        spec: &spec,
+                        params: &p,
+                        x: &x,
+                        y: &y,
+                    }
+                    .loss_and_grads()
+                    .1[layer]
+                        .clone()
+                };
+                let (gp, gm) = (shifted(1.0), shifted(-1.0));
+                for (i, (&a, &b)) in gp.iter().zip(&gm).enumerate() {
+                    let fd = (a - b) / (2.0 * h);
+                    assert!(
+                        (fd - hv[i]).abs() < 1e-6 + 1e-4 * hv[i].abs(),
+                        "{act:?} layer {layer} [{i}]: {fd} vs {}",
+                        hv[i]
+                    );
+                }
+                // The gradient itself against a finite difference of the loss.
+                let (_, g) = m.loss_and_grads();
+                let loss = |s: f64| {
+                    let mut p = params.clone();
+                    p[layer]
+                        .iter_mut()
+                        .zip(&v)
+                        .for_each(|(a, b)| *a += s * h * b);
+                    MlpReference {
+                        spec: &spec,
+                        params: &p,
+                        x: &x,
+                        y: &y,
+                    }
+                    .loss_and_grads()
+                    .0
+                };
+                let fd = (loss(1.0) - loss(-1.0)) / (2.0 * h);
+                let dir: f64 = g[layer].iter().zip(&v).map(|(a, b)| a * b).sum();
+                assert!(
+                    (fd - dir).abs() < 1e-6,
+                    "{act:?} layer {layer}: {fd} vs {dir}"
+                );
+            }
+        }
     }
 }

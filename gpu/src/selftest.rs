@@ -581,9 +581,25 @@ fn check_init(gpu: &Arc<Gpu>, out: &mut Vec<Check>) -> GpuResult<()> {
     Ok(())
 }
 
-/// MLP-level checks: the Hessian-vector product is symmetric (`u·Hv = v·Hu`) and matches a
-/// central finite difference of the gradient along `v`.
+/// MLP-level checks against [`r::MlpReference`] (an `f64` MLP whose Hessian-vector product is
+/// itself tested against finite differences of its gradient): loss, gradients and every
+/// layer's Hessian-vector product, plus the product's symmetry (`u·Hv = v·Hu`).
 fn check_mlp(gpu: &Arc<Gpu>, rng: &mut TestRng, out: &mut Vec<Check>) -> GpuResult<()> {
+    let rel_norm = |a: &[f32], b: &[f64]| {
+        let d: f64 = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (f64::from(*x) - y).powi(2))
+            .sum();
+        let n: f64 = b.iter().map(|y| y * y).sum();
+        (d / n.max(1e-300)).sqrt()
+    };
+    let dot = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| f64::from(*x) * f64::from(*y))
+            .sum::<f64>()
+    };
     for act in [Act::Relu, Act::Crelu] {
         let spec = MlpSpec {
             input: 37,
@@ -600,63 +616,68 @@ fn check_mlp(gpu: &Arc<Gpu>, rng: &mut TestRng, out: &mut Vec<Check>) -> GpuResu
             .collect();
         mlp.load_data(&images, &labels)?;
         let batch: Vec<u32> = (0..n_ex as u32).step_by(2).collect();
+        let x: Vec<f32> = batch
+            .iter()
+            .flat_map(|&i| images[i as usize * spec.input..(i as usize + 1) * spec.input].to_vec())
+            .collect();
+        let y: Vec<u8> = batch.iter().map(|&i| labels[i as usize]).collect();
+        let params: Vec<Vec<f64>> = (0..spec.layers())
+            .map(|l| {
+                mlp.params(l)
+                    .map(|p| p.iter().map(|&v| f64::from(v)).collect())
+            })
+            .collect::<GpuResult<_>>()?;
+        let reference = r::MlpReference {
+            spec: &spec,
+            params: &params,
+            x: &x,
+            y: &y,
+        };
+        let (want_loss, want_grads) = reference.loss_and_grads();
+        let got = mlp.forward_backward(&batch, false)?;
+        let sizes = format!("{act:?} 37-29-17-7, batch {}", batch.len());
+        out.push(check(
+            "mlp loss",
+            sizes.clone(),
+            rel(got.loss, want_loss),
+            1e-6,
+        ));
+        for (l, want) in want_grads.iter().enumerate() {
+            let g = mlp.grads(l)?;
+            out.push(check(
+                "mlp gradient",
+                format!("{sizes} layer {l}"),
+                rel_norm(&g, want),
+                1e-5,
+            ));
+            let want_sq: f64 = want.iter().map(|v| v * v).sum();
+            out.push(check(
+                "mlp mean_grad_sq",
+                format!("{sizes} layer {l}"),
+                rel(got.mean_grad_sq[l], want_sq),
+                1e-5,
+            ));
+        }
         for l in 0..spec.layers() {
             let p = spec.layer_params(l);
             let u = rng.vec(p, -1.0, 1.0);
             let v = rng.vec(p, -1.0, 1.0);
-            mlp.forward_backward(&batch, false)?;
             let (mut hu, mut hv) = (vec![0.0; p], vec![0.0; p]);
             mlp.hvp(l, &u, &mut hu)?;
             mlp.hvp(l, &v, &mut hv)?;
-            let dot = |a: &[f32], b: &[f32]| {
-                a.iter()
-                    .zip(b)
-                    .map(|(x, y)| f64::from(*x) * f64::from(*y))
-                    .sum::<f64>()
-            };
-            let (uhv, vhu) = (dot(&u, &hv), dot(&v, &hu));
+            let v64: Vec<f64> = v.iter().map(|&t| f64::from(t)).collect();
+            let want = reference.hvp(l, &v64);
             out.push(check(
-                format!("hvp symmetry {act:?}"),
-                format!("layer {l}"),
-                rel(uhv, vhu),
+                "mlp hvp",
+                format!("{sizes} layer {l}"),
+                rel_norm(&hv, &want),
                 1e-4,
             ));
-            // Central difference of the gradient along v: (g(θ+hv) − g(θ−hv)) / 2h ≈ H v
-            // (a small h keeps ReLU kink crossings rare).
-            let theta = mlp.params(l)?;
-            let h = 1e-3_f32;
-            let mut grad_at = |s: f32| -> GpuResult<Vec<f32>> {
-                let shifted: Vec<f32> = theta.iter().zip(&v).map(|(t, d)| t + s * h * d).collect();
-                mlp.set_params(l, &shifted)?;
-                mlp.forward_backward(&batch, false)?;
-                mlp.grads(l)
-            };
-            let (gp, gm) = (grad_at(1.0)?, grad_at(-1.0)?);
-            let fd: Vec<f32> = gp
-                .iter()
-                .zip(&gm)
-                .map(|(a, b)| (a - b) / (2.0 * h))
-                .collect();
-            mlp.set_params(l, &theta)?;
-            mlp.forward_backward(&batch, false)?;
-            mlp.hvp(l, &v, &mut hv)?;
-            let norm = fd
-                .iter()
-                .map(|x| f64::from(*x).powi(2))
-                .sum::<f64>()
-                .sqrt()
-                .max(1e-30);
-            let diff = fd
-                .iter()
-                .zip(&hv)
-                .map(|(a, b)| f64::from(a - b).powi(2))
-                .sum::<f64>()
-                .sqrt();
             out.push(check(
-                format!("hvp vs finite difference {act:?}"),
-                format!("layer {l}"),
-                diff / norm,
-                2e-2,
+                "mlp hvp symmetry",
+                format!("{sizes} layer {l}"),
+                rel(dot(&u, &hv), dot(&v, &hu)),
+                1e-4,
             ));
         }
     }
