@@ -1,4 +1,5 @@
 //! The fused Adam step against a naive f64 reference, in f32 and f64.
+#![allow(clippy::needless_range_loop)] // the reference indexes like the formulas
 
 mod core_support;
 use core_support::Rng;
@@ -24,6 +25,7 @@ struct RefStats {
 }
 
 impl Reference {
+    #[allow(clippy::too_many_arguments)]
     fn step(
         &mut self,
         b1: f64,
@@ -142,7 +144,7 @@ macro_rules! check_against_reference {
             let lr: f64 = $lr;
             let want_alpha = lr / ((rs.sum_v_hat / n as f64).sqrt() + cfg.eps as f64);
             prop_assert!(close(
-                st.alpha_agg($lr as $t, cfg.eps).as_f64_(),
+                st.alpha_agg($lr as $t, cfg.eps).to_f64_(),
                 want_alpha,
                 $rel,
                 0.0
@@ -183,15 +185,15 @@ macro_rules! check_against_reference {
 }
 
 trait AsF64 {
-    fn as_f64_(self) -> f64;
+    fn to_f64_(self) -> f64;
 }
 impl AsF64 for f32 {
-    fn as_f64_(self) -> f64 {
+    fn to_f64_(self) -> f64 {
         self as f64
     }
 }
 impl AsF64 for f64 {
-    fn as_f64_(self) -> f64 {
+    fn to_f64_(self) -> f64 {
         self
     }
 }
