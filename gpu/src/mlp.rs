@@ -273,6 +273,57 @@ impl GpuMlp {
         self.layers[layer].params.to_vec()
     }
 
+    /// Layer `layer`'s Adam moments `(m, v)`, copied to the host.
+    ///
+    /// # Errors
+    /// [`GpuError::LayerOutOfRange`], [`GpuError::Driver`].
+    pub fn moments(&self, layer: usize) -> GpuResult<(Vec<f32>, Vec<f32>)> {
+        self.layer_index(layer)?;
+        self.gpu.bind()?;
+        Ok((
+            self.layers[layer].m.to_vec()?,
+            self.layers[layer].v.to_vec()?,
+        ))
+    }
+
+    /// Overwrites layer `layer`'s Adam moments (same layout as the parameters).
+    ///
+    /// # Errors
+    /// [`GpuError::LayerOutOfRange`], [`GpuError::Length`], [`GpuError::Driver`].
+    pub fn set_moments(&mut self, layer: usize, m: &[f32], v: &[f32]) -> GpuResult<()> {
+        self.layer_index(layer)?;
+        self.gpu.bind()?;
+        self.layers[layer].m.copy_from(m)?;
+        self.layers[layer].v.copy_from(v)?;
+        self.last_batch = None;
+        Ok(())
+    }
+
+    /// Sets layer `layer`'s θ₀ (the Wasserstein regulariser's reference; stored sorted,
+    /// weights and bias separately).
+    ///
+    /// # Errors
+    /// [`GpuError::LayerOutOfRange`], [`GpuError::Length`], [`GpuError::Driver`].
+    pub fn set_theta0(&mut self, layer: usize, theta0: &[f32]) -> GpuResult<()> {
+        self.layer_index(layer)?;
+        check_exact(
+            "set_theta0",
+            "theta0",
+            self.spec.layer_params(layer),
+            theta0.len(),
+        )?;
+        self.gpu.bind()?;
+        self.vec_in.copy_prefix_from(theta0)?;
+        let layer = &self.layers[layer];
+        for (start, len) in layer.parts() {
+            self.gpu
+                .sort(self.vec_in.slice(start, len)?, &mut self.sort)?;
+            self.gpu
+                .copy_values(self.sort.sorted()?, layer.theta0_sorted.slice(start, len)?)?;
+        }
+        self.gpu.synchronize("set_theta0")
+    }
+
     /// Layer `layer`'s mean data gradient from the last
     /// [`forward_backward`](GpuMlp::forward_backward), copied to the host.
     ///

@@ -23,7 +23,8 @@ use safestep_gpu::spec::{Act, MlpSpec};
 use safestep_gpu::{device::Gpu, GpuError};
 
 use crate::backend::{
-    Activation, Backend, BackendError, BatchOutput, EvalOutput, ModelSpec, Regularizer,
+    Activation, Backend, BackendError, BackendState, BatchOutput, EvalOutput, ModelSpec,
+    Regularizer,
 };
 use crate::model::{init_params, LayerShape};
 
@@ -32,6 +33,8 @@ pub struct CudaBackend {
     spec: ModelSpec,
     shapes: Vec<LayerShape>,
     mlp: GpuMlp,
+    /// θ₀ of the last reset or import (the device keeps it sorted; this copy is for export).
+    theta0: Vec<Vec<f32>>,
     examples: usize,
     batch_ready: bool,
 }
@@ -88,6 +91,7 @@ impl CudaBackend {
             spec: spec.clone(),
             shapes,
             mlp,
+            theta0: Vec::new(),
             examples: 0,
             batch_ready: false,
         };
@@ -158,10 +162,12 @@ impl Backend for CudaBackend {
     }
 
     fn reset(&mut self, seed: u64) -> Result<(), BackendError> {
-        for (l, p) in init_params(&self.shapes, seed).iter().enumerate() {
+        let params = init_params(&self.shapes, seed);
+        for (l, p) in params.iter().enumerate() {
             self.mlp.set_params(l, p).map_err(device)?;
         }
         self.mlp.reset_state().map_err(device)?;
+        self.theta0 = params;
         self.batch_ready = false;
         Ok(())
     }
@@ -308,6 +314,67 @@ impl Backend for CudaBackend {
             correct: e.correct,
             count: e.count,
         })
+    }
+
+    fn export_state(&mut self) -> Result<BackendState, BackendError> {
+        let layers = self.shapes.len();
+        let mut state = BackendState {
+            params: Vec::with_capacity(layers),
+            m: Vec::with_capacity(layers),
+            v: Vec::with_capacity(layers),
+            theta0: self.theta0.clone(),
+        };
+        for l in 0..layers {
+            state.params.push(self.mlp.params(l).map_err(device)?);
+            let (m, v) = self.mlp.moments(l).map_err(device)?;
+            state.m.push(m);
+            state.v.push(v);
+        }
+        Ok(state)
+    }
+
+    fn import_state(&mut self, state: &BackendState) -> Result<(), BackendError> {
+        let layers = self.shapes.len();
+        let parts: [(&'static str, &Vec<Vec<f32>>); 4] = [
+            ("state params", &state.params),
+            ("state m", &state.m),
+            ("state v", &state.v),
+            ("state theta0", &state.theta0),
+        ];
+        for (what, part) in parts {
+            check_len(what, layers, part.len())?;
+            for (s, values) in self.shapes.iter().zip(part) {
+                check_len(what, s.params(), values.len())?;
+                if let Some(index) = values.iter().position(|x| !x.is_finite()) {
+                    return Err(BackendError::NonFiniteInput {
+                        index,
+                        value: values[index],
+                    });
+                }
+            }
+        }
+        if let Some((layer, index)) = state
+            .v
+            .iter()
+            .enumerate()
+            .find_map(|(l, v)| v.iter().position(|&x| x < 0.0).map(|i| (l, i)))
+        {
+            return Err(BackendError::InvalidSpec {
+                field: "state v",
+                value: format!("layer {layer} index {index}: {}", state.v[layer][index]),
+                allowed: "second moments >= 0",
+            });
+        }
+        for l in 0..layers {
+            self.mlp.set_params(l, &state.params[l]).map_err(device)?;
+            self.mlp
+                .set_moments(l, &state.m[l], &state.v[l])
+                .map_err(device)?;
+            self.mlp.set_theta0(l, &state.theta0[l]).map_err(device)?;
+        }
+        self.theta0.clone_from(&state.theta0);
+        self.batch_ready = false;
+        Ok(())
     }
 }
 
@@ -616,6 +683,55 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn cuda_state_round_trips_through_the_cpu_backend() {
+        let spec = ModelSpec {
+            hidden: vec![32, 16],
+            ..ModelSpec::default()
+        };
+        let Some((mut cpu, mut gpu)) = pair(&spec, 8) else {
+            return;
+        };
+        let (images, labels) = random_label_task(200, 3, 0);
+        cpu.load_task(&images, &labels).unwrap();
+        gpu.load_task(&images, &labels).unwrap();
+        let adam = AdamConfig::<f32>::default();
+        let reg = Regularizer { wasserstein: 0.1 };
+        let lrs = [1e-3_f32; 3];
+        // Train the CPU a little, move its state to the GPU, step both identically.
+        for t in 1..=5u64 {
+            let b = batch_indices(200, 40, 1, t);
+            cpu.forward_backward(&b, false).unwrap();
+            cpu.adam_step(&adam, &lrs, t, &reg).unwrap();
+        }
+        let state = cpu.export_state().unwrap();
+        gpu.import_state(&state).unwrap();
+        let back = gpu.export_state().unwrap();
+        assert_eq!(back, state, "GPU export differs from the imported state");
+        let b = batch_indices(200, 40, 1, 6);
+        cpu.forward_backward(&b, false).unwrap();
+        gpu.forward_backward(&b, false).unwrap();
+        let sc = cpu.adam_step(&adam, &lrs, 6, &reg).unwrap();
+        let sg = gpu.adam_step(&adam, &lrs, 6, &reg).unwrap();
+        compare_stats(6, &sc, &sg);
+        for l in 0..3 {
+            let d = rel_diff(cpu.layer_params(l).unwrap(), &gpu.layer_params(l).unwrap());
+            assert!(
+                d < 1e-5,
+                "layer {l} params differ by {d} after import and one step"
+            );
+        }
+        let mut bad = state.clone();
+        bad.v[1][0] = -1.0;
+        assert!(matches!(
+            gpu.import_state(&bad),
+            Err(BackendError::InvalidSpec {
+                field: "state v",
+                ..
+            })
+        ));
     }
 
     #[test]
