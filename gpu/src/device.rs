@@ -36,6 +36,16 @@ pub(crate) fn driver(
     }
 }
 
+/// A kernel handle from a loaded module.
+struct RawFunction(cust::sys::CUfunction);
+
+// SAFETY: a CUfunction is an opaque driver handle that the driver allows any thread to use
+// (cust marks its own `Function` wrapper Send and Sync likewise); it stays valid while its
+// module is loaded, which `Gpu` guarantees by owning the modules.
+unsafe impl Send for RawFunction {}
+// SAFETY: as above; launching through it needs no exclusive access.
+unsafe impl Sync for RawFunction {}
+
 /// Index of a kernel family in [`Gpu`]'s module table (the order of [`ptx::ALL`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Family {
@@ -48,6 +58,19 @@ pub(crate) enum Family {
     Init = 6,
 }
 
+impl Family {
+    /// Every family, in the order of [`ptx::ALL`].
+    const ALL: [Family; 7] = [
+        Family::Gemm,
+        Family::Activation,
+        Family::Loss,
+        Family::Reduce,
+        Family::Adam,
+        Family::Wasserstein,
+        Family::Init,
+    ];
+}
+
 /// One GPU: context, stream and the kernels, ready to launch.
 ///
 /// Create it once with [`Gpu::new`] and share it (`Arc<Gpu>`) between the buffers' owners.
@@ -55,7 +78,10 @@ pub(crate) enum Family {
 /// everything queued before them.
 pub struct Gpu {
     // Field order matters: modules and the stream are released before the context.
-    modules: Vec<Module>,
+    /// Kernel handles by (family, name), resolved once at load; valid while `modules` lives.
+    functions: Vec<(Family, &'static str, RawFunction)>,
+    /// Kept loaded for `functions`.
+    _modules: Vec<Module>,
     stream: Stream,
     name: String,
     compute_capability: (i32, i32),
@@ -124,11 +150,21 @@ impl Gpu {
         let stream =
             Stream::new(StreamFlags::DEFAULT, None).map_err(driver("cuStreamCreate", ""))?;
         let mut modules = Vec::with_capacity(ptx::ALL.len());
-        for file in ptx::ALL {
-            modules.push(load(&file)?);
+        let mut functions = Vec::new();
+        for (i, file) in ptx::ALL.iter().enumerate() {
+            let module = load(file)?;
+            for &entry in file.entries {
+                let f = module.get_function(entry).map_err(driver(
+                    "cuModuleGetFunction",
+                    format!("kernels/{}.cu: {entry}", file.name),
+                ))?;
+                functions.push((Family::ALL[i], entry, RawFunction(f.to_raw())));
+            }
+            modules.push(module);
         }
         Ok(Arc::new(Gpu {
-            modules,
+            functions,
+            _modules: modules,
             stream,
             name,
             compute_capability,
@@ -197,8 +233,11 @@ impl Gpu {
         Ok(b)
     }
 
-    pub(crate) fn module(&self, family: Family) -> &Module {
-        &self.modules[family as usize]
+    fn function(&self, family: Family, name: &str) -> Option<cust::sys::CUfunction> {
+        self.functions
+            .iter()
+            .find(|(f, n, _)| *f == family && *n == name)
+            .map(|(_, _, raw)| raw.0)
     }
 
     /// Launches `name` from `family` with raw argument pointers.
@@ -216,13 +255,40 @@ impl Gpu {
         args: &[*mut c_void],
         sizes: impl FnOnce() -> String,
     ) -> GpuResult<()> {
-        let f = match self.module(family).get_function(name) {
-            Ok(f) => f,
-            Err(e) => return Err(driver(name, sizes())(e)),
+        let Some(f) = self.function(family, name) else {
+            return Err(GpuError::Driver {
+                op: name,
+                sizes: sizes(),
+                code: "kernel not among the loaded entry points (ptx.rs lists it?)".to_string(),
+            });
         };
-        // SAFETY: forwarded to the caller (see above).
-        unsafe { self.stream.launch(&f, grid, block, 0, args) }
-            .map_err(|e| driver(name, sizes())(e))
+        let (grid, block): (GridSize, BlockSize) = (grid.into(), block.into());
+        // SAFETY: `f` comes from a module `self` keeps loaded; the launch configuration is
+        // plain data; the argument pointers' validity is the caller's contract (above).
+        let result = unsafe {
+            cust::sys::cuLaunchKernel(
+                f,
+                grid.x,
+                grid.y,
+                grid.z,
+                block.x,
+                block.y,
+                block.z,
+                0,
+                self.stream.as_inner(),
+                args.as_ptr() as *mut *mut c_void,
+                std::ptr::null_mut(),
+            )
+        };
+        if result == cust::sys::cudaError_enum::CUDA_SUCCESS {
+            Ok(())
+        } else {
+            Err(GpuError::Driver {
+                op: name,
+                sizes: sizes(),
+                code: format!("{result:?} (CUresult {})", result as u32),
+            })
+        }
     }
 }
 
