@@ -6,7 +6,10 @@
 #  3. validate every embedded PTX file with `ptxas -arch=sm_90` and check its ISA version
 #     is one the R580 driver (CUDA 13.0) accepts;
 #  4. clippy and the tests with the feature on (device tests print SKIP without a GPU);
-#  5. the cuda-built binary starts here and `--backend cuda` fails with a clear message.
+#  5. the cuda-built binary starts here and `--backend cuda` fails with a clear message;
+#  6. the whole CUDA path on the CPU: gpu/emu's fake driver runs the kernels, so the kernel
+#     checks, the device tests, the CPU/CUDA equivalence tests and a short
+#     `safestep run --backend cuda` execute for real (slowly) without a GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 t0=$SECONDS
@@ -65,4 +68,18 @@ if ! command -v nvidia-smi >/dev/null 2>&1; then
     || { echo "cuda-check: unclear error without a GPU: $msg"; exit 1; }
   echo "without a GPU, --backend cuda fails clearly: $(grep -m1 'no CUDA device' <<<"$msg")"
 fi
-lap "cuda check done"
+lap "no-GPU behaviour checked"
+
+emu="$(mktemp -d)"
+gpu/emu/build.sh "$emu" >/dev/null
+export LD_LIBRARY_PATH="$emu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+target/release/safestep-gpu-check --no-bench | tail -n 1
+cargo test -p safestep-gpu --features cuda --test device -- --nocapture 2>&1 | grep -E '^test |test result|SKIP'
+cargo test -p safestep-host --features cuda --lib cuda:: -- --nocapture 2>&1 | grep -E '^test |test result|SKIP|accuracy'
+tmp="$(mktemp -d)"
+target/release/safestep run --backend cuda --tasks 2 --epochs 2 --examples 300 --batch-size 64 \
+  --scheduler combined --quiet --out "$tmp/run"
+test -s "$tmp/run/tasks.csv" || { echo "cuda-check: emulated cuda run wrote no tasks.csv"; exit 1; }
+rm -rf "$tmp" "$emu"
+unset LD_LIBRARY_PATH
+lap "CUDA path on the CPU emulation"

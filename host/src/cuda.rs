@@ -471,6 +471,12 @@ mod tests {
     }
 
     #[test]
+    fn cuda_backend_can_move_between_threads() {
+        fn is_send<T: Send>() {}
+        is_send::<CudaBackend>();
+    }
+
+    #[test]
     fn cuda_without_device_fails_with_a_clear_message() {
         match CudaBackend::new(&ModelSpec::default(), 1) {
             Ok(b) => assert_eq!(b.name(), "cuda"),
