@@ -262,8 +262,9 @@ struct Coefficients<T> {
 
 /// One element of the fused update, accumulating `v̂`, the multiplier, `θ'²` and `Δθ²`
 /// into lane `j` of `acc`.
+/// `DECAY`: 0 none, 1 coupled L2, 2 decoupled (a constant, so unused terms vanish).
 #[inline(always)]
-fn lane<T: Real>(
+fn lane<T: Real, const DECAY: u8>(
     k: &Coefficients<T>,
     p: &mut T,
     g: T,
@@ -272,12 +273,16 @@ fn lane<T: Real>(
     acc: &mut [[T; LANES]; 4],
     j: usize,
 ) {
-    let g = g + k.coupled * *p;
+    let g = if DECAY == 1 { g + k.coupled * *p } else { g };
     let mi = k.b1 * *m + k.c1 * g;
     let vi = k.b2 * *v + k.c2 * (g * g);
     let vh = vi * k.inv_bc2;
     let mul = k.step / (vh.sqrt() + k.eps);
-    let upd = mi * mul + k.decoupled * *p;
+    let upd = if DECAY == 2 {
+        mi * mul + k.decoupled * *p
+    } else {
+        mi * mul
+    };
     let pn = *p - upd;
     *p = pn;
     *m = mi;
@@ -286,6 +291,48 @@ fn lane<T: Real>(
     acc[1][j] = acc[1][j] + mul;
     acc[2][j] = acc[2][j] + pn * pn;
     acc[3][j] = acc[3][j] + upd * upd;
+}
+
+/// The fused update over equal-length slices; returns the lane accumulators.
+fn update<T: Real, const DECAY: u8>(
+    k: &Coefficients<T>,
+    params: &mut [T],
+    grads: &[T],
+    m: &mut [T],
+    v: &mut [T],
+) -> [[T; LANES]; 4] {
+    let n = params.len();
+    let mut acc = [[T::zero(); LANES]; 4];
+    let split = n - n % LANES;
+    let mut base = 0;
+    while base < split {
+        let end = base + LANES;
+        // Fixed-size views: no bounds checks inside, so the lanes vectorise.
+        let (Ok(p), Ok(g), Ok(mm), Ok(vv)) = (
+            <&mut [T; LANES]>::try_from(&mut params[base..end]),
+            <&[T; LANES]>::try_from(&grads[base..end]),
+            <&mut [T; LANES]>::try_from(&mut m[base..end]),
+            <&mut [T; LANES]>::try_from(&mut v[base..end]),
+        ) else {
+            break; // unreachable: every view has exactly LANES elements
+        };
+        for j in 0..LANES {
+            lane::<T, DECAY>(k, &mut p[j], g[j], &mut mm[j], &mut vv[j], &mut acc, j);
+        }
+        base = end;
+    }
+    for i in split..n.min(grads.len()).min(m.len()).min(v.len()) {
+        lane::<T, DECAY>(
+            k,
+            &mut params[i],
+            grads[i],
+            &mut m[i],
+            &mut v[i],
+            &mut acc,
+            i - split,
+        );
+    }
+    acc
 }
 
 /// One Adam (or AdamW, or Adam + L2) step over one slice, accumulating `stats`.
@@ -358,36 +405,11 @@ pub fn adam_step<T: Real>(
         coupled,
         decoupled,
     };
-    let mut acc = [[T::zero(); LANES]; 4];
-    let split = n - n % LANES;
-    let mut base = 0;
-    while base < split {
-        let end = base + LANES;
-        // Fixed-size views: no bounds checks inside, so the lanes vectorise.
-        let (Ok(p), Ok(g), Ok(mm), Ok(vv)) = (
-            <&mut [T; LANES]>::try_from(&mut params[base..end]),
-            <&[T; LANES]>::try_from(&grads[base..end]),
-            <&mut [T; LANES]>::try_from(&mut m[base..end]),
-            <&mut [T; LANES]>::try_from(&mut v[base..end]),
-        ) else {
-            break; // unreachable: every view has exactly LANES elements
-        };
-        for j in 0..LANES {
-            lane(&k, &mut p[j], g[j], &mut mm[j], &mut vv[j], &mut acc, j);
-        }
-        base = end;
-    }
-    for i in split..n {
-        lane(
-            &k,
-            &mut params[i],
-            grads[i],
-            &mut m[i],
-            &mut v[i],
-            &mut acc,
-            i - split,
-        );
-    }
+    let acc = match cfg.weight_decay {
+        WeightDecay::None => update::<T, 0>(&k, params, grads, m, v),
+        WeightDecay::CoupledL2(_) => update::<T, 1>(&k, params, grads, m, v),
+        WeightDecay::Decoupled(_) => update::<T, 2>(&k, params, grads, m, v),
+    };
     stats.merge(StepStats {
         count: n,
         sum_v_hat: tree_sum(&acc[0]),
