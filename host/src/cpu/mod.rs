@@ -152,6 +152,8 @@ pub struct CpuBackend {
     theta0_sorted: Vec<(Vec<f32>, Vec<f32>)>,
     /// Data gradient plus regulariser gradient (allocated on first use).
     step_grads: Vec<Vec<f32>>,
+    /// Thread pool for `threads > 1` (None: everything on the caller's thread).
+    pool: Option<std::sync::Arc<rayon::ThreadPool>>,
     /// Per-chunk Adam statistics (scratch).
     chunk_stats: Vec<StepStats<f32>>,
     /// Scratch of the Wasserstein regulariser's ranking.
@@ -190,6 +192,7 @@ impl CpuBackend {
             step_grads: Vec::new(),
             ranker: wasserstein::Ranker::default(),
             chunk_stats: Vec::new(),
+            pool: None,
             task_x: Vec::new(),
             task_y: Vec::new(),
             batch_x: Vec::new(),
@@ -216,6 +219,20 @@ impl CpuBackend {
                 allowed: "1..=64",
             });
         }
+        self.pool = if threads > 1 {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .thread_name(|i| format!("safestep-cpu-{i}"))
+                .build()
+                .map_err(|e| BackendError::InvalidSpec {
+                    field: "threads",
+                    value: format!("{threads} ({e})"),
+                    allowed: "a thread count the system can start",
+                })?;
+            Some(std::sync::Arc::new(pool))
+        } else {
+            None
+        };
         self.threads = threads;
         Ok(self)
     }
@@ -518,63 +535,19 @@ fn backward(
     }
 }
 
-impl Backend for CpuBackend {
-    fn name(&self) -> &'static str {
-        "cpu"
+/// The bodies of the heavy [`Backend`] methods, run inside the backend's thread pool.
+impl CpuBackend {
+    /// Runs `f` on the backend's own thread pool when it has one (threads > 1), so the
+    /// `rayon::join` splits inside start on a pool thread instead of paying a hand-off from
+    /// the caller's thread on every product.
+    fn in_pool<R: Send>(&mut self, f: impl FnOnce(&mut Self) -> R + Send) -> R {
+        match self.pool.clone() {
+            Some(pool) => pool.install(|| f(self)),
+            None => f(self),
+        }
     }
 
-    fn layer_param_counts(&self) -> Vec<usize> {
-        self.shapes.iter().map(LayerShape::params).collect()
-    }
-
-    fn reset(&mut self, seed: u64) -> Result<(), BackendError> {
-        self.params = init_params(&self.shapes, seed);
-        for l in 0..self.shapes.len() {
-            self.m[l].fill(0.0);
-            self.v[l].fill(0.0);
-            self.grads[l].fill(0.0);
-        }
-        self.theta0 = self.params.clone();
-        self.sort_theta0();
-        self.batch = None;
-        self.grads_ready = false;
-        Ok(())
-    }
-
-    fn load_task(&mut self, images: &[f32], labels: &[u8]) -> Result<(), BackendError> {
-        let input = self.spec.input;
-        if labels.is_empty() {
-            return Err(BackendError::InvalidSpec {
-                field: "labels",
-                value: "0 examples".to_string(),
-                allowed: "at least one example",
-            });
-        }
-        check_len("images", labels.len() * input, images.len())?;
-        let classes = self.spec.classes;
-        if let Some((index, &label)) = labels
-            .iter()
-            .enumerate()
-            .find(|(_, &y)| y as usize >= classes)
-        {
-            return Err(BackendError::LabelOutOfRange {
-                label,
-                index,
-                classes,
-            });
-        }
-        if let Some((index, &value)) = images.iter().enumerate().find(|(_, x)| !x.is_finite()) {
-            return Err(BackendError::NonFiniteInput { index, value });
-        }
-        self.task_x.clear();
-        self.task_x.extend_from_slice(images);
-        self.task_y.clear();
-        self.task_y.extend_from_slice(labels);
-        self.batch = None;
-        Ok(())
-    }
-
-    fn forward_backward(
+    fn forward_backward_impl(
         &mut self,
         batch: &[u32],
         sample_norms: bool,
@@ -638,7 +611,7 @@ impl Backend for CpuBackend {
         })
     }
 
-    fn hvp(&mut self, layer: usize, v: &[f32], out: &mut [f32]) -> Result<(), BackendError> {
+    fn hvp_impl(&mut self, layer: usize, v: &[f32], out: &mut [f32]) -> Result<(), BackendError> {
         self.check_layer(layer)?;
         let rows = self.batch.ok_or(BackendError::NoBatch { what: "hvp" })?;
         let s = self.shapes[layer];
@@ -742,20 +715,7 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn precond_sqrt(
-        &mut self,
-        layer: usize,
-        adam: &AdamConfig<f32>,
-        t: u64,
-        out: &mut [f32],
-    ) -> Result<(), BackendError> {
-        self.check_layer(layer)?;
-        check_len("out", self.v[layer].len(), out.len())?;
-        adam::preconditioner_sqrt(&self.v[layer], adam.beta2, t, adam.eps, out)
-            .map_err(|error| BackendError::Optimizer { layer, error })
-    }
-
-    fn adam_step(
+    fn adam_step_impl(
         &mut self,
         adam: &AdamConfig<f32>,
         lrs: &[f32],
@@ -851,7 +811,7 @@ impl Backend for CpuBackend {
         Ok(out)
     }
 
-    fn evaluate(&mut self) -> Result<EvalOutput, BackendError> {
+    fn evaluate_impl(&mut self) -> Result<EvalOutput, BackendError> {
         let n = self.task_y.len();
         if n == 0 {
             return Err(BackendError::NoTask);
@@ -890,6 +850,102 @@ impl Backend for CpuBackend {
             correct,
             count: n,
         })
+    }
+}
+
+impl Backend for CpuBackend {
+    fn forward_backward(
+        &mut self,
+        batch: &[u32],
+        sample_norms: bool,
+    ) -> Result<BatchOutput, BackendError> {
+        self.in_pool(|cpu| cpu.forward_backward_impl(batch, sample_norms))
+    }
+
+    fn hvp(&mut self, layer: usize, v: &[f32], out: &mut [f32]) -> Result<(), BackendError> {
+        self.in_pool(|cpu| cpu.hvp_impl(layer, v, out))
+    }
+
+    fn adam_step(
+        &mut self,
+        adam: &AdamConfig<f32>,
+        lrs: &[f32],
+        t: u64,
+        reg: &Regularizer,
+    ) -> Result<Vec<StepStats<f64>>, BackendError> {
+        self.in_pool(|cpu| cpu.adam_step_impl(adam, lrs, t, reg))
+    }
+
+    fn evaluate(&mut self) -> Result<EvalOutput, BackendError> {
+        self.in_pool(|cpu| cpu.evaluate_impl())
+    }
+
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn layer_param_counts(&self) -> Vec<usize> {
+        self.shapes.iter().map(LayerShape::params).collect()
+    }
+
+    fn reset(&mut self, seed: u64) -> Result<(), BackendError> {
+        self.params = init_params(&self.shapes, seed);
+        for l in 0..self.shapes.len() {
+            self.m[l].fill(0.0);
+            self.v[l].fill(0.0);
+            self.grads[l].fill(0.0);
+        }
+        self.theta0 = self.params.clone();
+        self.sort_theta0();
+        self.batch = None;
+        self.grads_ready = false;
+        Ok(())
+    }
+
+    fn load_task(&mut self, images: &[f32], labels: &[u8]) -> Result<(), BackendError> {
+        let input = self.spec.input;
+        if labels.is_empty() {
+            return Err(BackendError::InvalidSpec {
+                field: "labels",
+                value: "0 examples".to_string(),
+                allowed: "at least one example",
+            });
+        }
+        check_len("images", labels.len() * input, images.len())?;
+        let classes = self.spec.classes;
+        if let Some((index, &label)) = labels
+            .iter()
+            .enumerate()
+            .find(|(_, &y)| y as usize >= classes)
+        {
+            return Err(BackendError::LabelOutOfRange {
+                label,
+                index,
+                classes,
+            });
+        }
+        if let Some((index, &value)) = images.iter().enumerate().find(|(_, x)| !x.is_finite()) {
+            return Err(BackendError::NonFiniteInput { index, value });
+        }
+        self.task_x.clear();
+        self.task_x.extend_from_slice(images);
+        self.task_y.clear();
+        self.task_y.extend_from_slice(labels);
+        self.batch = None;
+        Ok(())
+    }
+
+    fn precond_sqrt(
+        &mut self,
+        layer: usize,
+        adam: &AdamConfig<f32>,
+        t: u64,
+        out: &mut [f32],
+    ) -> Result<(), BackendError> {
+        self.check_layer(layer)?;
+        check_len("out", self.v[layer].len(), out.len())?;
+        adam::preconditioner_sqrt(&self.v[layer], adam.beta2, t, adam.eps, out)
+            .map_err(|error| BackendError::Optimizer { layer, error })
     }
 
     fn export_state(&mut self) -> Result<BackendState, BackendError> {
