@@ -76,14 +76,14 @@ pub enum IdxError {
         /// The operating-system error.
         source: io::Error,
     },
-    /// Reading failed: an I/O error or a corrupt gzip stream.
+    /// Reading failed with an I/O error.
     #[error("{file}: read failed ({context}): {source}")]
     Read {
         /// The file.
         file: String,
         /// What was being read (magic number, dimensions, elements).
         context: &'static str,
-        /// The underlying error (for gzip: corrupt or truncated stream).
+        /// The underlying error.
         source: io::Error,
     },
     /// The file ended before the announced content.
@@ -120,6 +120,16 @@ pub enum IdxError {
         /// What is wrong with them.
         problem: &'static str,
     },
+    /// The gzip layer failed: corrupt or truncated compressed data, or a CRC mismatch.
+    #[error("{file}: corrupt or truncated gzip data (while reading the {context}): {source}")]
+    Gzip {
+        /// The file.
+        file: String,
+        /// What was being read (magic number, dimensions, elements, end of file).
+        context: &'static str,
+        /// The decoder's error.
+        source: io::Error,
+    },
     /// Bytes follow the announced elements.
     #[error(
         "{file}: {extra}+ unexpected bytes after the {expected} elements the header announces"
@@ -149,7 +159,7 @@ pub fn read_idx_file(path: &Path, kind: IdxKind) -> Result<IdxArray, IdxError> {
 pub fn parse_idx<R: Read>(reader: R, file: &str, kind: IdxKind) -> Result<IdxArray, IdxError> {
     let mut reader = reader;
     let mut head = [0u8; 2];
-    let n = read_full(&mut reader, &mut head, file, "magic number")?;
+    let n = read_full(&mut reader, &mut head, file, "magic number", false)?;
     if n < head.len() {
         return Err(IdxError::Truncated {
             file: file.to_string(),
@@ -160,9 +170,9 @@ pub fn parse_idx<R: Read>(reader: R, file: &str, kind: IdxKind) -> Result<IdxArr
     }
     let chained = io::Cursor::new(head).chain(reader);
     if head == [0x1f, 0x8b] {
-        parse_raw(flate2::read::GzDecoder::new(chained), file, kind)
+        parse_raw(flate2::read::GzDecoder::new(chained), file, kind, true)
     } else {
-        parse_raw(chained, file, kind)
+        parse_raw(chained, file, kind, false)
     }
 }
 
@@ -172,6 +182,7 @@ fn read_full<R: Read>(
     buf: &mut [u8],
     file: &str,
     context: &'static str,
+    gz: bool,
 ) -> Result<usize, IdxError> {
     let mut filled = 0;
     while filled < buf.len() {
@@ -179,6 +190,13 @@ fn read_full<R: Read>(
             Ok(0) => break,
             Ok(k) => filled += k,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(source) if gz => {
+                return Err(IdxError::Gzip {
+                    file: file.to_string(),
+                    context,
+                    source,
+                })
+            }
             Err(source) => {
                 return Err(IdxError::Read {
                     file: file.to_string(),
@@ -191,9 +209,14 @@ fn read_full<R: Read>(
     Ok(filled)
 }
 
-fn parse_raw<R: Read>(mut reader: R, file: &str, kind: IdxKind) -> Result<IdxArray, IdxError> {
+fn parse_raw<R: Read>(
+    mut reader: R,
+    file: &str,
+    kind: IdxKind,
+    gz: bool,
+) -> Result<IdxArray, IdxError> {
     let mut magic = [0u8; 4];
-    let n = read_full(&mut reader, &mut magic, file, "magic number")?;
+    let n = read_full(&mut reader, &mut magic, file, "magic number", gz)?;
     if n < 4 {
         return Err(IdxError::Truncated {
             file: file.to_string(),
@@ -213,7 +236,7 @@ fn parse_raw<R: Read>(mut reader: R, file: &str, kind: IdxKind) -> Result<IdxArr
     }
     let ndims = kind.dims();
     let mut raw_dims = vec![0u8; 4 * ndims];
-    let n = read_full(&mut reader, &mut raw_dims, file, "dimensions")?;
+    let n = read_full(&mut reader, &mut raw_dims, file, "dimensions", gz)?;
     if n < raw_dims.len() {
         return Err(IdxError::Truncated {
             file: file.to_string(),
@@ -247,7 +270,7 @@ fn parse_raw<R: Read>(mut reader: R, file: &str, kind: IdxKind) -> Result<IdxArr
         };
     }
     let mut data = vec![0u8; total];
-    let n = read_full(&mut reader, &mut data, file, "elements")?;
+    let n = read_full(&mut reader, &mut data, file, "elements", gz)?;
     if n < total {
         return Err(IdxError::Truncated {
             file: file.to_string(),
@@ -257,7 +280,7 @@ fn parse_raw<R: Read>(mut reader: R, file: &str, kind: IdxKind) -> Result<IdxArr
         });
     }
     let mut extra = [0u8; 64];
-    let n = read_full(&mut reader, &mut extra, file, "end of file")?;
+    let n = read_full(&mut reader, &mut extra, file, "end of file", gz)?;
     if n > 0 {
         return Err(IdxError::TrailingData {
             file: file.to_string(),
@@ -410,7 +433,23 @@ mod tests {
         assert!(err.to_string().contains("broken.gz"), "{err}");
         let truncated = &gz(&labels_file(100, &[3; 100]))[..15];
         let err = parse_idx(truncated, "short.gz", IdxKind::Labels).unwrap_err();
+        assert!(matches!(err, IdxError::Gzip { .. }), "{err}");
         assert!(err.to_string().contains("short.gz"), "{err}");
+        // A wrong CRC (data intact, trailer damaged) is caught at the end of the stream.
+        let mut bytes = gz(&labels_file(100, &[3; 100]));
+        let crc = bytes.len() - 8;
+        bytes[crc] ^= 0x01;
+        let err = parse_idx(&bytes[..], "crc.gz", IdxKind::Labels).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                IdxError::Gzip {
+                    context: "end of file",
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
