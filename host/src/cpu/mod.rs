@@ -18,9 +18,9 @@
 //!
 //! Buffers are sized on the first minibatch (and grow only if a larger one comes), so the
 //! training loop does not allocate apart from the small per-layer vectors of its outputs.
-//! All reductions run in a fixed order on one thread, and GEMMs are split across threads
-//! only by bands of output rows, so one seed gives bit-identical results, whatever the
-//! thread count.
+//! Every reduction runs in a fixed order: with several threads, GEMMs are split only into
+//! bands of output rows and Adam into fixed chunks whose statistics merge in chunk order, so
+//! one seed gives bit-identical results whatever the thread count.
 //!
 //! ```
 //! use safestep_core::adam::AdamConfig;
@@ -55,9 +55,10 @@ const EVAL_ROWS: usize = 256;
 /// Largest GEMM thread count accepted by [`CpuBackend::with_threads`].
 pub const MAX_THREADS: usize = 64;
 
-/// Default GEMM thread count: 1. Threads only cut large products into bands of output
-/// rows, so results are bit-identical for any thread count (tested); on the shared 2-core
-/// reference machine one thread measured fastest (see `benches/peer/README.md`).
+/// Default thread count: 1, the right choice when several runs (or other processes) share
+/// the cores. A single run on an idle 2-core machine is about 1.4× faster with
+/// [`CpuBackend::with_threads`]`(2)`, with bit-identical results (see
+/// `benches/peer/README.md`).
 pub const DEFAULT_THREADS: usize = 1;
 
 /// Per-layer activations and deltas of one minibatch (or evaluation chunk).
