@@ -111,7 +111,16 @@ impl Mnist {
     /// Loads the standard MNIST training files from `dir`: `train-images-idx3-ubyte` and
     /// `train-labels-idx1-ubyte`, each raw or with `.gz` (also accepted: the same names
     /// without the `train-` prefix, as in the project's shared 10k set).
+    ///
+    /// Memory: the full 60,000-digit training set takes 188 MB as `f32`; use
+    /// [`Mnist::load_dir_limited`] to keep only the first digits.
     pub fn load_dir(dir: &Path) -> Result<Self, DataError> {
+        Self::load_dir_limited(dir, None)
+    }
+
+    /// Like [`Mnist::load_dir`], keeping only the first `limit` digits (all when `None` or
+    /// when the files hold fewer); the files are still validated in full.
+    pub fn load_dir_limited(dir: &Path, limit: Option<usize>) -> Result<Self, DataError> {
         let find = |names: &[&str]| -> Result<PathBuf, DataError> {
             names
                 .iter()
@@ -124,7 +133,11 @@ impl Mnist {
         };
         let ip = find(&IMAGE_FILES)?;
         let lp = find(&LABEL_FILES)?;
-        Self::load_files(&ip, &lp)
+        let mut m = Self::load_files(&ip, &lp)?;
+        if let Some(limit) = limit {
+            m.truncate(limit);
+        }
+        Ok(m)
     }
 
     /// Loads an images file and a labels file (raw or gzip) and checks they agree.
@@ -137,6 +150,17 @@ impl Mnist {
             l,
             &labels.display().to_string(),
         )
+    }
+
+    /// Keeps the first `n` digits (no effect when `n >= self.n`) and frees the rest.
+    pub fn truncate(&mut self, n: usize) {
+        if n < self.n {
+            self.images.truncate(n * Self::PIXELS);
+            self.images.shrink_to_fit();
+            self.labels.truncate(n);
+            self.labels.shrink_to_fit();
+            self.n = n;
+        }
     }
 
     /// Validates parsed IDX arrays (28×28 images, equal counts, labels 0–9) and scales the
@@ -324,6 +348,10 @@ mod tests {
         }
         let m = Mnist::load_dir(&dir).unwrap();
         assert_eq!(m.n, 10_000);
+        let first = Mnist::load_dir_limited(&dir, Some(5)).unwrap();
+        assert_eq!(first.n, 5);
+        assert_eq!(first.images, m.images[..5 * 784]);
+        assert_eq!(first.labels, m.labels[..5]);
         let e = Mnist::embedded().unwrap();
         assert_eq!(&m.images[..e.images.len()], &e.images[..]);
         assert_eq!(&m.labels[..e.n], &e.labels[..]);
