@@ -45,6 +45,18 @@ proptest! {
         }
     }
 
+    /// Peeking at the volatility after a push gives bit-for-bit what the push then gives,
+    /// wherever the ring buffer wraps.
+    #[test]
+    fn volatility_after_equals_push(xs in prop::collection::vec(0.0..100.0f64, 1..60), w in 1usize..=8) {
+        let mut win = CurvatureWindow::<f64, 8>::new(w).unwrap();
+        for &x in &xs {
+            let peek = win.volatility_after(x);
+            win.push(x).unwrap();
+            prop_assert_eq!(peek.to_bits(), win.volatility().to_bits());
+        }
+    }
+
     /// EMA estimator = explicit weighted mean and reliability-weighted unbiased variance
     /// with weights d^age.
     #[test]

@@ -186,14 +186,20 @@ impl<T: Real> Bounds<T> {
         let safety = check_safety(safety)?;
         let snr_g = check_snr("snr_g", snr_g)?;
         let snr_v = snr_volatility(batch, beta, vol)?;
-        let snr = combined_snr(snr_g, snr_v)?;
+        // In inverse-SNR form every bound is one division: 2s·x/(1+x) = 2s/(1 + 1/x), and
+        // 1/SNR = 1/SNR_g + 1/SNR_v. IEEE arithmetic gives the edge cases: 1/∞ = 0, 1/0 = ∞,
+        // 2s/(1+∞) = 0.
+        let inv_g = T::one() / snr_g;
+        let inv_v = T::one() / snr_v;
+        let inv = inv_g + inv_v;
+        let two_s = safety + safety;
         Ok(Bounds {
             snr_g,
             snr_v,
-            snr,
-            rho_g: bound_from_snr(safety, snr_g)?,
-            rho_vol: bound_from_snr(safety, snr_v)?,
-            rho_combined: bound_from_snr(safety, snr)?,
+            snr: T::one() / inv,
+            rho_g: two_s / (T::one() + inv_g),
+            rho_vol: two_s / (T::one() + inv_v),
+            rho_combined: two_s / (T::one() + inv),
         })
     }
 }

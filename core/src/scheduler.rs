@@ -185,6 +185,37 @@ impl<T: Real> SchedulerConfig<T> {
     /// assert_eq!(bad.validate().unwrap_err().to_string(), "config field cool = 1.5: must be in (0, 1]");
     /// ```
     pub fn validate(&self) -> Result<(), Error> {
+        // Fast path, branch-free (this runs on every event): all fields in range?
+        let (zero, one) = (T::zero(), T::one());
+        let fin = |x: T| x.is_finite();
+        let ok = (self.interval != 0)
+            & (self.window != 0)
+            & fin(self.safety)
+            & (self.safety > zero)
+            & fin(self.beta)
+            & (self.beta >= zero)
+            & (self.snr_ema_decay >= zero)
+            & (self.snr_ema_decay < one)
+            & (self.cool > zero)
+            & (self.cool <= one)
+            & fin(self.warm)
+            & (self.warm >= one)
+            & (self.warm_fraction >= zero)
+            & (self.warm_fraction <= one)
+            & (self.timid >= zero)
+            & (self.timid <= one)
+            & fin(self.lr_min)
+            & (self.lr_min > zero)
+            & fin(self.lr_max)
+            & (self.lr_max >= self.lr_min);
+        if ok {
+            return Ok(());
+        }
+        self.first_error()
+    }
+
+    /// The slow path of `validate`: names the first field out of range.
+    fn first_error(&self) -> Result<(), Error> {
         if self.interval == 0 {
             return Err(Error::InvalidConfig {
                 field: "interval",
@@ -596,21 +627,20 @@ impl<T: Real, const N: usize> LayerScheduler<T, N> {
             SnrEstimator::Ema => snr_ratio(g2_ema, noise_ema),
             SnrEstimator::Raw => snr_ratio(g2, noise),
         };
-        // The volatility estimate is updated on a copy and committed with the rest, so an
-        // error (e.g. a ρ so large its variance overflows) leaves the state unchanged.
-        let (mut window, mut ema_vol) = (self.window.clone(), self.ema_vol);
+        // The volatility estimate is computed as if ρ were pushed and committed with the
+        // rest, so an error leaves the state unchanged.
+        let mut ema_vol = self.ema_vol;
         let vol = match cfg.volatility_estimator {
-            VolatilityEstimator::Window => {
-                window.push(rho)?;
-                window.volatility()
-            }
+            VolatilityEstimator::Window => self.window.volatility_after(rho),
             VolatilityEstimator::Ema => {
                 ema_vol.push(rho)?;
                 ema_vol.volatility()
             }
         };
         let b = Bounds::compute(cfg.safety, cfg.beta, obs.noise.batch, snr_g, vol)?;
-        self.window = window;
+        if cfg.volatility_estimator == VolatilityEstimator::Window {
+            self.window.push(rho)?;
+        }
         self.ema_vol = ema_vol;
         self.g2_sum = g2_sum;
         self.noise_sum = noise_sum;

@@ -91,35 +91,102 @@ impl<T: Real, const N: usize> CurvatureWindow<T, N> {
     /// Mean of the values held; 0 when empty. Computed about the oldest value (shifted
     /// data), so a constant series has exactly its value as mean and exactly 0 variance.
     pub fn mean(&self) -> T {
-        let Some(&shift) = self.buf.front() else {
-            return T::zero();
-        };
-        let sum = self.buf.iter().fold(T::zero(), |a, &x| a + (x - shift));
-        shift + sum / T::of_usize(self.buf.len())
+        self.stats_with(None).1
     }
 
-    /// Unbiased variance (divisor `n − 1`, two-pass on shifted data); 0 with fewer than two
-    /// values.
+    /// Unbiased variance (divisor `n − 1`, on data shifted by the oldest value); 0 with
+    /// fewer than two values.
     pub fn variance(&self) -> T {
-        let n = self.buf.len();
-        let Some(&shift) = self.buf.front() else {
-            return T::zero();
-        };
-        if n < 2 {
-            return T::zero();
-        }
-        let centre = self.buf.iter().fold(T::zero(), |a, &x| a + (x - shift)) / T::of_usize(n);
-        let ss = self.buf.iter().fold(T::zero(), |a, &x| {
-            let d = (x - shift) - centre;
-            a + d * d
-        });
-        ss / T::of_usize(n - 1)
+        self.stats_with(None).2
     }
 
     /// `Vol = Var/Mean`; 0 with fewer than two values or a mean `<= 0`.
     pub fn volatility(&self) -> T {
-        volatility(self.buf.len(), self.mean(), self.variance())
+        let (n, mean, var) = self.stats_with(None);
+        volatility(n, mean, var)
     }
+
+    /// The volatility the window would have after `push(rho)`, without changing it
+    /// (lets a caller commit the push only once everything else succeeded).
+    ///
+    /// ```
+    /// use safestep_core::window::CurvatureWindow;
+    /// let mut w = CurvatureWindow::<f64, 4>::new(2)?;
+    /// w.push(1.0)?;
+    /// let peek = w.volatility_after(3.0);
+    /// w.push(3.0)?;
+    /// assert_eq!(peek, w.volatility());
+    /// # Ok::<(), safestep_core::Error>(())
+    /// ```
+    pub fn volatility_after(&self, rho: T) -> T {
+        let (n, mean, var) = self.stats_with(Some(rho));
+        volatility(n, mean, var)
+    }
+
+    /// `(count, mean, unbiased variance)` of the values held, plus `extra` as if pushed
+    /// (dropping the oldest when full).
+    fn stats_with(&self, extra: Option<T>) -> (usize, T, T) {
+        let (a, b) = self.buf.as_slices();
+        let skip = usize::from(extra.is_some() && self.buf.len() >= self.w);
+        let (a, b) = if skip <= a.len() {
+            (&a[skip..], b)
+        } else {
+            (&b[skip - a.len()..], &b[..0])
+        };
+        let extra = extra.as_slice();
+        let n = a.len() + b.len() + extra.len();
+        let Some(&shift) = a.first().or(b.first()).or(extra.first()) else {
+            return (0, T::zero(), T::zero());
+        };
+        // Four accumulators assigned by age (value k goes to lane k mod 4): short dependency
+        // chains, and the same sums wherever the ring buffer wraps (so a restored
+        // checkpoint computes bit-identically).
+        let parts = [a, b, extra];
+        // One pass over data shifted by the oldest value: Σd and Σd², d = x − shift. The
+        // shift is one of the values, so |d| never exceeds the window's range and the
+        // cancellation in Σd² − (Σd)²/n is benign; a constant series gives exactly 0.
+        let (s1, s2) = sum_by_age(&parts, shift);
+        let nt = T::of_usize(n);
+        let centre = s1 / nt;
+        let mean = shift + centre;
+        if n < 2 {
+            return (n, mean, T::zero());
+        }
+        let ss = (s2 - s1 * centre).max(T::zero());
+        (n, mean, ss / T::of_usize(n - 1))
+    }
+}
+
+/// `(Σ d, Σ d²)` with `d = x − shift`, over consecutive runs of values in age order; value
+/// `k` is summed in lane `k mod 4` and the lanes combined pairwise, so the result depends
+/// only on the values and their order, not on how they are split into runs.
+#[inline(always)]
+fn sum_by_age<T: Real>(parts: &[&[T]; 3], shift: T) -> (T, T) {
+    let mut s1 = [T::zero(); 4];
+    let mut s2 = [T::zero(); 4];
+    let mut age = 0;
+    for xs in parts {
+        let lead = ((4 - age % 4) % 4).min(xs.len());
+        let (head, rest) = xs.split_at(lead);
+        for (i, &x) in head.iter().enumerate() {
+            let lane = (age + i) % 4;
+            let d = x - shift;
+            s1[lane] = s1[lane] + d;
+            s2[lane] = s2[lane] + d * d;
+        }
+        for chunk in rest.chunks(4) {
+            for (lane, &x) in chunk.iter().enumerate() {
+                let d = x - shift;
+                s1[lane] = s1[lane] + d;
+                s2[lane] = s2[lane] + d * d;
+            }
+        }
+        age += xs.len();
+    }
+    (
+        (s1[0] + s1[1]) + (s1[2] + s1[3]),
+        (s2[0] + s2[1]) + (s2[2] + s2[3]),
+    )
 }
 
 fn volatility<T: Real>(n: usize, mean: T, var: T) -> T {
