@@ -21,8 +21,9 @@ use crate::backend::{BackendError, ModelSpec};
 
 /// Largest width accepted for any layer (input, hidden or classes).
 pub const MAX_WIDTH: usize = 1 << 20;
-/// Largest number of parameters accepted for the whole model.
-pub const MAX_PARAMS: usize = 1 << 31;
+/// Largest number of parameters accepted for the whole model (2^28: 1 GiB per `f32` buffer;
+/// a backend keeps about six such buffers, the default MLP has 269,322 parameters).
+pub const MAX_PARAMS: usize = 1 << 28;
 
 /// Shape of one layer (a weight matrix plus its bias).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,7 +87,7 @@ impl ModelSpec {
             return Err(BackendError::InvalidSpec {
                 field: "hidden",
                 value: format!("{:?}", self.hidden),
-                allowed: "a model with at most 2^31 parameters",
+                allowed: "a model with at most 2^28 parameters",
             });
         }
         Ok(())
