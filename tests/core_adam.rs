@@ -261,3 +261,17 @@ fn preconditioner_sqrt_matches_formula() {
     assert!(preconditioner_sqrt(&[-1.0], 0.999, 1, 1e-8, &mut [0.0]).is_err());
     assert!(preconditioner_sqrt(&[1.0], 0.999, 1, 1e-8, &mut [0.0, 0.0]).is_err());
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4096))]
+
+    /// The core's `std` feature only swaps libm's sqrt for std's: both are correctly
+    /// rounded, so every result is bit-identical with and without it.
+    #[test]
+    fn std_and_libm_sqrt_agree_bitwise(bits32 in any::<u32>(), bits64 in any::<u64>()) {
+        let x = f32::from_bits(bits32).abs();
+        let y = f64::from_bits(bits64).abs();
+        prop_assert!(libm::sqrtf(x).to_bits() == x.sqrt().to_bits() || x.is_nan());
+        prop_assert!(libm::sqrt(y).to_bits() == y.sqrt().to_bits() || y.is_nan());
+    }
+}

@@ -420,3 +420,29 @@ proptest! {
         prop_assert!(LayerScheduler::<f64, 16>::from_state(&cfg, &bad).is_err());
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// The same invariants in f32: lr finite and clamped, mode off untouched.
+    #[test]
+    fn f32_lr_stays_finite_and_clamped(
+        mode in mode(), seq in prop::collection::vec((0.0..1e3f32, -1e3..1e4f32, 0.0..1e6f32, 0.0..1e6f32), 1..200),
+    ) {
+        let cfg = SchedulerConfig { mode, ..SchedulerConfig::<f32>::default() };
+        let mut s = LayerScheduler::<f32, 32>::new(&cfg, 1e-3).unwrap();
+        for (k, &(alpha, lam, mgs, var)) in seq.iter().enumerate() {
+            let obs = LayerObservation {
+                alpha_agg: alpha,
+                mean_multiplier: alpha,
+                sharpness: lam,
+                noise: NoiseStats::from_variance(mgs, var, 64, None).unwrap(),
+            };
+            let r = s.observe(&cfg, &obs, progress_at(k as u64)).unwrap();
+            prop_assert!(r.lr_after.is_finite() && r.lr_after >= cfg.lr_min && r.lr_after <= cfg.lr_max);
+            if mode == Mode::Off {
+                prop_assert_eq!(r.lr_after, 1e-3);
+            }
+        }
+    }
+}
