@@ -1,1 +1,128 @@
-fn main() {}
+//! The `safestep` binary: see `safestep --help`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use safestep_host::cli::{parse_seeds, BenchArgs, Cli, Command, CompareArgs, PlotArgs, RunArgs};
+use safestep_host::compare::{compare, render_table, Combination};
+use safestep_host::config::ConfigError;
+use safestep_host::runner::{run, RunError, RunOptions};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => cmd_run(&args),
+        Command::Compare(args) => cmd_compare(&args),
+        Command::Plot(args) => cmd_plot(&args),
+        Command::Bench(args) => cmd_bench(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err((code, message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+type CmdResult = Result<(), (u8, String)>;
+
+fn run_error(e: RunError) -> (u8, String) {
+    (e.exit_code() as u8, e.to_string())
+}
+
+fn config_error(e: ConfigError) -> (u8, String) {
+    (2, e.to_string())
+}
+
+fn cmd_run(args: &RunArgs) -> CmdResult {
+    let cfg = args.resolve().map_err(config_error)?;
+    let out = match (&args.resume, &args.out) {
+        (Some(dir), _) | (None, Some(dir)) => dir.clone(),
+        (None, None) => PathBuf::from("runs").join(cfg.label()),
+    };
+    let opts = RunOptions {
+        out: out.clone(),
+        quiet: args.common.quiet,
+        resume: args.resume.is_some(),
+        force: args.force,
+    };
+    let summary = run(&cfg, &opts).map_err(run_error)?;
+    println!(
+        "{} tasks of {} with {} (scheduler {}, lr {}, seed {}) in {:.1} s",
+        summary.tasks,
+        summary.benchmark,
+        summary.method,
+        summary.scheduler,
+        summary.lr,
+        summary.seed,
+        summary.wall_seconds
+    );
+    println!(
+        "end-of-task train accuracy: mean {:.4}, last 5 tasks {:.4}, final {:.4}",
+        summary.mean_train_accuracy,
+        summary.mean_train_accuracy_last5,
+        summary.final_train_accuracy
+    );
+    println!("results in {}", out.display());
+    Ok(())
+}
+
+fn cmd_compare(args: &CompareArgs) -> CmdResult {
+    let base = args.common.resolve().map_err(config_error)?;
+    let seeds = parse_seeds(&args.seeds).map_err(config_error)?;
+    let mut combos = Vec::new();
+    for &method in &args.methods {
+        for &scheduler in &args.schedulers {
+            for &lr in &args.lrs {
+                for &seed in &seeds {
+                    combos.push(Combination {
+                        method,
+                        scheduler,
+                        lr,
+                        seed,
+                    });
+                }
+            }
+        }
+    }
+    let rows =
+        compare(&base, &combos, &args.out, args.common.quiet, args.force).map_err(run_error)?;
+    println!("{}", render_table(&rows));
+    println!(
+        "written {} and {}",
+        args.out.join("compare.csv").display(),
+        args.out.join("compare.md").display()
+    );
+    Ok(())
+}
+
+fn cmd_plot(args: &PlotArgs) -> CmdResult {
+    let out = match (&args.out, args.dirs.as_slice()) {
+        (Some(out), _) => out.clone(),
+        (None, [single]) => single.clone(),
+        (None, _) => PathBuf::from("plots"),
+    };
+    let files = safestep_host::plot::plot(&args.dirs, &out).map_err(|e| {
+        let code = match e {
+            safestep_host::plot::PlotError::Draw { .. } => 1,
+            _ => 2,
+        };
+        (code, e.to_string())
+    })?;
+    for f in files {
+        println!("{}", f.display());
+    }
+    Ok(())
+}
+
+fn cmd_bench(args: &BenchArgs) -> CmdResult {
+    let report = safestep_host::throughput::bench(args).map_err(run_error)?;
+    println!("{}", report.render());
+    if let Some(path) = &args.json {
+        safestep_host::outputs::write_atomic(path, report.to_json().as_bytes())
+            .map_err(|e| (1, e.to_string()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,263 @@
+//! The `safestep` command line (clap).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{
+    BackendKind, BenchmarkName, ConfigError, MeasureName, RunConfig, SchedulerMode,
+};
+use crate::methods::Method;
+
+/// Noise-curvature safe step sizes for continual learning: run the benchmarks, compare
+/// methods, plot the results.
+#[derive(Debug, Parser)]
+#[command(name = "safestep", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one continual-learning benchmark and write its results into a folder.
+    Run(RunArgs),
+    /// Run every combination of methods, schedulers, lrs and seeds and tabulate them.
+    Compare(CompareArgs),
+    /// Draw accuracy-per-task and per-layer lr plots (PNG and SVG) of finished runs.
+    Plot(PlotArgs),
+    /// Measure steady-state training throughput and the scheduler's overhead.
+    Bench(BenchArgs),
+}
+
+/// Options shared by `run` and `compare`: each overrides the config file and the defaults.
+#[derive(Debug, Clone, Args, Default)]
+pub struct CommonArgs {
+    /// A TOML config (e.g. a run's config.toml); flags override its values.
+    #[arg(long, value_name = "FILE.toml")]
+    pub config: Option<PathBuf>,
+    /// Task stream.
+    #[arg(long, value_enum)]
+    pub benchmark: Option<BenchmarkName>,
+    /// Number of tasks.
+    #[arg(long)]
+    pub tasks: Option<usize>,
+    /// Epochs per task.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Examples per task.
+    #[arg(long)]
+    pub examples: Option<usize>,
+    /// Minibatch size.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Hidden widths, comma-separated (e.g. 256,256).
+    #[arg(long, value_delimiter = ',')]
+    pub hidden: Option<Vec<usize>>,
+    /// Step measure compared with the bound.
+    #[arg(long, value_enum)]
+    pub measure: Option<MeasureName>,
+    /// Control interval K (optimizer steps between controller events).
+    #[arg(long)]
+    pub interval: Option<usize>,
+    /// Safety factor s of the bounds.
+    #[arg(long)]
+    pub safety: Option<f64>,
+    /// Folder with the standard MNIST files (train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz]); default: the embedded digits.
+    #[arg(long, value_name = "DIR")]
+    pub mnist_dir: Option<PathBuf>,
+    /// Where the tensors live.
+    #[arg(long, value_enum)]
+    pub backend: Option<BackendKind>,
+    /// Record controller statistics even with the scheduler off.
+    #[arg(long)]
+    pub diagnostics: bool,
+    /// No progress bar or per-task lines.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// `safestep run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Shared options.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Training method (baseline).
+    #[arg(long, value_enum)]
+    pub method: Option<Method>,
+    /// Scheduler mode (off = plain fixed lr).
+    #[arg(long, value_enum)]
+    pub scheduler: Option<SchedulerMode>,
+    /// Initial learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Seed of everything random.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Output folder [default: runs/<method>_<scheduler>_lr<lr>_seed<seed>].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Continue the run in DIR from its last finished task (uses DIR/config.toml).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["out", "config"])]
+    pub resume: Option<PathBuf>,
+    /// Overwrite a run already in the output folder.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `safestep compare`.
+#[derive(Debug, Clone, Args)]
+pub struct CompareArgs {
+    /// Shared options.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Methods, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "adam")]
+    pub methods: Vec<Method>,
+    /// Scheduler modes, comma-separated.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "off,combined"
+    )]
+    pub schedulers: Vec<SchedulerMode>,
+    /// Initial learning rates, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1e-3")]
+    pub lrs: Vec<f64>,
+    /// Seeds: a range `A..B` (B excluded) or a comma-separated list.
+    #[arg(long, default_value = "0..3")]
+    pub seeds: String,
+    /// Output folder (one subfolder per run, plus compare.csv and compare.md).
+    #[arg(long, value_name = "DIR", default_value = "runs/compare")]
+    pub out: PathBuf,
+    /// Re-run combinations whose folder already holds a finished run.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `safestep plot`.
+#[derive(Debug, Clone, Args)]
+pub struct PlotArgs {
+    /// Run folders, or compare folders (their runs are plotted together).
+    #[arg(required = true, value_name = "DIR")]
+    pub dirs: Vec<PathBuf>,
+    /// Where to write the plots [default: the single folder given, else ./plots].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+/// `safestep bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Timed optimizer steps per measurement.
+    #[arg(long, default_value_t = 200)]
+    pub steps: usize,
+    /// Repetitions (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    pub repeats: usize,
+    /// Minibatch size.
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    /// Where the tensors live.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub backend: BackendKind,
+    /// Write the figures as JSON here too.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+impl CommonArgs {
+    /// The configuration: defaults, then the config file, then these flags.
+    pub fn resolve(&self) -> Result<RunConfig, ConfigError> {
+        let mut cfg = match &self.config {
+            Some(path) => RunConfig::from_toml_file(path)?,
+            None => RunConfig::default(),
+        };
+        self.apply(&mut cfg);
+        Ok(cfg)
+    }
+
+    /// Applies the flags given on top of `cfg`.
+    pub fn apply(&self, cfg: &mut RunConfig) {
+        fn set<T: Clone>(dst: &mut T, src: &Option<T>) {
+            if let Some(v) = src {
+                *dst = v.clone();
+            }
+        }
+        set(&mut cfg.benchmark, &self.benchmark);
+        set(&mut cfg.tasks, &self.tasks);
+        set(&mut cfg.epochs, &self.epochs);
+        set(&mut cfg.examples, &self.examples);
+        set(&mut cfg.batch_size, &self.batch_size);
+        set(&mut cfg.model.hidden, &self.hidden);
+        set(&mut cfg.scheduler.measure, &self.measure);
+        set(&mut cfg.scheduler.interval, &self.interval);
+        set(&mut cfg.scheduler.safety, &self.safety);
+        set(&mut cfg.backend, &self.backend);
+        if self.mnist_dir.is_some() {
+            cfg.mnist_dir.clone_from(&self.mnist_dir);
+        }
+        cfg.diagnostics |= self.diagnostics;
+    }
+}
+
+impl RunArgs {
+    /// The configuration of this run (for `--resume`, the folder's config.toml plus flags).
+    pub fn resolve(&self) -> Result<RunConfig, ConfigError> {
+        let mut common = self.common.clone();
+        if let Some(dir) = &self.resume {
+            common.config = Some(dir.join(crate::outputs::CONFIG_FILE));
+        }
+        let mut cfg = common.resolve()?;
+        if let Some(m) = self.method {
+            cfg.method = m;
+        }
+        if let Some(s) = self.scheduler {
+            cfg.scheduler.mode = s;
+        }
+        if let Some(lr) = self.lr {
+            cfg.lr = lr;
+        }
+        if let Some(seed) = self.seed {
+            cfg.seed = seed;
+        }
+        Ok(cfg)
+    }
+}
+
+/// Parses `A..B` (B excluded) or `a,b,c` into seeds.
+///
+/// ```
+/// use safestep_host::cli::parse_seeds;
+/// assert_eq!(parse_seeds("0..3").unwrap(), vec![0, 1, 2]);
+/// assert_eq!(parse_seeds("4,7").unwrap(), vec![4, 7]);
+/// assert!(parse_seeds("3..3").is_err());
+/// ```
+pub fn parse_seeds(text: &str) -> Result<Vec<u64>, ConfigError> {
+    let bad = || {
+        ConfigError::new(
+            "seeds",
+            text,
+            "a range A..B with A < B, or a list like 0,1,2",
+        )
+    };
+    let seeds: Vec<u64> = if let Some((a, b)) = text.split_once("..") {
+        let (a, b): (u64, u64) = (
+            a.trim().parse().map_err(|_| bad())?,
+            b.trim().parse().map_err(|_| bad())?,
+        );
+        (a..b).collect()
+    } else {
+        text.split(',')
+            .map(|s| s.trim().parse().map_err(|_| bad()))
+            .collect::<Result<_, _>>()?
+    };
+    if seeds.is_empty() {
+        return Err(bad());
+    }
+    Ok(seeds)
+}

@@ -1,0 +1,315 @@
+//! `safestep compare`: every combination of methods × schedulers × lrs × seeds, tabulated.
+//!
+//! Each combination runs into its own subfolder (a finished one is reused, so an
+//! interrupted comparison continues where it stopped). The table reports, per method,
+//! scheduler and lr, the maintained trainability (mean end-of-task training accuracy over
+//! the last five tasks) and the mean over all tasks, as mean ± standard error over seeds,
+//! and marks the best lr of each method and scheduler: a constant lr tuned by this sweep is
+//! the fair baseline for any lr schedule.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+
+use crate::config::{cli_name, RunConfig, SchedulerMode};
+use crate::methods::Method;
+use crate::outputs::{read_summary, write_atomic, OutputError, Summary};
+use crate::runner::{run, RunError, RunOptions};
+
+/// One combination to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Combination {
+    /// Method.
+    pub method: Method,
+    /// Scheduler mode.
+    pub scheduler: SchedulerMode,
+    /// Initial learning rate.
+    pub lr: f64,
+    /// Seed.
+    pub seed: u64,
+}
+
+/// One row of the comparison: a (method, scheduler, lr) cell aggregated over seeds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompareRow {
+    /// Method.
+    pub method: Method,
+    /// Scheduler mode.
+    pub scheduler: SchedulerMode,
+    /// Initial lr.
+    pub lr: f64,
+    /// Seeds aggregated.
+    pub seeds: usize,
+    /// Mean over seeds of the mean train accuracy over the last five tasks.
+    pub last5_mean: f64,
+    /// Its standard error over seeds.
+    pub last5_se: f64,
+    /// Mean over seeds of the mean train accuracy over all tasks.
+    pub all_mean: f64,
+    /// Its standard error over seeds.
+    pub all_se: f64,
+    /// Mean wall seconds per run.
+    pub wall_seconds: f64,
+    /// Whether this lr is the best (by last-5 accuracy) for its method and scheduler.
+    pub best_lr: bool,
+}
+
+/// Mean and standard error of the mean (0 for fewer than two values).
+///
+/// ```
+/// use safestep_host::compare::mean_se;
+/// let (m, se) = mean_se(&[1.0, 2.0, 3.0]);
+/// assert_eq!(m, 2.0);
+/// assert!((se - (1.0f64 / 3.0).sqrt()).abs() < 1e-12);
+/// ```
+pub fn mean_se(values: &[f64]) -> (f64, f64) {
+    let n = values.len();
+    if n == 0 {
+        return (0.0, 0.0);
+    }
+    let mean = values.iter().sum::<f64>() / n as f64;
+    if n < 2 {
+        return (mean, 0.0);
+    }
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+    (mean, (var / n as f64).sqrt())
+}
+
+/// Runs every combination (reusing finished runs unless `force`) and aggregates them.
+pub fn compare(
+    base: &RunConfig,
+    combos: &[Combination],
+    out: &Path,
+    quiet: bool,
+    force: bool,
+) -> Result<Vec<CompareRow>, RunError> {
+    let mut done: Vec<(Combination, Summary)> = Vec::with_capacity(combos.len());
+    for (i, combo) in combos.iter().enumerate() {
+        let mut cfg = base.clone();
+        cfg.method = combo.method;
+        cfg.scheduler.mode = combo.scheduler;
+        cfg.lr = combo.lr;
+        cfg.seed = combo.seed;
+        cfg.validate()?;
+        let dir = out.join(cfg.label());
+        let reusable = !force
+            && read_summary(&dir).is_ok_and(|s| s.finished)
+            && std::fs::read_to_string(dir.join(crate::outputs::CONFIG_FILE))
+                .is_ok_and(|text| text == cfg.to_toml());
+        if !quiet {
+            eprintln!(
+                "[{}/{}] {}{}",
+                i + 1,
+                combos.len(),
+                cfg.label(),
+                if reusable {
+                    " (finished earlier, reused)"
+                } else {
+                    ""
+                }
+            );
+        }
+        let summary = if reusable {
+            read_summary(&dir)?
+        } else {
+            let opts = RunOptions {
+                out: dir,
+                quiet,
+                resume: false,
+                force: true,
+            };
+            run(&cfg, &opts)?
+        };
+        done.push((combo.clone(), summary));
+    }
+    let rows = aggregate(&done);
+    write_tables(out, &rows)?;
+    Ok(rows)
+}
+
+/// Aggregates finished runs into (method, scheduler, lr) rows, in first-seen order.
+pub fn aggregate(done: &[(Combination, Summary)]) -> Vec<CompareRow> {
+    let mut keys: Vec<(Method, SchedulerMode, f64)> = Vec::new();
+    for (c, _) in done {
+        let key = (c.method, c.scheduler, c.lr);
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    let mut rows: Vec<CompareRow> = keys
+        .iter()
+        .map(|&(method, scheduler, lr)| {
+            let runs: Vec<&Summary> = done
+                .iter()
+                .filter(|(c, _)| (c.method, c.scheduler, c.lr) == (method, scheduler, lr))
+                .map(|(_, s)| s)
+                .collect();
+            let last5: Vec<f64> = runs.iter().map(|s| s.mean_train_accuracy_last5).collect();
+            let all: Vec<f64> = runs.iter().map(|s| s.mean_train_accuracy).collect();
+            let (last5_mean, last5_se) = mean_se(&last5);
+            let (all_mean, all_se) = mean_se(&all);
+            CompareRow {
+                method,
+                scheduler,
+                lr,
+                seeds: runs.len(),
+                last5_mean,
+                last5_se,
+                all_mean,
+                all_se,
+                wall_seconds: runs.iter().map(|s| s.wall_seconds).sum::<f64>()
+                    / runs.len().max(1) as f64,
+                best_lr: false,
+            }
+        })
+        .collect();
+    for i in 0..rows.len() {
+        let best = rows
+            .iter()
+            .filter(|r| r.method == rows[i].method && r.scheduler == rows[i].scheduler)
+            .map(|r| r.last5_mean)
+            .fold(f64::NEG_INFINITY, f64::max);
+        rows[i].best_lr = rows[i].last5_mean == best;
+    }
+    rows
+}
+
+const HEADER: [&str; 8] = [
+    "method",
+    "scheduler",
+    "lr",
+    "seeds",
+    "acc last 5 tasks",
+    "acc all tasks",
+    "s/run",
+    "best lr",
+];
+
+fn cells(r: &CompareRow) -> [String; 8] {
+    [
+        r.method.name().to_string(),
+        cli_name(&r.scheduler).to_string(),
+        format!("{}", r.lr),
+        r.seeds.to_string(),
+        format!("{:.4} ± {:.4}", r.last5_mean, r.last5_se),
+        format!("{:.4} ± {:.4}", r.all_mean, r.all_se),
+        format!("{:.1}", r.wall_seconds),
+        if r.best_lr { "*".into() } else { String::new() },
+    ]
+}
+
+/// The comparison as a terminal table.
+pub fn render_table(rows: &[CompareRow]) -> String {
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED).set_header(HEADER);
+    for r in rows {
+        table.add_row(cells(r));
+    }
+    table.to_string()
+}
+
+/// The comparison as a Markdown table.
+pub fn render_markdown(rows: &[CompareRow]) -> String {
+    let mut md = String::from(
+        "Maintained trainability: end-of-task training accuracy, mean ± standard error over seeds.\n\n",
+    );
+    let _ = writeln!(md, "| {} |", HEADER.join(" | "));
+    let _ = writeln!(md, "|{}", "---|".repeat(HEADER.len()));
+    for r in rows {
+        let _ = writeln!(md, "| {} |", cells(r).join(" | "));
+    }
+    md
+}
+
+/// The comparison as CSV (one row per method, scheduler and lr).
+pub fn render_csv(rows: &[CompareRow]) -> String {
+    let mut csv = String::from(
+        "method,scheduler,lr,seeds,last5_mean,last5_se,all_mean,all_se,wall_seconds,best_lr\n",
+    );
+    for r in rows {
+        let _ = writeln!(
+            csv,
+            "{},{},{},{},{},{},{},{},{:.3},{}",
+            r.method.name(),
+            cli_name(&r.scheduler),
+            r.lr,
+            r.seeds,
+            r.last5_mean,
+            r.last5_se,
+            r.all_mean,
+            r.all_se,
+            r.wall_seconds,
+            r.best_lr
+        );
+    }
+    csv
+}
+
+fn write_tables(out: &Path, rows: &[CompareRow]) -> Result<(), OutputError> {
+    write_atomic(&out.join("compare.csv"), render_csv(rows).as_bytes())?;
+    write_atomic(&out.join("compare.md"), render_markdown(rows).as_bytes())
+}
+
+/// The run folders of a compare folder (those with a summary), sorted.
+pub fn run_folders(dir: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join(crate::outputs::SUMMARY_FILE).is_file())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(last5: f64, all: f64) -> Summary {
+        Summary {
+            tasks: 5,
+            tasks_planned: 5,
+            finished: true,
+            mean_train_accuracy_last5: last5,
+            mean_train_accuracy: all,
+            mean_online_accuracy: 0.0,
+            final_train_accuracy: last5,
+            wall_seconds: 1.0,
+            benchmark: String::new(),
+            method: String::new(),
+            scheduler: String::new(),
+            lr: 0.0,
+            seed: 0,
+            backend: "cpu".into(),
+        }
+    }
+
+    #[test]
+    fn aggregates_over_seeds_and_marks_the_best_lr() {
+        let c = |lr, seed| Combination {
+            method: Method::Adam,
+            scheduler: SchedulerMode::Off,
+            lr,
+            seed,
+        };
+        let done = vec![
+            (c(1e-3, 0), summary(0.5, 0.6)),
+            (c(1e-3, 1), summary(0.7, 0.8)),
+            (c(1e-4, 0), summary(0.9, 0.9)),
+        ];
+        let rows = aggregate(&done);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].seeds, 2);
+        assert!((rows[0].last5_mean - 0.6).abs() < 1e-12);
+        assert!((rows[0].last5_se - 0.1).abs() < 1e-12);
+        assert!(!rows[0].best_lr && rows[1].best_lr);
+        let md = render_markdown(&rows);
+        assert!(
+            md.contains("| adam | off | 0.001 | 2 | 0.6000 ± 0.1000 |"),
+            "{md}"
+        );
+    }
+}

@@ -1,0 +1,447 @@
+//! `safestep run`: a whole continual-learning run, task after task, with its output folder.
+//!
+//! Task `k` of the stream is trained for `epochs` epochs of shuffled minibatches (the last
+//! partial batch of an epoch is dropped), then evaluated on its whole training set. After
+//! every task the run folder is brought up to date atomically and a checkpoint is written,
+//! so `--resume` continues from the last finished task and ends with results identical to
+//! an uninterrupted run.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{Activation, Backend, BackendError, ModelSpec};
+use crate::config::{cli_name, BackendKind, BenchmarkName, ConfigError, RunConfig};
+use crate::data::mnist::Mnist;
+use crate::data::streams::{Benchmark, TaskStream};
+use crate::outputs::{
+    self, append_controller_rows, mean_last, tasks_csv, write_atomic, OutputError, Summary,
+    TaskRow, CHECKPOINT_FILE, CONFIG_FILE, CONTROLLER_FILE, SUMMARY_FILE, TASKS_FILE,
+};
+use crate::trainer::{TaskPosition, TrainError, Trainer, TrainerState};
+
+/// What can stop a run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A configuration value is not allowed (exit status 2).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The data could not be loaded.
+    #[error("data: {0}")]
+    Data(String),
+    /// The output folder already holds a run.
+    #[error("{path} already holds a run; pass --force to overwrite it or --resume {path} to continue it")]
+    OutputExists {
+        /// The folder.
+        path: PathBuf,
+    },
+    /// `--resume` on a folder without a usable checkpoint.
+    #[error("cannot resume {path}: {problem}")]
+    Resume {
+        /// The folder.
+        path: PathBuf,
+        /// What is missing or inconsistent.
+        problem: String,
+    },
+    /// Training failed.
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    /// Writing the outputs failed.
+    #[error(transparent)]
+    Output(#[from] OutputError),
+}
+
+impl From<BackendError> for RunError {
+    fn from(e: BackendError) -> Self {
+        RunError::Train(TrainError::Backend(e))
+    }
+}
+
+impl RunError {
+    /// The process exit status for this error: 2 for bad user input, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            RunError::Config(_)
+            | RunError::Data(_)
+            | RunError::OutputExists { .. }
+            | RunError::Resume { .. } => 2,
+            RunError::Train(_) | RunError::Output(_) => 1,
+        }
+    }
+}
+
+/// How to run, beyond the configuration itself.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// The output folder.
+    pub out: PathBuf,
+    /// No progress bar or per-task lines.
+    pub quiet: bool,
+    /// Continue the run in `out` from its checkpoint.
+    pub resume: bool,
+    /// Overwrite a run already in `out`.
+    pub force: bool,
+}
+
+/// The resume checkpoint, written after every finished task.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Checkpoint {
+    /// Format version of this file.
+    format: u32,
+    /// The resolved configuration, as written to `config.toml`.
+    config: String,
+    /// The first task not yet finished.
+    next_task: usize,
+    /// Rows of the finished tasks.
+    task_rows: Vec<TaskRow>,
+    /// Bytes of `controller.csv` that belong to finished tasks.
+    controller_len: usize,
+    /// Trainer state at the end of the last finished task.
+    trainer: TrainerState,
+}
+
+const CHECKPOINT_FORMAT: u32 = 1;
+
+/// The model a configuration describes.
+pub fn model_spec(cfg: &RunConfig) -> ModelSpec {
+    ModelSpec {
+        input: 784,
+        hidden: cfg.model.hidden.clone(),
+        classes: 10,
+        activation: if cfg.method.uses_crelu() {
+            Activation::Crelu
+        } else {
+            Activation::Relu
+        },
+        crelu_match_params: cfg.model.crelu_match_params,
+    }
+}
+
+/// Builds the configured backend.
+pub fn make_backend(cfg: &RunConfig) -> Result<Box<dyn Backend>, RunError> {
+    let spec = model_spec(cfg);
+    match cfg.backend {
+        BackendKind::Cpu => Ok(Box::new(crate::cpu::CpuBackend::new(&spec, cfg.seed)?)),
+        #[cfg(feature = "cuda")]
+        BackendKind::Cuda => Ok(Box::new(crate::cuda::CudaBackend::new(&spec, cfg.seed)?)),
+        #[cfg(not(feature = "cuda"))]
+        BackendKind::Cuda => Err(RunError::Config(ConfigError::new(
+            "backend",
+            "cuda",
+            "cpu (this binary was built without the `cuda` feature; rebuild with `--features cuda`)",
+        ))),
+    }
+}
+
+/// Loads the digits the configuration asks for.
+pub fn load_digits(cfg: &RunConfig) -> Result<Mnist, RunError> {
+    match &cfg.mnist_dir {
+        Some(dir) => Mnist::load_dir(dir).map_err(|e| RunError::Data(e.to_string())),
+        None => Mnist::embedded().map_err(|e| RunError::Data(e.to_string())),
+    }
+}
+
+/// The task stream a configuration describes.
+pub fn task_stream(cfg: &RunConfig, digits: &Mnist) -> Result<TaskStream, RunError> {
+    let benchmark = match cfg.benchmark {
+        BenchmarkName::RandomLabelMnist => Benchmark::RandomLabelMnist,
+        BenchmarkName::PermutedMnist => Benchmark::PermutedMnist,
+        BenchmarkName::LabelPermutedMnist => Benchmark::LabelPermutedMnist,
+    };
+    TaskStream::new(benchmark, digits, cfg.examples, cfg.seed).map_err(|e| {
+        RunError::Config(ConfigError::new(
+            "examples",
+            cfg.examples,
+            &format!("at most the digits available ({e})"),
+        ))
+    })
+}
+
+/// A seed for stream `purpose` at index `k`, derived from the run's seed (SplitMix64).
+pub fn derive_seed(seed: u64, purpose: u64, k: u64) -> u64 {
+    let mut z = seed
+        .wrapping_add(purpose.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+        .wrapping_add(k.wrapping_mul(0xbf58_476d_1ce4_e5b9));
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+const SEED_SHUFFLE: u64 = 1;
+const SEED_RESET: u64 = 2;
+
+/// Runs (or resumes) a whole configured run into `opts.out` and returns its summary.
+pub fn run(cfg: &RunConfig, opts: &RunOptions) -> Result<Summary, RunError> {
+    cfg.validate()?;
+    let out = &opts.out;
+    let config_text = cfg.to_toml();
+    let checkpoint = if opts.resume {
+        Some(read_checkpoint(out, &config_text)?)
+    } else {
+        prepare_fresh_folder(out, opts.force)?;
+        write_atomic(&out.join(CONFIG_FILE), config_text.as_bytes())?;
+        None
+    };
+
+    let digits = load_digits(cfg)?;
+    let stream = task_stream(cfg, &digits)?;
+    let mut trainer = Trainer::new(cfg, make_backend(cfg)?)?;
+    let layers = trainer.layer_count();
+
+    let (start_task, mut task_rows, mut controller_csv) = match &checkpoint {
+        Some(ck) => {
+            trainer.import_state(&ck.trainer)?;
+            let csv = read_controller_prefix(&out.join(CONTROLLER_FILE), ck.controller_len)?;
+            (ck.next_task, ck.task_rows.clone(), csv)
+        }
+        None => {
+            let mut csv = String::new();
+            append_controller_rows(&mut csv, &[]);
+            (0, Vec::new(), csv)
+        }
+    };
+    let wall_offset = task_rows.last().map_or(0.0, |r| r.wall_seconds);
+    if checkpoint.is_none() {
+        write_files(out, cfg, &task_rows, &controller_csv, layers, 0.0)?;
+    }
+
+    let examples = cfg.examples;
+    let steps_per_epoch = examples / cfg.batch_size;
+    let steps_per_task = (steps_per_epoch * cfg.epochs) as u64;
+    let progress = progress_bar(opts.quiet, cfg.tasks as u64 * steps_per_task);
+    progress.set_position(start_task as u64 * steps_per_task);
+    let started = Instant::now();
+    let mut rows = Vec::new();
+
+    for task in start_task..cfg.tasks {
+        if cfg.method.resets_each_task() && task > 0 {
+            trainer.reset(derive_seed(cfg.seed, SEED_RESET, task as u64))?;
+        }
+        let data = stream.task(task as u64);
+        trainer
+            .backend_mut()
+            .load_task(&data.images, &data.labels)?;
+        let population = data.labels.len();
+        let mut order: Vec<u32> = (0..population as u32).collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(cfg.seed, SEED_SHUFFLE, task as u64));
+        let (mut correct, mut seen, mut step_in_task) = (0usize, 0usize, 0u64);
+        for _epoch in 0..cfg.epochs {
+            order.shuffle(&mut rng);
+            for batch in order.chunks_exact(cfg.batch_size) {
+                let pos = TaskPosition {
+                    task,
+                    step_in_task,
+                    steps_per_task,
+                };
+                let outcome = trainer.step(batch, pos, population, &mut rows)?;
+                correct += outcome.correct;
+                seen += batch.len();
+                step_in_task += 1;
+                progress.inc(1);
+            }
+        }
+        let eval = trainer.backend_mut().evaluate()?;
+        let wall = wall_offset + started.elapsed().as_secs_f64();
+        let row = TaskRow {
+            task,
+            train_accuracy: eval.accuracy(),
+            online_accuracy: if seen == 0 {
+                0.0
+            } else {
+                correct as f64 / seen as f64
+            },
+            loss: eval.loss,
+            steps: step_in_task,
+            wall_seconds: wall,
+            lrs: trainer.scheduled_lrs(),
+        };
+        report_task(&progress, opts.quiet, cfg.tasks, &row);
+        task_rows.push(row);
+        append_controller_rows(&mut controller_csv, &rows);
+        rows.clear();
+        write_files(out, cfg, &task_rows, &controller_csv, layers, wall)?;
+        let ck = Checkpoint {
+            format: CHECKPOINT_FORMAT,
+            config: config_text.clone(),
+            next_task: task + 1,
+            task_rows: task_rows.clone(),
+            controller_len: controller_csv.len(),
+            trainer: trainer.export_state()?,
+        };
+        let bytes = postcard::to_stdvec(&ck).map_err(|e| OutputError::Invalid {
+            path: out.join(CHECKPOINT_FILE),
+            problem: e.to_string(),
+        })?;
+        write_atomic(&out.join(CHECKPOINT_FILE), &bytes)?;
+    }
+    progress.finish_and_clear();
+    let wall = task_rows.last().map_or(0.0, |r| r.wall_seconds);
+    Ok(summary(cfg, &task_rows, trainer.backend_mut().name(), wall))
+}
+
+fn prepare_fresh_folder(out: &Path, force: bool) -> Result<(), RunError> {
+    let ours = [
+        CONFIG_FILE,
+        TASKS_FILE,
+        CONTROLLER_FILE,
+        SUMMARY_FILE,
+        CHECKPOINT_FILE,
+    ];
+    if !force && ours.iter().any(|f| out.join(f).exists()) {
+        return Err(RunError::OutputExists {
+            path: out.to_path_buf(),
+        });
+    }
+    fs::create_dir_all(out).map_err(|source| OutputError::Write {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    if force {
+        let _ = fs::remove_file(out.join(CHECKPOINT_FILE));
+    }
+    Ok(())
+}
+
+fn read_checkpoint(out: &Path, config_text: &str) -> Result<Checkpoint, RunError> {
+    let path = out.join(CHECKPOINT_FILE);
+    let resume_err = |problem: String| RunError::Resume {
+        path: out.to_path_buf(),
+        problem,
+    };
+    let bytes = fs::read(&path)
+        .map_err(|e| resume_err(format!("no checkpoint at {} ({e})", path.display())))?;
+    let ck: Checkpoint = postcard::from_bytes(&bytes).map_err(|e| {
+        resume_err(format!(
+            "{} is not a valid checkpoint ({e})",
+            path.display()
+        ))
+    })?;
+    if ck.format != CHECKPOINT_FORMAT {
+        return Err(resume_err(format!(
+            "checkpoint format {} (this safestep writes {CHECKPOINT_FORMAT})",
+            ck.format
+        )));
+    }
+    if ck.config != config_text {
+        return Err(resume_err(format!(
+            "the configuration differs from the one in {}",
+            out.join(CONFIG_FILE).display()
+        )));
+    }
+    Ok(ck)
+}
+
+fn read_controller_prefix(path: &Path, len: usize) -> Result<String, RunError> {
+    let text = fs::read_to_string(path).map_err(|source| OutputError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    text.get(..len)
+        .map(str::to_string)
+        .ok_or_else(|| RunError::Resume {
+            path: path.to_path_buf(),
+            problem: format!(
+                "shorter ({} bytes) than the checkpoint records ({len})",
+                text.len()
+            ),
+        })
+}
+
+fn write_files(
+    out: &Path,
+    cfg: &RunConfig,
+    rows: &[TaskRow],
+    controller_csv: &str,
+    layers: usize,
+    wall: f64,
+) -> Result<(), RunError> {
+    write_atomic(&out.join(TASKS_FILE), tasks_csv(rows, layers).as_bytes())?;
+    write_atomic(&out.join(CONTROLLER_FILE), controller_csv.as_bytes())?;
+    let summary = summary(cfg, rows, &cli_name(&cfg.backend), wall);
+    let json = serde_json::to_string_pretty(&summary).unwrap_or_default();
+    write_atomic(&out.join(SUMMARY_FILE), json.as_bytes())?;
+    Ok(())
+}
+
+/// The summary of the finished tasks `rows` of a run configured by `cfg`.
+pub fn summary(cfg: &RunConfig, rows: &[TaskRow], backend: &str, wall: f64) -> Summary {
+    let acc: Vec<f64> = rows.iter().map(|r| r.train_accuracy).collect();
+    let online: Vec<f64> = rows.iter().map(|r| r.online_accuracy).collect();
+    Summary {
+        tasks: rows.len(),
+        tasks_planned: cfg.tasks,
+        finished: rows.len() == cfg.tasks,
+        mean_train_accuracy_last5: mean_last(&acc, 5),
+        mean_train_accuracy: mean_last(&acc, acc.len()),
+        mean_online_accuracy: mean_last(&online, online.len()),
+        final_train_accuracy: acc.last().copied().unwrap_or(0.0),
+        wall_seconds: wall,
+        benchmark: cli_name(&cfg.benchmark),
+        method: cfg.method.name().to_string(),
+        scheduler: cli_name(&cfg.scheduler.mode),
+        lr: cfg.lr,
+        seed: cfg.seed,
+        backend: backend.to_string(),
+    }
+}
+
+fn progress_bar(quiet: bool, total: u64) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] [{bar:30}] {pos}/{len} steps ({per_sec}, ETA {eta}) {msg}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+fn report_task(bar: &ProgressBar, quiet: bool, tasks: usize, row: &TaskRow) {
+    if quiet {
+        return;
+    }
+    let line = format!(
+        "task {}/{}: train accuracy {:.3}, online {:.3}, loss {:.3}",
+        row.task + 1,
+        tasks,
+        row.train_accuracy,
+        row.online_accuracy,
+        row.loss
+    );
+    if bar.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        bar.set_message(line.clone());
+        bar.println(line);
+    }
+}
+
+/// Reads a finished or partial run's per-task rows (for `compare` and `plot`).
+pub fn read_run(dir: &Path) -> Result<(Summary, Vec<TaskRow>), OutputError> {
+    Ok((
+        outputs::read_summary(dir)?,
+        outputs::read_tasks_csv(&dir.join(TASKS_FILE))?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_seeds_differ_by_purpose_and_index() {
+        let a = derive_seed(0, SEED_SHUFFLE, 0);
+        assert_ne!(a, derive_seed(0, SEED_SHUFFLE, 1));
+        assert_ne!(a, derive_seed(0, SEED_RESET, 0));
+        assert_ne!(a, derive_seed(1, SEED_SHUFFLE, 0));
+        assert_eq!(a, derive_seed(0, SEED_SHUFFLE, 0));
+    }
+}
