@@ -63,7 +63,7 @@ pub struct CommonArgs {
     #[arg(long)]
     pub interval: Option<usize>,
     /// Safety factor s of the bounds.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub safety: Option<f64>,
     /// Folder with the standard MNIST files (train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz]); default: the embedded digits.
     #[arg(long, value_name = "DIR")]
@@ -92,7 +92,7 @@ pub struct RunArgs {
     #[arg(long, value_enum)]
     pub scheduler: Option<SchedulerMode>,
     /// Initial learning rate.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f64>,
     /// Seed of everything random.
     #[arg(long)]
@@ -106,6 +106,9 @@ pub struct RunArgs {
     /// Overwrite a run already in the output folder.
     #[arg(long)]
     pub force: bool,
+    /// Stop after N tasks of this invocation; continue later with --resume DIR.
+    #[arg(long, value_name = "N")]
+    pub stop_after: Option<usize>,
 }
 
 /// `safestep compare`.
@@ -126,7 +129,12 @@ pub struct CompareArgs {
     )]
     pub schedulers: Vec<SchedulerMode>,
     /// Initial learning rates, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "1e-3")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1e-3",
+        allow_negative_numbers = true
+    )]
     pub lrs: Vec<f64>,
     /// Seeds: a range `A..B` (B excluded) or a comma-separated list.
     #[arg(long, default_value = "0..3")]

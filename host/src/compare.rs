@@ -84,14 +84,20 @@ pub fn compare(
     quiet: bool,
     force: bool,
 ) -> Result<Vec<CompareRow>, RunError> {
+    // Validate every combination before running any, so a bad value fails at once.
+    let configs = combos
+        .iter()
+        .map(|combo| {
+            let mut cfg = base.clone();
+            cfg.method = combo.method;
+            cfg.scheduler.mode = combo.scheduler;
+            cfg.lr = combo.lr;
+            cfg.seed = combo.seed;
+            cfg.validate().map(|()| cfg)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let mut done: Vec<(Combination, Summary)> = Vec::with_capacity(combos.len());
-    for (i, combo) in combos.iter().enumerate() {
-        let mut cfg = base.clone();
-        cfg.method = combo.method;
-        cfg.scheduler.mode = combo.scheduler;
-        cfg.lr = combo.lr;
-        cfg.seed = combo.seed;
-        cfg.validate()?;
+    for (i, (combo, cfg)) in combos.iter().zip(&configs).enumerate() {
         let dir = out.join(cfg.label());
         let reusable = !force
             && read_summary(&dir).is_ok_and(|s| s.finished)
@@ -118,8 +124,9 @@ pub fn compare(
                 quiet,
                 resume: false,
                 force: true,
+                stop_after: None,
             };
-            run(&cfg, &opts)?
+            run(cfg, &opts)?
         };
         done.push((combo.clone(), summary));
     }

@@ -681,9 +681,22 @@ mod tests {
                     let (mut pc, mut pg) = (vec![0.0_f32; n], vec![0.0_f32; n]);
                     cpu.precond_sqrt(l, &adam, step + 1, &mut pc).unwrap();
                     gpu.precond_sqrt(l, &adam, step + 1, &mut pg).unwrap();
+                    // D^½ = 1/sqrt(sqrt(v̂)+ε) amplifies last-bit differences of near-zero
+                    // gradients (|g| ≲ 1e-6, where the backends' summation orders decide the
+                    // rounding): compare those entries loosely, the others tightly.
+                    let tight = pc
+                        .iter()
+                        .zip(&pg)
+                        .filter(|(a, b)| a.max(**b) < 1e3)
+                        .map(|(a, b)| f64::from((a - b).abs() / a.abs().max(b.abs())))
+                        .fold(0.0, f64::max);
+                    assert!(
+                        tight < 1e-4,
+                        "{name} step {step} layer {l} precond (|g| > 1e-6 entries) differs by {tight}"
+                    );
                     let d = rel_diff(&pc, &pg);
                     assert!(
-                        d < 1e-4,
+                        d < 1e-2,
                         "{name} step {step} layer {l} precond differs by {d}"
                     );
                 }

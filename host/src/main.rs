@@ -47,8 +47,17 @@ fn cmd_run(args: &RunArgs) -> CmdResult {
         quiet: args.common.quiet,
         resume: args.resume.is_some(),
         force: args.force,
+        stop_after: args.stop_after,
     };
     let summary = run(&cfg, &opts).map_err(run_error)?;
+    if !summary.finished {
+        println!(
+            "stopped after {} of {} tasks; continue with: safestep run --resume {}",
+            summary.tasks,
+            summary.tasks_planned,
+            out.display()
+        );
+    }
     println!(
         "{} tasks of {} with {} (scheduler {}, lr {}, seed {}) in {:.1} s",
         summary.tasks,

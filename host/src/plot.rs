@@ -187,6 +187,7 @@ fn draw<DB: DrawingBackend>(
             chart
                 .configure_mesh()
                 .x_desc(x_label)
+                .x_label_formatter(&|x| format!("{x:.0}"))
                 .y_desc(y_label)
                 .label_style((FONT, 14))
                 .draw()

@@ -87,6 +87,8 @@ pub struct RunOptions {
     pub resume: bool,
     /// Overwrite a run already in `out`.
     pub force: bool,
+    /// Stop after finishing this many tasks in this invocation (continue with `resume`).
+    pub stop_after: Option<usize>,
 }
 
 /// The resume checkpoint, written after every finished task.
@@ -219,7 +221,10 @@ pub fn run(cfg: &RunConfig, opts: &RunOptions) -> Result<Summary, RunError> {
     let started = Instant::now();
     let mut rows = Vec::new();
 
-    for task in start_task..cfg.tasks {
+    let end_task = opts
+        .stop_after
+        .map_or(cfg.tasks, |n| cfg.tasks.min(start_task + n));
+    for task in start_task..end_task {
         if cfg.method.resets_each_task() && task > 0 {
             trainer.reset(derive_seed(cfg.seed, SEED_RESET, task as u64))?;
         }

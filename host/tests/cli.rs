@@ -1,0 +1,202 @@
+//! End-to-end tests of the `safestep` binary: outputs, determinism, resume, bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn safestep(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_safestep"))
+        .args(args)
+        .output()
+        .expect("the safestep binary starts")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("safestep-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// `tasks.csv` without the wall-clock column (the only one that may differ between runs).
+fn tasks_without_time(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("tasks.csv"))
+        .expect("tasks.csv")
+        .lines()
+        .map(|line| {
+            let mut cols: Vec<&str> = line.split(',').collect();
+            cols.remove(5);
+            cols.join(",")
+        })
+        .collect()
+}
+
+const SMALL: [&str; 8] = [
+    "--tasks",
+    "3",
+    "--epochs",
+    "2",
+    "--examples",
+    "200",
+    "--quiet",
+    "--force",
+];
+
+fn run_small(out: &Path, extra: &[&str]) -> Output {
+    let out = out.to_str().expect("utf-8 temp path");
+    let mut args = vec!["run", "--out", out];
+    args.extend(SMALL);
+    args.extend(extra);
+    safestep(&args)
+}
+
+#[test]
+fn run_writes_every_output_and_is_deterministic() {
+    let (a, b) = (scratch("det-a"), scratch("det-b"));
+    for dir in [&a, &b] {
+        let out = run_small(dir, &["--scheduler", "combined", "--seed", "7"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for file in ["config.toml", "tasks.csv", "controller.csv", "summary.json"] {
+        assert!(a.join(file).is_file(), "missing {file}");
+    }
+    let tasks = tasks_without_time(&a);
+    assert_eq!(tasks.len(), 4, "header and three tasks: {tasks:?}");
+    assert_eq!(tasks, tasks_without_time(&b));
+    let controller = std::fs::read(a.join("controller.csv")).expect("controller.csv");
+    assert_eq!(
+        controller,
+        std::fs::read(b.join("controller.csv")).expect("controller.csv")
+    );
+    // 3 tasks × 2 epochs × (200/32 = 6 steps) = 36 steps: events at 10, 20, 30, three layers.
+    let rows = String::from_utf8_lossy(&controller).lines().count() - 1;
+    assert_eq!(rows, 9);
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(a.join("summary.json")).expect("summary"))
+            .expect("valid JSON");
+    assert_eq!(summary["tasks"], 3);
+    assert!(summary["mean_train_accuracy_last5"].as_f64().is_some());
+    assert!(summary["wall_seconds"].as_f64().is_some());
+    let config = std::fs::read_to_string(a.join("config.toml")).expect("config.toml");
+    for key in ["safety", "cool", "warm_fraction", "lr_max", "interval"] {
+        assert!(config.contains(key), "config.toml lacks {key}");
+    }
+}
+
+#[test]
+fn a_run_stopped_early_resumes_to_identical_results() {
+    let (full, cut) = (scratch("resume-full"), scratch("resume-cut"));
+    let args = ["--scheduler", "combined", "--method", "wasserstein"];
+    assert!(run_small(&full, &args).status.success());
+    let mut first = args.to_vec();
+    first.extend(["--stop-after", "1"]);
+    let stopped = run_small(&cut, &first);
+    assert!(stopped.status.success());
+    assert!(String::from_utf8_lossy(&stopped.stdout).contains("--resume"));
+    assert_eq!(tasks_without_time(&cut).len(), 2, "header and one task");
+    let resumed = safestep(&["run", "--resume", cut.to_str().expect("utf-8"), "--quiet"]);
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert_eq!(tasks_without_time(&full), tasks_without_time(&cut));
+    assert_eq!(
+        std::fs::read(full.join("controller.csv")).expect("controller.csv"),
+        std::fs::read(cut.join("controller.csv")).expect("controller.csv")
+    );
+}
+
+#[test]
+fn bad_input_exits_2_and_names_the_field() {
+    let dir = scratch("bad");
+    let out_dir = dir.to_str().expect("utf-8");
+    let cases: [(&[&str], &str); 6] = [
+        (&["run", "--lr", "-1", "--out", out_dir], "lr"),
+        (
+            &["run", "--batch-size", "0", "--out", out_dir],
+            "batch-size",
+        ),
+        (&["run", "--method", "sgd", "--out", out_dir], "sgd"),
+        (&["run", "--config", "/nonexistent/c.toml"], "--config"),
+        (
+            &["run", "--examples", "1000000", "--out", out_dir],
+            "examples",
+        ),
+        (&["compare", "--seeds", "5..2", "--out", out_dir], "seeds"),
+    ];
+    for (args, needle) in cases {
+        let out = safestep(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn an_existing_run_is_not_overwritten_without_force() {
+    let dir = scratch("exists");
+    assert!(run_small(&dir, &[]).status.success());
+    let out = safestep(&["run", "--out", dir.to_str().expect("utf-8"), "--quiet"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--resume"));
+}
+
+#[test]
+fn compare_tabulates_and_plot_draws() {
+    let dir = scratch("compare");
+    let out = safestep(&[
+        "compare",
+        "--methods",
+        "adam,adam-l2",
+        "--schedulers",
+        "off,combined",
+        "--lrs",
+        "1e-3",
+        "--seeds",
+        "0..2",
+        "--tasks",
+        "2",
+        "--epochs",
+        "1",
+        "--examples",
+        "100",
+        "--quiet",
+        "--out",
+        dir.to_str().expect("utf-8"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let md = std::fs::read_to_string(dir.join("compare.md")).expect("compare.md");
+    assert_eq!(
+        md.lines().filter(|l| l.starts_with("| adam")).count(),
+        4,
+        "{md}"
+    );
+    let csv = std::fs::read_to_string(dir.join("compare.csv")).expect("compare.csv");
+    assert_eq!(csv.lines().count(), 5);
+    let plots = dir.join("plots");
+    let out = safestep(&[
+        "plot",
+        dir.to_str().expect("utf-8"),
+        "--out",
+        plots.to_str().expect("utf-8"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for file in ["accuracy.png", "accuracy.svg"] {
+        let bytes = std::fs::read(plots.join(file)).expect(file);
+        assert!(bytes.len() > 1000, "{file} is too small");
+    }
+    let svg = std::fs::read_to_string(plots.join("accuracy.svg")).expect("svg");
+    assert!(svg.contains("adam-l2 / combined"), "legend missing");
+}
