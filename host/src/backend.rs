@@ -297,6 +297,9 @@ pub trait Backend {
 
     /// `out = H_ll · v`: the product of layer `layer`'s diagonal Hessian block of the mean
     /// data loss on the last `forward_backward` batch with `v` (both of the layer's length).
+    /// Call it between `forward_backward` and `adam_step`: once the parameters or the task
+    /// change (`adam_step`, `reset`, `load_task`, `import_state`) it fails with
+    /// [`BackendError::NoBatch`].
     fn hvp(&mut self, layer: usize, v: &[f32], out: &mut [f32]) -> Result<(), BackendError>;
 
     /// Adam's preconditioner square root for layer `layer`:
