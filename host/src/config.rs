@@ -344,7 +344,7 @@ impl Default for RunConfig {
             tasks: 20,
             epochs: 20,
             examples: 1000,
-            batch_size: 32,
+            batch_size: 256,
             lr: 1e-3,
             seed: 0,
             mnist_dir: None,

@@ -165,6 +165,25 @@ pub fn task_stream(cfg: &RunConfig, digits: &Mnist) -> Result<TaskStream, RunErr
     })
 }
 
+/// The minibatches of one epoch over `n` shuffled examples, as index ranges: every example
+/// once, the last batch smaller when `batch` does not divide `n` (as PyTorch's default
+/// `drop_last=False`), except that a last batch of a single example is dropped (its
+/// gradient variance is undefined).
+///
+/// ```
+/// use safestep_host::runner::epoch_batches;
+/// let sizes: Vec<usize> = epoch_batches(1000, 256).map(|r| r.len()).collect();
+/// assert_eq!(sizes, [256, 256, 256, 232]);
+/// assert_eq!(epoch_batches(513, 256).count(), 2);
+/// ```
+pub fn epoch_batches(n: usize, batch: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    let batch = batch.max(1);
+    (0..n)
+        .step_by(batch)
+        .map(move |start| start..(start + batch).min(n))
+        .filter(|r| r.len() >= 2)
+}
+
 /// A seed for stream `purpose` at index `k`, derived from the run's seed (SplitMix64).
 pub fn derive_seed(seed: u64, purpose: u64, k: u64) -> u64 {
     let mut z = seed
@@ -214,8 +233,7 @@ pub fn run(cfg: &RunConfig, opts: &RunOptions) -> Result<Summary, RunError> {
     }
 
     let examples = cfg.examples;
-    let steps_per_epoch = examples / cfg.batch_size;
-    let steps_per_task = (steps_per_epoch * cfg.epochs) as u64;
+    let steps_per_task = (epoch_batches(examples, cfg.batch_size).count() * cfg.epochs) as u64;
     let progress = progress_bar(opts.quiet, cfg.tasks as u64 * steps_per_task);
     progress.set_position(start_task as u64 * steps_per_task);
     let started = Instant::now();
@@ -238,7 +256,8 @@ pub fn run(cfg: &RunConfig, opts: &RunOptions) -> Result<Summary, RunError> {
         let (mut correct, mut seen, mut step_in_task) = (0usize, 0usize, 0u64);
         for _epoch in 0..cfg.epochs {
             order.shuffle(&mut rng);
-            for batch in order.chunks_exact(cfg.batch_size) {
+            for range in epoch_batches(population, cfg.batch_size) {
+                let batch = &order[range];
                 let pos = TaskPosition {
                     task,
                     step_in_task,

@@ -29,13 +29,15 @@ fn tasks_without_time(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-const SMALL: [&str; 8] = [
+const SMALL: [&str; 10] = [
     "--tasks",
     "3",
     "--epochs",
     "2",
     "--examples",
     "200",
+    "--batch-size",
+    "32",
     "--quiet",
     "--force",
 ];
@@ -70,9 +72,10 @@ fn run_writes_every_output_and_is_deterministic() {
         controller,
         std::fs::read(b.join("controller.csv")).expect("controller.csv")
     );
-    // 3 tasks × 2 epochs × (200/32 = 6 steps) = 36 steps: events at 10, 20, 30, three layers.
+    // 3 tasks × 2 epochs × 7 batches (6 of 32, one of 8) = 42 steps: events after 10, 20,
+    // 30 and 40 steps, three layers each.
     let rows = String::from_utf8_lossy(&controller).lines().count() - 1;
-    assert_eq!(rows, 9);
+    assert_eq!(rows, 12);
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(a.join("summary.json")).expect("summary"))
             .expect("valid JSON");
@@ -164,6 +167,8 @@ fn compare_tabulates_and_plot_draws() {
         "1",
         "--examples",
         "100",
+        "--batch-size",
+        "25",
         "--quiet",
         "--out",
         dir.to_str().expect("utf-8"),
