@@ -234,7 +234,16 @@ impl Trainer {
         let step = self.t;
         self.t += 1;
         if event {
-            let sums = out.sum_sample_sq_norms.as_deref().unwrap_or(&[]);
+            let sums = match out.sum_sample_sq_norms.as_deref() {
+                Some(sums) if sums.len() == self.layers.len() => sums,
+                other => {
+                    return Err(TrainError::Backend(BackendError::LengthMismatch {
+                        what: "per-sample gradient norms at a controller event",
+                        expected: self.layers.len(),
+                        found: other.map_or(0, <[f64]>::len),
+                    }))
+                }
+            };
             let finite_population = self.cfg.scheduler.finite_population.then_some(population);
             let progress = Progress {
                 step_in_task: pos.step_in_task,
@@ -250,7 +259,7 @@ impl Trainer {
                 };
                 let noise = NoiseStats::from_sample_sq_norms(
                     out.mean_grad_sq[l],
-                    sums.get(l).copied().unwrap_or(0.0),
+                    sums[l],
                     out.batch,
                     finite_population,
                 )
