@@ -1,4 +1,5 @@
 //! safestep-host: the CPU engine, task streams and benchmark runner behind the `safestep` binary.
+#![warn(missing_docs)]
 
 pub mod backend;
 pub mod bench;
