@@ -210,8 +210,8 @@ pub fn run(cfg: &RunConfig, opts: &RunOptions) -> Result<Summary, RunError> {
         None
     };
 
-    let digits = load_digits(cfg)?;
-    let stream = task_stream(cfg, &digits)?;
+    // The stream keeps its own copy of the digits it uses; the full set is freed here.
+    let stream = task_stream(cfg, &load_digits(cfg)?)?;
     let mut trainer = Trainer::new(cfg, make_backend(cfg)?)?;
     let layers = trainer.layer_count();
 
