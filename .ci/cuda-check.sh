@@ -75,7 +75,7 @@ gpu/emu/build.sh "$emu" >/dev/null
 export LD_LIBRARY_PATH="$emu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 target/release/safestep-gpu-check --no-bench | tail -n 1
 cargo test -p safestep-gpu --features cuda --test device -- --nocapture 2>&1 | grep -E '^test |test result|SKIP'
-cargo test -p safestep-host --features cuda --lib cuda:: -- --nocapture 2>&1 | grep -E '^test |test result|SKIP|accuracy'
+SAFESTEP_CUDA_TEST_QUICK=1 cargo test -p safestep-host --features cuda --lib cuda:: -- --nocapture 2>&1 | grep -E '^test |test result|SKIP|accuracy'
 tmp="$(mktemp -d)"
 target/release/safestep run --backend cuda --tasks 2 --epochs 2 --examples 300 --batch-size 64 \
   --scheduler combined --quiet --out "$tmp/run"
