@@ -24,6 +24,8 @@
 #
 # Exit status of `run`: 0 when every test and check passes (the performance targets are
 # reported, not enforced), 1 otherwise, 2 when no GPU is visible.
+# GPU_CHECK_QUICK=1 shrinks every measurement to a few steps (to try the script on the CPU
+# emulation in gpu/emu; its figures are then meaningless).
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 mode="${1:-}"
@@ -78,7 +80,12 @@ run() {
   for f in safestep safestep-gpu-check gpu-device-tests host-lib-tests torch_bench.py; do
     [[ -e "$bundle/$f" ]] || { echo "gpu-check: $bundle/$f missing; run '$0 build' first"; return 1; }
   done
-  local status=0 t0=$SECONDS
+  local status=0 t0=$SECONDS quick=()
+  local bench_args=(--steps 300 --repeats 3) run_args=(--tasks 4 --epochs 250)
+  if [[ -n "${GPU_CHECK_QUICK:-}" ]]; then
+    quick=(--quick); bench_args=(--steps 3 --repeats 1); run_args=(--tasks 1 --epochs 1)
+    export SAFESTEP_CUDA_TEST_QUICK=1
+  fi
   {
     date -u
     echo "bundle commit: $(cat "$bundle/commit.txt" 2>/dev/null)"
@@ -89,7 +96,7 @@ run() {
   cat "$out/env.txt"
 
   echo "== kernel checks and benchmarks (safestep-gpu-check)"
-  "$bundle/safestep-gpu-check" --json "$out/gpu-check.json" | tee "$out/gpu-check.txt"
+  "$bundle/safestep-gpu-check" "${quick[@]}" --json "$out/gpu-check.json" | tee "$out/gpu-check.txt"
   local rc=${PIPESTATUS[0]}
   if [[ $rc -eq 2 ]]; then echo "gpu-check: no GPU visible"; return 2; fi
   [[ $rc -eq 0 ]] || status=1
@@ -108,15 +115,15 @@ run() {
   grep -q 'SKIP' "$out/tests.txt" && { echo "gpu-check: a device test skipped on a GPU machine"; status=1; }
 
   echo "== PyTorch baselines"
-  python3 "$bundle/torch_bench.py" --json "$out/torch.json" || status=1
+  python3 "$bundle/torch_bench.py" ${GPU_CHECK_QUICK:+--steps 3} --json "$out/torch.json" || status=1
 
   echo "== safestep bench --backend cuda"
-  "$bundle/safestep" bench --backend cuda --steps 300 --repeats 3 --json "$out/bench-cuda.json" || status=1
+  "$bundle/safestep" bench --backend cuda "${bench_args[@]}" --json "$out/bench-cuda.json" || status=1
 
   echo "== paper-scale run: random-label MNIST, 784-256-256-10, batch 256, 250 epochs/task"
   {
     local s=$SECONDS
-    "$bundle/safestep" run --backend cuda --benchmark random-label-mnist --tasks 4 --epochs 250 \
+    "$bundle/safestep" run --backend cuda --benchmark random-label-mnist "${run_args[@]}" \
       --examples 2000 --batch-size 256 --hidden 256,256 --scheduler combined --quiet \
       --out "$(mktemp -d)/run" 2>&1
     echo "exit $? after $((SECONDS - s)) s"

@@ -712,7 +712,7 @@ pub fn bench_sgemm(
     let a = gpu.upload(&rng.vec(shape.m * shape.k, -1.0, 1.0))?;
     let b = gpu.upload(&rng.vec(shape.k * shape.n, -1.0, 1.0))?;
     let c = gpu.zeros::<f32>(shape.m * shape.n)?;
-    for _ in 0..10 {
+    for _ in 0..iters.clamp(1, 10) {
         gpu.sgemm(layout, shape, 1.0, a.view(), b.view(), 0.0, c.view())?;
     }
     gpu.synchronize("sgemm warm-up")?;
@@ -795,7 +795,7 @@ pub fn bench_mlp(
         }
         Ok(start.elapsed().as_secs_f64())
     };
-    run(&mut mlp, 30, true)?;
+    run(&mut mlp, steps.clamp(1, 30), true)?;
     let plain = run(&mut mlp, steps, false)?;
     let scheduled = run(&mut mlp, steps, true)?;
     let samples = (steps * batch) as f64;

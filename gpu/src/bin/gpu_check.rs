@@ -4,8 +4,10 @@
 //! PyTorch on the same GPU.
 //!
 //! ```text
-//! safestep-gpu-check [--json PATH] [--no-selftest] [--no-bench] [--steps N] [--seed N]
+//! safestep-gpu-check [--json PATH] [--no-selftest] [--no-bench] [--steps N] [--seed N] [--quick]
 //! ```
+//! `--quick` times only a few iterations of the small shapes (to exercise the benchmark
+//! code on the CPU emulation, not to measure).
 //! Exit status: 0 all checks pass, 1 a check failed, 2 no CUDA device or driver,
 //! 3 another device error, 64 bad arguments.
 
@@ -24,6 +26,7 @@ struct Args {
     bench: bool,
     steps: usize,
     seed: u64,
+    quick: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -33,6 +36,7 @@ fn parse() -> Result<Args, String> {
         bench: true,
         steps: 500,
         seed: 2024,
+        quick: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(x) = it.next() {
@@ -41,6 +45,7 @@ fn parse() -> Result<Args, String> {
             "--json" => a.json = Some(value("--json")?),
             "--no-selftest" => a.selftest = false,
             "--no-bench" => a.bench = false,
+            "--quick" => a.quick = true,
             "--steps" => {
                 a.steps = value("--steps")?
                     .parse()
@@ -52,7 +57,7 @@ fn parse() -> Result<Args, String> {
                     .map_err(|e| format!("--seed: {e}"))?
             }
             "-h" | "--help" => {
-                println!("safestep-gpu-check [--json PATH] [--no-selftest] [--no-bench] [--steps N] [--seed N]");
+                println!("safestep-gpu-check [--json PATH] [--no-selftest] [--no-bench] [--steps N] [--seed N] [--quick]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?}")),
@@ -149,8 +154,17 @@ fn main() -> ExitCode {
         }
         if args.bench {
             json.push_str(",\"sgemm\":[");
-            for (i, (label, layout, shape)) in gemm_cases().into_iter().enumerate() {
-                let iters = if shape.m >= 2048 { 20 } else { 300 };
+            let cases = gemm_cases()
+                .into_iter()
+                .filter(|(_, _, s)| !args.quick || s.m < 2048);
+            for (i, (label, layout, shape)) in cases.enumerate() {
+                let iters = if args.quick {
+                    2
+                } else if shape.m >= 2048 {
+                    20
+                } else {
+                    300
+                };
                 let t = bench_sgemm(&gpu, layout, shape, iters)?;
                 println!(
                     "sgemm {:<18} {} {:<22} {:8.2} us  {:6.2} TFLOP/s",
@@ -180,7 +194,12 @@ fn main() -> ExitCode {
                 classes: 10,
                 activation: Act::Relu,
             };
-            let m = bench_mlp(&gpu, spec, 256, 10_000, args.steps, 10)?;
+            let steps = if args.quick {
+                args.steps.min(5)
+            } else {
+                args.steps
+            };
+            let m = bench_mlp(&gpu, spec, 256, 10_000, steps, 10)?;
             println!(
                 "mlp 784-256-256-10 batch {}: {:.0} samples/s plain Adam, {:.0} samples/s with statistics every {} steps",
                 m.batch, m.adam_samples_per_sec, m.scheduled_samples_per_sec, m.interval
