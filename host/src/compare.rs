@@ -171,13 +171,15 @@ pub fn aggregate(done: &[(Combination, Summary)]) -> Vec<CompareRow> {
             }
         })
         .collect();
+    // Mark the best lr of each (method, scheduler) group that swept more than one lr.
     for i in 0..rows.len() {
-        let best = rows
+        let group: Vec<f64> = rows
             .iter()
             .filter(|r| r.method == rows[i].method && r.scheduler == rows[i].scheduler)
             .map(|r| r.last5_mean)
-            .fold(f64::NEG_INFINITY, f64::max);
-        rows[i].best_lr = rows[i].last5_mean == best;
+            .collect();
+        let best = group.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        rows[i].best_lr = group.len() > 1 && rows[i].last5_mean == best;
     }
     rows
 }
