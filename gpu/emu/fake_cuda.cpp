@@ -78,7 +78,7 @@ std::map<std::string, Kernel>& registry() {
       REG(relu_backward), REG(crelu_backward), REG(relu_jvp), REG(crelu_jvp), REG(col_sum),
       REG(adam_update), REG(precond_sqrt), REG(scale_elementwise),
       REG(sgemm_nn_64), REG(sgemm_nt_64), REG(sgemm_tn_64), REG(sgemm_nn_32), REG(sgemm_nt_32),
-      REG(sgemm_tn_32),
+      REG(sgemm_tn_32), REG(sgemm_splitk_reduce),
       REG(fill_uniform), REG(fill_value), REG(copy_values),
       REG(softmax_xent), REG(loss_sum), REG(softmax_hvp),
       REG(sum_sq_partials), REG(sum_partials), REG(sample_sq_norms),

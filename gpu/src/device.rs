@@ -86,6 +86,8 @@ pub struct Gpu {
     name: String,
     compute_capability: (i32, i32),
     multiprocessors: usize,
+    /// Split-K partial products (grown on demand; stream order makes reuse safe).
+    workspace: std::sync::Mutex<Option<GpuBuffer<f32>>>,
     context: Context,
 }
 
@@ -169,6 +171,7 @@ impl Gpu {
             name,
             compute_capability,
             multiprocessors,
+            workspace: std::sync::Mutex::new(None),
             context,
         }))
     }
@@ -205,6 +208,30 @@ impl Gpu {
         self.stream
             .synchronize()
             .map_err(driver(after, "synchronize"))
+    }
+
+    /// A view of at least `len` floats of split-K workspace (allocated or grown on demand).
+    ///
+    /// # Errors
+    /// [`GpuError::Driver`] if the allocation fails.
+    pub(crate) fn splitk_workspace(&self, len: usize) -> GpuResult<View<f32>> {
+        let mut guard = self
+            .workspace
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if guard.as_ref().is_none_or(|w| w.len() < len) {
+            // Freeing the old buffer must not race kernels still reading it.
+            self.synchronize("sgemm workspace")?;
+            *guard = None;
+            *guard = Some(self.zeros(len.next_power_of_two())?);
+        }
+        match guard.as_ref() {
+            Some(w) => w.slice(0, len),
+            None => Err(GpuError::MissingState {
+                op: "sgemm",
+                needs: "a split-K workspace",
+            }),
+        }
     }
 
     /// A zero-filled device buffer of `len` elements.

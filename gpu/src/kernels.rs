@@ -148,8 +148,8 @@ impl Gpu {
         if shape.m == 0 || shape.n == 0 {
             return Ok(());
         }
-        let tile = shape.tile(self.multiprocessors());
-        let name = match (layout, tile) {
+        let plan = shape.plan(self.multiprocessors());
+        let name = match (layout, plan.tile) {
             (GemmLayout::NN, 64) => "sgemm_nn_64",
             (GemmLayout::NT, 64) => "sgemm_nt_64",
             (GemmLayout::TN, 64) => "sgemm_tn_64",
@@ -157,26 +157,80 @@ impl Gpu {
             (GemmLayout::NT, _) => "sgemm_nt_32",
             (GemmLayout::TN, _) => "sgemm_tn_32",
         };
-        let threads = if tile == 64 { 256 } else { 64 };
-        let (gx, gy) = shape.grid(tile);
-        let (m, n, k) = (shape.m as i32, shape.n as i32, shape.k as i32);
-        let (pa, pb, pc) = (a.ptr(), b.ptr(), c.ptr());
+        let threads: u32 = if plan.tile == 64 { 256 } else { 128 };
+        let mn = shape.m * shape.n;
+        let sizes = || {
+            format!(
+                "{} {} tile={} splits={}",
+                layout.as_str(),
+                shape.describe(),
+                plan.tile,
+                plan.splits
+            )
+        };
+        let (m, n, k, kchunk) = (
+            shape.m as i32,
+            shape.n as i32,
+            shape.k as i32,
+            plan.kchunk as i32,
+        );
+        let (pa, pb) = (a.ptr(), b.ptr());
+        if plan.splits == 1 {
+            let pc = c.ptr();
+            let args = [
+                arg(&m),
+                arg(&n),
+                arg(&k),
+                arg(&kchunk),
+                arg(&alpha),
+                arg(&pa),
+                arg(&pb),
+                arg(&beta),
+                arg(&pc),
+            ];
+            // SAFETY: the argument list matches `SAFESTEP_GEMM`'s signature; shape.check
+            // proved A, B and C hold m·k, k·n and m·n elements, all the kernel touches with
+            // one k slice (gridDim.z = 1).
+            return unsafe { self.launch(Family::Gemm, name, plan.grid, threads, &args, sizes) };
+        }
+        let work = self.splitk_workspace(plan.splits * mn)?;
+        let (one, zero) = (1.0_f32, 0.0_f32);
+        let pw = work.ptr();
         let args = [
             arg(&m),
             arg(&n),
             arg(&k),
-            arg(&alpha),
+            arg(&kchunk),
+            arg(&one),
             arg(&pa),
             arg(&pb),
+            arg(&zero),
+            arg(&pw),
+        ];
+        // SAFETY: as above, except that block z writes the z-th m·n slice of the workspace,
+        // which holds splits·m·n elements (checked by splitk_workspace).
+        unsafe { self.launch(Family::Gemm, name, plan.grid, threads, &args, sizes)? };
+        let grid = elementwise_grid("sgemm_splitk_reduce", mn)?;
+        let (splits, mn64, pc) = (plan.splits as i32, mn as i64, c.ptr());
+        let args = [
+            arg(&pw),
+            arg(&splits),
+            arg(&mn64),
+            arg(&alpha),
             arg(&beta),
             arg(&pc),
         ];
-        // SAFETY: the argument list matches `SAFESTEP_GEMM`'s signature; shape.check proved
-        // A, B and C hold m·k, k·n and m·n elements, all the kernel reads or writes.
+        // SAFETY: signature (parts, splits, mn, alpha, beta, C); reads splits·mn workspace
+        // elements, writes mn elements of C (checked).
         unsafe {
-            self.launch(Family::Gemm, name, (gx, gy, 1), threads, &args, || {
-                format!("{} {}", layout.as_str(), shape.describe())
-            })
+            self.launch(
+                Family::Gemm,
+                "sgemm_splitk_reduce",
+                grid,
+                THREADS,
+                &args,
+                sizes,
+            )
         }
     }
 

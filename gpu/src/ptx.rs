@@ -32,6 +32,7 @@ pub const GEMM: KernelFile = KernelFile {
         "sgemm_nn_32",
         "sgemm_nt_32",
         "sgemm_tn_32",
+        "sgemm_splitk_reduce",
     ],
 };
 
@@ -117,6 +118,22 @@ mod tests {
                     "{}: entry {entry} missing",
                     file.name
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn every_kernel_in_the_ptx_is_listed() {
+        for file in ALL {
+            for line in file.ptx.lines() {
+                if let Some(rest) = line.trim_start().strip_prefix(".visible .entry ") {
+                    let name = rest.split('(').next().unwrap_or("");
+                    assert!(
+                        file.entries.contains(&name),
+                        "{}: {name} not in entries",
+                        file.name
+                    );
+                }
             }
         }
     }

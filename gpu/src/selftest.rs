@@ -157,9 +157,14 @@ fn check_gemm(gpu: &Arc<Gpu>, rng: &mut TestRng, out: &mut Vec<Check>) -> GpuRes
                     (f64::from(*g) - f64::from(*w)).abs() / s
                 })
                 .fold(0.0, f64::max);
-            let tile = shape.tile(gpu.multiprocessors());
+            let plan = shape.plan(gpu.multiprocessors());
             out.push(check(
-                format!("sgemm_{}_{tile}", layout.as_str()),
+                format!(
+                    "sgemm_{}_{} split {}",
+                    layout.as_str(),
+                    plan.tile,
+                    plan.splits
+                ),
                 format!("{} alpha={alpha} beta={beta}", shape.describe()),
                 err,
                 1e-5,

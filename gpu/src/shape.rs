@@ -92,10 +92,61 @@ impl GemmShape {
         (self.n.div_ceil(tile) as u32, self.m.div_ceil(tile) as u32)
     }
 
+    /// The launch plan on a GPU with `sms` multiprocessors: the tile, and a split of `k`
+    /// over `splits` blocks per tile when the tiles alone would leave multiprocessors idle
+    /// (about two blocks per multiprocessor, each slice at least four 16-deep slabs).
+    ///
+    /// ```
+    /// use safestep_gpu::shape::GemmShape;
+    /// let p = GemmShape { m: 256, n: 256, k: 784 }.plan(132);
+    /// assert_eq!((p.tile, p.splits), (32, 5));
+    /// assert_eq!(p.kchunk * p.splits >= 784, true);
+    /// // 200 tiles of 32x32 already cover the SMs once; a 2-way split balances two waves.
+    /// assert_eq!(GemmShape { m: 256, n: 784, k: 256 }.plan(132).splits, 2);
+    /// assert_eq!(GemmShape { m: 2048, n: 2048, k: 2048 }.plan(132).splits, 1);
+    /// ```
+    pub fn plan(&self, sms: usize) -> GemmPlan {
+        const BK: usize = 16;
+        let tile = self.tile(sms);
+        let (gx, gy) = self.grid(tile);
+        let blocks = (gx as usize * gy as usize).max(1);
+        let want = (2 * sms.max(1)).div_ceil(blocks);
+        let most = (self.k / (4 * BK)).max(1);
+        let splits = want.min(most).clamp(1, 16);
+        let kchunk = if splits == 1 {
+            self.k.max(1)
+        } else {
+            self.k.div_ceil(splits).div_ceil(BK) * BK
+        };
+        let splits = if splits == 1 {
+            1
+        } else {
+            self.k.div_ceil(kchunk)
+        };
+        GemmPlan {
+            tile,
+            splits,
+            kchunk,
+            grid: (gx, gy, splits as u32),
+        }
+    }
     /// Renders `m=… n=… k=…` for error messages.
     pub fn describe(&self) -> String {
         format!("m={} n={} k={}", self.m, self.n, self.k)
     }
+}
+
+/// How one GEMM is launched (see [`GemmShape::plan`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GemmPlan {
+    /// Tile edge: 64 or 32.
+    pub tile: usize,
+    /// Blocks along `k` per output tile (1 = no split).
+    pub splits: usize,
+    /// Depth of `k` each split block sums (a multiple of 16 when split).
+    pub kchunk: usize,
+    /// Launch grid `(column tiles, row tiles, splits)`.
+    pub grid: (u32, u32, u32),
 }
 
 /// Errors unless `value` fits the kernels' 32-bit dimension arithmetic.
@@ -252,6 +303,43 @@ mod tests {
         assert_eq!(large.tile(132), 64);
         assert_eq!(small.grid(32), (8, 8));
         assert_eq!(GemmShape { m: 65, n: 1, k: 1 }.grid(64), (1, 2));
+    }
+
+    #[test]
+    fn gemm_plans_cover_k_exactly_once() {
+        for &(m, n, k) in &[
+            (256, 256, 784),
+            (256, 256, 256),
+            (256, 10, 256),
+            (256, 784, 256),
+            (256, 256, 10),
+            (1, 1, 1),
+            (3, 5, 100_000),
+        ] {
+            for sms in [1, 16, 132] {
+                let p = GemmShape { m, n, k }.plan(sms);
+                assert!(p.splits >= 1 && p.splits <= 16, "{p:?}");
+                // Every slice non-empty, together exactly 0..k.
+                assert!(
+                    p.kchunk * (p.splits - 1) < k.max(1) && p.kchunk * p.splits >= k,
+                    "{m} {n} {k}: {p:?}"
+                );
+                if p.splits > 1 {
+                    assert_eq!(p.kchunk % 16, 0);
+                }
+                assert_eq!(p.grid.2 as usize, p.splits);
+            }
+        }
+        assert_eq!(
+            GemmShape {
+                m: 256,
+                n: 256,
+                k: 10
+            }
+            .plan(132)
+            .splits,
+            1
+        );
     }
 
     #[test]

@@ -41,4 +41,6 @@ inline T __shfl_xor_sync(unsigned, T v, int lane_mask) {
 }
 
 using std::isfinite;
+using std::max;
+using std::min;
 inline float fmaf(float a, float b, float c) { return std::fma(a, b, c); }
