@@ -9,7 +9,7 @@
 //!
 //! Everything CUDA is behind the `cuda` feature. Without it this crate holds only the pieces
 //! that need no GPU: [`shape`] (the launch size checks), [`spec`] (the MLP's shape),
-//! [`reference`] (plain-Rust references of every kernel) and [`error`].
+//! [`reference`](mod@reference) (plain-Rust references of every kernel) and [`error`].
 //!
 //! With it: [`device::Gpu`] (context, stream, modules, buffers), [`kernels`] (a safe
 //! wrapper per kernel that checks every size before its `unsafe` launch) and

@@ -1,6 +1,10 @@
 //! Plain-Rust reference implementations (accumulating in `f64`) of what each kernel
 //! computes. The device tests and `safestep-gpu-check` compare every kernel against these on
 //! random sizes; they are deliberately naive so they are easy to trust.
+//!
+//! # Panics
+//! Being test oracles, these functions index their slices directly: they panic when a
+//! slice is shorter than the sizes passed say (the device wrappers, by contrast, check).
 
 use crate::shape::GemmLayout;
 use crate::spec::MlpSpec;

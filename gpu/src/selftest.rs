@@ -58,9 +58,9 @@ impl TestRng {
     pub fn vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
         (0..n).map(|_| self.uniform(lo, hi)).collect()
     }
-    /// Uniform integer in `lo..=hi`.
+    /// Uniform integer in `lo..=hi` (`lo` when `hi < lo`).
     pub fn range(&mut self, lo: usize, hi: usize) -> usize {
-        lo + (self.next_u64() % (hi - lo + 1) as u64) as usize
+        lo + (self.next_u64() % (hi.saturating_sub(lo) as u64 + 1)) as usize
     }
 }
 
