@@ -5,16 +5,17 @@
 //! fused Adam/AdamW step with the scheduler's per-layer statistics; the Wasserstein
 //! regulariser's sort and gradient; initialisation). `build.rs` compiles them to PTX with
 //! `nvcc` (CUDA 13.0.x, `sm_90` unless `SAFESTEP_CUDA_ARCH` says otherwise), and the
-//! [`device`] module loads them with the `cust` crate.
+//! `device` module loads them with the `cust` crate.
 //!
 //! Everything CUDA is behind the `cuda` feature. Without it this crate holds only the pieces
 //! that need no GPU: [`shape`] (the launch size checks), [`spec`] (the MLP's shape),
 //! [`reference`](mod@reference) (plain-Rust references of every kernel) and [`error`].
 //!
-//! With it: [`device::Gpu`] (context, stream, modules, buffers), [`kernels`] (a safe
-//! wrapper per kernel that checks every size before its `unsafe` launch) and
-//! [`mlp::GpuMlp`] (the MLP on the device, which safestep-host adapts to its `Backend`
-//! trait). Data stays on the device across steps; only per-layer scalars come back.
+//! With it: `device::Gpu` (context, stream, modules, buffers), `kernels` (a safe wrapper per
+//! kernel that checks every size before its `unsafe` launch), `mlp::GpuMlp` (the MLP on the
+//! device, which safestep-host adapts to its `Backend` trait), `selftest` (kernel checks and
+//! benchmarks) and the `safestep-gpu-check` binary. Data stays on the device across steps;
+//! only per-layer scalars come back. See `docs/gpu.md`.
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
