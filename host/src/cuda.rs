@@ -459,19 +459,22 @@ mod tests {
         (task.images, task.labels)
     }
 
-    fn compare_stats(step: u64, cpu: &[StepStats<f64>], gpu: &[StepStats<f64>]) {
+    /// Compares per-layer Adam statistics at relative 1e-3, except the sum of multipliers at
+    /// `mult_tol`.
+    fn compare_stats(step: u64, cpu: &[StepStats<f64>], gpu: &[StepStats<f64>], mult_tol: f64) {
         for (l, (c, g)) in cpu.iter().zip(gpu).enumerate() {
             assert_eq!(c.count, g.count);
             let w = |f: &str| format!("step {step} layer {l} {f}");
             assert_close(&w("sum_v_hat"), c.sum_v_hat, g.sum_v_hat, 1e-3);
             // Σ lr/((1−β1^t)(sqrt(v̂)+ε)) is dominated by parameters whose gradient is at
             // rounding level (each contributes up to lr/ε), where the backends' summation
-            // orders decide the last bits: it gets a looser tolerance than the others.
+            // orders decide the last bits. Where exact zeros dominate it (the MNIST-sized
+            // model: weights on blank pixels) 1e-3 holds; small models get a looser tolerance.
             assert_close(
                 &w("sum_multiplier"),
                 c.sum_multiplier,
                 g.sum_multiplier,
-                2e-2,
+                mult_tol,
             );
             assert_close(&w("param_sq"), c.param_sq, g.param_sq, 1e-3);
             assert_close(&w("grad_sq"), c.grad_sq, g.grad_sq, 1e-3);
@@ -587,7 +590,7 @@ mod tests {
             }
             let sc = cpu.adam_step(&adam, &lrs, step + 1, &reg).unwrap();
             let sg = gpu.adam_step(&adam, &lrs, step + 1, &reg).unwrap();
-            compare_stats(step, &sc, &sg);
+            compare_stats(step, &sc, &sg, 1e-3);
         }
         for l in 0..3 {
             let d = rel_diff(cpu.layer_params(l).unwrap(), &gpu.layer_params(l).unwrap());
@@ -681,7 +684,7 @@ mod tests {
                 }
                 let sc = cpu.adam_step(&adam, &lrs, step + 1, &reg).unwrap();
                 let sg = gpu.adam_step(&adam, &lrs, step + 1, &reg).unwrap();
-                compare_stats(step, &sc, &sg);
+                compare_stats(step, &sc, &sg, 2e-2);
                 for (l, &n) in counts.iter().enumerate() {
                     let d = rel_diff(cpu.layer_params(l).unwrap(), &gpu.layer_params(l).unwrap());
                     assert!(
@@ -745,7 +748,7 @@ mod tests {
         gpu.forward_backward(&b, false).unwrap();
         let sc = cpu.adam_step(&adam, &lrs, 6, &reg).unwrap();
         let sg = gpu.adam_step(&adam, &lrs, 6, &reg).unwrap();
-        compare_stats(6, &sc, &sg);
+        compare_stats(6, &sc, &sg, 2e-2);
         for l in 0..3 {
             let d = rel_diff(cpu.layer_params(l).unwrap(), &gpu.layer_params(l).unwrap());
             assert!(
