@@ -7,7 +7,7 @@
 #       release binaries and the test executables with the `cuda` feature into BUNDLE
 #       (default target/gpu-bundle, ~tens of MB), with a manifest.
 #   scripts/gpu-check.sh run [BUNDLE] [OUT]   # on the GPU machine: runs everything from the
-#       bundle and writes the results to OUT (default gpu-check-results):
+#       bundle and writes the results to OUT (default target/gpu-check-results):
 #         env.txt          GPU, driver, PyTorch
 #         tests.txt        kernel device tests, CPU/CUDA equivalence tests (both backends,
 #                          same seed and data: first controller events' statistics within
@@ -75,7 +75,7 @@ PY
 }
 
 run() {
-  local bundle="${1:-$ROOT/target/gpu-bundle}" out="${2:-$ROOT/gpu-check-results}"
+  local bundle="${1:-$ROOT/target/gpu-bundle}" out="${2:-$ROOT/target/gpu-check-results}"
   mkdir -p "$out"
   for f in safestep safestep-gpu-check gpu-device-tests host-lib-tests torch_bench.py; do
     [[ -e "$bundle/$f" ]] || { echo "gpu-check: $bundle/$f missing; run '$0 build' first"; return 1; }
@@ -178,6 +178,6 @@ PY
 case "$mode" in
   build) shift; build "$@" ;;
   run) shift; run "$@" ;;
-  all) shift; build && run "$ROOT/target/gpu-bundle" "${1:-$ROOT/gpu-check-results}" ;;
+  all) shift; build && run "$ROOT/target/gpu-bundle" "${1:-$ROOT/target/gpu-check-results}" ;;
   *) sed -n '2,30p' "$0"; exit 64 ;;
 esac
