@@ -37,13 +37,19 @@ build() {
   eval "$(scripts/cuda-sdk.sh)"
   local log
   log="$(mktemp)"
-  cargo build --release -p safestep-host -p safestep-gpu \
-    --features safestep-host/cuda,safestep-gpu/cuda --bins
-  cargo test --release --no-run -p safestep-gpu -p safestep-host \
-    --features safestep-host/cuda,safestep-gpu/cuda --message-format=json >"$log"
   rm -rf "$bundle"
   mkdir -p "$bundle"
+  cargo build --release -p safestep-host -p safestep-gpu \
+    --features safestep-host/cuda,safestep-gpu/cuda --bins
+  # Copy at once: another build in the same target/ could replace the binaries.
   cp target/release/safestep target/release/safestep-gpu-check "$bundle/"
+  if "$bundle/safestep" run --backend cuda --tasks 1 --epochs 1 --quiet --out "$(mktemp -d)/r" 2>&1 \
+    | grep -q 'built without the `cuda` feature'; then
+    echo "gpu-check build: $bundle/safestep lacks the cuda feature (a concurrent build replaced it?)"
+    return 1
+  fi
+  cargo test --release --no-run -p safestep-gpu -p safestep-host \
+    --features safestep-host/cuda,safestep-gpu/cuda --message-format=json >"$log"
   python3 - "$log" "$bundle" <<'PY'
 import json, shutil, sys, os
 log, bundle = sys.argv[1:3]
