@@ -685,6 +685,28 @@ fn check_mlp(gpu: &Arc<Gpu>, rng: &mut TestRng, out: &mut Vec<Check>) -> GpuResu
                 1e-4,
             ));
         }
+        // The preconditioned product D^½ H D^½ v against its parts, after one Adam step.
+        let adam = AdamConfig::<f32>::default();
+        mlp.adam_step(&adam, &vec![1e-3; spec.layers()], 1, 0.0)?;
+        mlp.forward_backward(&batch, false)?;
+        for l in 0..spec.layers() {
+            let p = spec.layer_params(l);
+            let v = rng.vec(p, -1.0, 1.0);
+            let mut d = vec![0.0; p];
+            mlp.precond_sqrt(l, &adam, 1, &mut d)?;
+            let dv: Vec<f32> = d.iter().zip(&v).map(|(a, b)| a * b).collect();
+            let mut h = vec![0.0; p];
+            mlp.hvp(l, &dv, &mut h)?;
+            let want: Vec<f64> = d.iter().zip(&h).map(|(a, b)| f64::from(a * b)).collect();
+            let mut got = vec![0.0; p];
+            mlp.hvp_preconditioned(l, &adam, 1, &v, &mut got)?;
+            out.push(check(
+                "mlp hvp_preconditioned",
+                format!("{sizes} layer {l}"),
+                rel_norm(&got, &want),
+                1e-5,
+            ));
+        }
     }
     Ok(())
 }
