@@ -166,6 +166,62 @@ pub struct BackendState {
     pub theta0: Vec<Vec<f32>>,
 }
 
+impl BackendState {
+    /// Checks a snapshot against a model with `param_counts` parameters per layer: four
+    /// parts of one vector per layer, each of the layer's length, every value finite and
+    /// every second moment `>= 0`. Backends call this before importing anything.
+    pub fn validate(&self, param_counts: &[usize]) -> Result<(), BackendError> {
+        let parts: [(&'static str, &Vec<Vec<f32>>); 4] = [
+            ("state params", &self.params),
+            ("state m", &self.m),
+            ("state v", &self.v),
+            ("state theta0", &self.theta0),
+        ];
+        for (what, part) in parts {
+            check_len(what, param_counts.len(), part.len())?;
+            for (&count, values) in param_counts.iter().zip(part) {
+                check_len(what, count, values.len())?;
+                if let Some(index) = values.iter().position(|x| !x.is_finite()) {
+                    return Err(BackendError::NonFiniteInput {
+                        index,
+                        value: values[index],
+                    });
+                }
+            }
+        }
+        if let Some((layer, index)) = self
+            .v
+            .iter()
+            .enumerate()
+            .find_map(|(l, v)| v.iter().position(|&x| x < 0.0).map(|i| (l, i)))
+        {
+            return Err(BackendError::InvalidSpec {
+                field: "state v",
+                value: format!("layer {layer} index {index}: {}", self.v[layer][index]),
+                allowed: "second moments >= 0",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// `Ok` when a slice argument `what` has the `expected` length, else [`BackendError::LengthMismatch`].
+pub(crate) fn check_len(
+    what: &'static str,
+    expected: usize,
+    found: usize,
+) -> Result<(), BackendError> {
+    if expected == found {
+        Ok(())
+    } else {
+        Err(BackendError::LengthMismatch {
+            what,
+            expected,
+            found,
+        })
+    }
+}
+
 /// Everything that can go wrong inside a backend; each variant names the bad input.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {

@@ -23,7 +23,7 @@ use safestep_gpu::spec::{Act, MlpSpec};
 use safestep_gpu::{device::Gpu, GpuError};
 
 use crate::backend::{
-    Activation, Backend, BackendError, BackendState, BatchOutput, EvalOutput, ModelSpec,
+    check_len, Activation, Backend, BackendError, BackendState, BatchOutput, EvalOutput, ModelSpec,
     Regularizer,
 };
 use crate::model::{init_params, LayerShape};
@@ -53,17 +53,6 @@ fn device(e: GpuError) -> BackendError {
     BackendError::Device {
         message: e.to_string(),
     }
-}
-
-fn check_len(what: &'static str, expected: usize, found: usize) -> Result<(), BackendError> {
-    if expected != found {
-        return Err(BackendError::LengthMismatch {
-            what,
-            expected,
-            found,
-        });
-    }
-    Ok(())
 }
 
 impl CudaBackend {
@@ -334,37 +323,9 @@ impl Backend for CudaBackend {
     }
 
     fn import_state(&mut self, state: &BackendState) -> Result<(), BackendError> {
-        let layers = self.shapes.len();
-        let parts: [(&'static str, &Vec<Vec<f32>>); 4] = [
-            ("state params", &state.params),
-            ("state m", &state.m),
-            ("state v", &state.v),
-            ("state theta0", &state.theta0),
-        ];
-        for (what, part) in parts {
-            check_len(what, layers, part.len())?;
-            for (s, values) in self.shapes.iter().zip(part) {
-                check_len(what, s.params(), values.len())?;
-                if let Some(index) = values.iter().position(|x| !x.is_finite()) {
-                    return Err(BackendError::NonFiniteInput {
-                        index,
-                        value: values[index],
-                    });
-                }
-            }
-        }
-        if let Some((layer, index)) = state
-            .v
-            .iter()
-            .enumerate()
-            .find_map(|(l, v)| v.iter().position(|&x| x < 0.0).map(|i| (l, i)))
-        {
-            return Err(BackendError::InvalidSpec {
-                field: "state v",
-                value: format!("layer {layer} index {index}: {}", state.v[layer][index]),
-                allowed: "second moments >= 0",
-            });
-        }
+        let counts: Vec<usize> = self.shapes.iter().map(|s| s.params()).collect();
+        state.validate(&counts)?;
+        let layers = counts.len();
         for l in 0..layers {
             self.mlp.set_params(l, &state.params[l]).map_err(device)?;
             self.mlp

@@ -43,7 +43,7 @@ pub mod wasserstein;
 use safestep_core::adam::{self, AdamConfig, StepStats};
 
 use crate::backend::{
-    Activation, Backend, BackendError, BackendState, BatchOutput, EvalOutput, ModelSpec,
+    check_len, Activation, Backend, BackendError, BackendState, BatchOutput, EvalOutput, ModelSpec,
     Regularizer,
 };
 use crate::model::{init_params, LayerShape};
@@ -351,17 +351,6 @@ impl CpuBackend {
         }
         Ok(())
     }
-}
-
-fn check_len(what: &'static str, expected: usize, found: usize) -> Result<(), BackendError> {
-    if expected != found {
-        return Err(BackendError::LengthMismatch {
-            what,
-            expected,
-            found,
-        });
-    }
-    Ok(())
 }
 
 /// Parameters per call of the core's Adam step: a layer is updated in these fixed chunks
@@ -959,37 +948,8 @@ impl Backend for CpuBackend {
     }
 
     fn import_state(&mut self, state: &BackendState) -> Result<(), BackendError> {
-        let layers = self.shapes.len();
-        let parts: [(&'static str, &Vec<Vec<f32>>); 4] = [
-            ("state params", &state.params),
-            ("state m", &state.m),
-            ("state v", &state.v),
-            ("state theta0", &state.theta0),
-        ];
-        for (what, part) in parts {
-            check_len(what, layers, part.len())?;
-            for (s, values) in self.shapes.iter().zip(part) {
-                check_len(what, s.params(), values.len())?;
-                if let Some(index) = values.iter().position(|x| !x.is_finite()) {
-                    return Err(BackendError::NonFiniteInput {
-                        index,
-                        value: values[index],
-                    });
-                }
-            }
-        }
-        if let Some((layer, index)) = state
-            .v
-            .iter()
-            .enumerate()
-            .find_map(|(l, v)| v.iter().position(|&x| x < 0.0).map(|i| (l, i)))
-        {
-            return Err(BackendError::InvalidSpec {
-                field: "state v",
-                value: format!("layer {layer} index {index}: {}", state.v[layer][index]),
-                allowed: "second moments >= 0",
-            });
-        }
+        let counts: Vec<usize> = self.shapes.iter().map(|s| s.params()).collect();
+        state.validate(&counts)?;
         self.params.clone_from(&state.params);
         self.m.clone_from(&state.m);
         self.v.clone_from(&state.v);
