@@ -205,6 +205,56 @@ impl BackendState {
     }
 }
 
+/// Checks task data as every [`Backend::load_task`] must: at least one example, `images`
+/// of `labels.len() × spec.input` finite values, every label below `spec.classes`.
+pub fn check_task(spec: &ModelSpec, images: &[f32], labels: &[u8]) -> Result<(), BackendError> {
+    if labels.is_empty() {
+        return Err(BackendError::InvalidSpec {
+            field: "labels",
+            value: "0 examples".to_string(),
+            allowed: "at least one example",
+        });
+    }
+    check_len("images", labels.len() * spec.input, images.len())?;
+    let classes = spec.classes;
+    if let Some((index, &label)) = labels
+        .iter()
+        .enumerate()
+        .find(|(_, &y)| y as usize >= classes)
+    {
+        return Err(BackendError::LabelOutOfRange {
+            label,
+            index,
+            classes,
+        });
+    }
+    if let Some((index, &value)) = images.iter().enumerate().find(|(_, x)| !x.is_finite()) {
+        return Err(BackendError::NonFiniteInput { index, value });
+    }
+    Ok(())
+}
+
+/// Checks the arguments of [`Backend::adam_step`] for a model of `layers` layers: one
+/// finite, non-negative lr per layer and a finite, non-negative regulariser strength.
+pub fn check_step(layers: usize, lrs: &[f32], reg: &Regularizer) -> Result<(), BackendError> {
+    check_len("lrs", layers, lrs.len())?;
+    if let Some((layer, &value)) = lrs
+        .iter()
+        .enumerate()
+        .find(|(_, lr)| !(lr.is_finite() && **lr >= 0.0))
+    {
+        return Err(BackendError::BadLearningRate { layer, value });
+    }
+    if !(reg.wasserstein.is_finite() && reg.wasserstein >= 0.0) {
+        return Err(BackendError::InvalidSpec {
+            field: "wasserstein",
+            value: reg.wasserstein.to_string(),
+            allowed: "finite and >= 0",
+        });
+    }
+    Ok(())
+}
+
 /// `Ok` when a slice argument `what` has the `expected` length, else [`BackendError::LengthMismatch`].
 pub(crate) fn check_len(
     what: &'static str,

@@ -23,8 +23,8 @@ use safestep_gpu::spec::{Act, MlpSpec};
 use safestep_gpu::{device::Gpu, GpuError};
 
 use crate::backend::{
-    check_len, Activation, Backend, BackendError, BackendState, BatchOutput, EvalOutput, ModelSpec,
-    Regularizer,
+    check_len, check_step, check_task, Activation, Backend, BackendError, BackendState,
+    BatchOutput, EvalOutput, ModelSpec, Regularizer,
 };
 use crate::model::{init_params, LayerShape};
 
@@ -162,29 +162,7 @@ impl Backend for CudaBackend {
     }
 
     fn load_task(&mut self, images: &[f32], labels: &[u8]) -> Result<(), BackendError> {
-        if labels.is_empty() {
-            return Err(BackendError::InvalidSpec {
-                field: "labels",
-                value: "0 examples".to_string(),
-                allowed: "at least one example",
-            });
-        }
-        check_len("images", labels.len() * self.spec.input, images.len())?;
-        let classes = self.spec.classes;
-        if let Some((index, &label)) = labels
-            .iter()
-            .enumerate()
-            .find(|(_, &y)| y as usize >= classes)
-        {
-            return Err(BackendError::LabelOutOfRange {
-                label,
-                index,
-                classes,
-            });
-        }
-        if let Some((index, &value)) = images.iter().enumerate().find(|(_, x)| !x.is_finite()) {
-            return Err(BackendError::NonFiniteInput { index, value });
-        }
+        check_task(&self.spec, images, labels)?;
         self.mlp.load_data(images, labels).map_err(device)?;
         self.examples = labels.len();
         self.batch_ready = false;
@@ -260,21 +238,7 @@ impl Backend for CudaBackend {
         t: u64,
         reg: &Regularizer,
     ) -> Result<Vec<StepStats<f64>>, BackendError> {
-        check_len("lrs", self.shapes.len(), lrs.len())?;
-        if let Some((layer, &value)) = lrs
-            .iter()
-            .enumerate()
-            .find(|(_, lr)| !(lr.is_finite() && **lr >= 0.0))
-        {
-            return Err(BackendError::BadLearningRate { layer, value });
-        }
-        if !(reg.wasserstein.is_finite() && reg.wasserstein >= 0.0) {
-            return Err(BackendError::InvalidSpec {
-                field: "wasserstein",
-                value: reg.wasserstein.to_string(),
-                allowed: "finite and >= 0",
-            });
-        }
+        check_step(self.shapes.len(), lrs, reg)?;
         if !self.batch_ready {
             return Err(BackendError::NoBatch { what: "adam_step" });
         }

@@ -43,8 +43,8 @@ pub mod wasserstein;
 use safestep_core::adam::{self, AdamConfig, StepStats};
 
 use crate::backend::{
-    check_len, Activation, Backend, BackendError, BackendState, BatchOutput, EvalOutput, ModelSpec,
-    Regularizer,
+    check_len, check_step, check_task, Activation, Backend, BackendError, BackendState,
+    BatchOutput, EvalOutput, ModelSpec, Regularizer,
 };
 use crate::model::{init_params, LayerShape};
 use gemm::{matmul, MatRef};
@@ -713,21 +713,7 @@ impl CpuBackend {
         reg: &Regularizer,
     ) -> Result<Vec<StepStats<f64>>, BackendError> {
         let layers = self.shapes.len();
-        check_len("lrs", layers, lrs.len())?;
-        if let Some((layer, &value)) = lrs
-            .iter()
-            .enumerate()
-            .find(|(_, lr)| !(lr.is_finite() && **lr >= 0.0))
-        {
-            return Err(BackendError::BadLearningRate { layer, value });
-        }
-        if !(reg.wasserstein.is_finite() && reg.wasserstein >= 0.0) {
-            return Err(BackendError::InvalidSpec {
-                field: "wasserstein",
-                value: reg.wasserstein.to_string(),
-                allowed: "finite and >= 0",
-            });
-        }
+        check_step(layers, lrs, reg)?;
         if !self.grads_ready {
             return Err(BackendError::NoBatch { what: "adam_step" });
         }
@@ -893,30 +879,7 @@ impl Backend for CpuBackend {
     }
 
     fn load_task(&mut self, images: &[f32], labels: &[u8]) -> Result<(), BackendError> {
-        let input = self.spec.input;
-        if labels.is_empty() {
-            return Err(BackendError::InvalidSpec {
-                field: "labels",
-                value: "0 examples".to_string(),
-                allowed: "at least one example",
-            });
-        }
-        check_len("images", labels.len() * input, images.len())?;
-        let classes = self.spec.classes;
-        if let Some((index, &label)) = labels
-            .iter()
-            .enumerate()
-            .find(|(_, &y)| y as usize >= classes)
-        {
-            return Err(BackendError::LabelOutOfRange {
-                label,
-                index,
-                classes,
-            });
-        }
-        if let Some((index, &value)) = images.iter().enumerate().find(|(_, x)| !x.is_finite()) {
-            return Err(BackendError::NonFiniteInput { index, value });
-        }
+        check_task(&self.spec, images, labels)?;
         self.task_x.clear();
         self.task_x.extend_from_slice(images);
         self.task_y.clear();
