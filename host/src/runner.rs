@@ -229,7 +229,7 @@ pub fn run(cfg: &RunConfig, opts: &RunOptions) -> Result<Summary, RunError> {
     };
     let wall_offset = task_rows.last().map_or(0.0, |r| r.wall_seconds);
     if checkpoint.is_none() {
-        write_files(out, cfg, &task_rows, &controller_csv, layers, 0.0)?;
+        write_files(out, cfg, &task_rows, &controller_csv, layers)?;
     }
 
     let examples = cfg.examples;
@@ -289,7 +289,7 @@ pub fn run(cfg: &RunConfig, opts: &RunOptions) -> Result<Summary, RunError> {
         task_rows.push(row);
         append_controller_rows(&mut controller_csv, &rows);
         rows.clear();
-        write_files(out, cfg, &task_rows, &controller_csv, layers, wall)?;
+        write_files(out, cfg, &task_rows, &controller_csv, layers)?;
         let ck = Checkpoint {
             format: CHECKPOINT_FORMAT,
             config: config_text.clone(),
@@ -305,8 +305,7 @@ pub fn run(cfg: &RunConfig, opts: &RunOptions) -> Result<Summary, RunError> {
         write_atomic(&out.join(CHECKPOINT_FILE), &bytes)?;
     }
     progress.finish_and_clear();
-    let wall = task_rows.last().map_or(0.0, |r| r.wall_seconds);
-    Ok(summary(cfg, &task_rows, trainer.backend_mut().name(), wall))
+    Ok(summary(cfg, &task_rows))
 }
 
 fn prepare_fresh_folder(out: &Path, force: bool) -> Result<(), RunError> {
@@ -383,18 +382,18 @@ fn write_files(
     rows: &[TaskRow],
     controller_csv: &str,
     layers: usize,
-    wall: f64,
 ) -> Result<(), RunError> {
     write_atomic(&out.join(TASKS_FILE), tasks_csv(rows, layers).as_bytes())?;
     write_atomic(&out.join(CONTROLLER_FILE), controller_csv.as_bytes())?;
-    let summary = summary(cfg, rows, &cli_name(&cfg.backend), wall);
+    let summary = summary(cfg, rows);
     let json = serde_json::to_string_pretty(&summary).unwrap_or_default();
     write_atomic(&out.join(SUMMARY_FILE), json.as_bytes())?;
     Ok(())
 }
 
-/// The summary of the finished tasks `rows` of a run configured by `cfg`.
-pub fn summary(cfg: &RunConfig, rows: &[TaskRow], backend: &str, wall: f64) -> Summary {
+/// The summary of the finished tasks `rows` of a run configured by `cfg` (its wall time is
+/// the last finished task's).
+pub fn summary(cfg: &RunConfig, rows: &[TaskRow]) -> Summary {
     let acc: Vec<f64> = rows.iter().map(|r| r.train_accuracy).collect();
     let online: Vec<f64> = rows.iter().map(|r| r.online_accuracy).collect();
     Summary {
@@ -405,13 +404,13 @@ pub fn summary(cfg: &RunConfig, rows: &[TaskRow], backend: &str, wall: f64) -> S
         mean_train_accuracy: mean_last(&acc, acc.len()),
         mean_online_accuracy: mean_last(&online, online.len()),
         final_train_accuracy: acc.last().copied().unwrap_or(0.0),
-        wall_seconds: wall,
+        wall_seconds: rows.last().map_or(0.0, |r| r.wall_seconds),
         benchmark: cli_name(&cfg.benchmark),
         method: cfg.method.name().to_string(),
         scheduler: cli_name(&cfg.scheduler.mode),
         lr: cfg.lr,
         seed: cfg.seed,
-        backend: backend.to_string(),
+        backend: cli_name(&cfg.backend),
     }
 }
 
