@@ -99,34 +99,38 @@ pub fn compare(
     let mut done: Vec<(Combination, Summary)> = Vec::with_capacity(combos.len());
     for (i, (combo, cfg)) in combos.iter().zip(&configs).enumerate() {
         let dir = out.join(cfg.label());
-        let reusable = !force
-            && read_summary(&dir).is_ok_and(|s| s.finished)
-            && std::fs::read_to_string(dir.join(crate::outputs::CONFIG_FILE))
-                .is_ok_and(|text| text == cfg.to_toml());
+        // A finished run of exactly this configuration is reused.
+        let earlier = read_summary(&dir).ok().filter(|s| {
+            !force
+                && s.finished
+                && std::fs::read_to_string(dir.join(crate::outputs::CONFIG_FILE))
+                    .is_ok_and(|text| text == cfg.to_toml())
+        });
         if !quiet {
             eprintln!(
                 "[{}/{}] {}{}",
                 i + 1,
                 combos.len(),
                 cfg.label(),
-                if reusable {
+                if earlier.is_some() {
                     " (finished earlier, reused)"
                 } else {
                     ""
                 }
             );
         }
-        let summary = if reusable {
-            read_summary(&dir)?
-        } else {
-            let opts = RunOptions {
-                out: dir,
-                quiet,
-                resume: false,
-                force: true,
-                stop_after: None,
-            };
-            run(cfg, &opts)?
+        let summary = match earlier {
+            Some(summary) => summary,
+            None => {
+                let opts = RunOptions {
+                    out: dir,
+                    quiet,
+                    resume: false,
+                    force: true,
+                    stop_after: None,
+                };
+                run(cfg, &opts)?
+            }
         };
         done.push((combo.clone(), summary));
     }
