@@ -27,6 +27,7 @@ fn bench_decision(c: &mut Criterion) {
                 k += 1;
                 // ρ varies so the window statistics are not constant.
                 let obs = LayerObservation {
+                    lr_used: None,
                     alpha_agg: 1e-3 * (1.0 + (k % 7) as f64 * 0.1),
                     mean_multiplier: 1e-3,
                     sharpness: 300.0,
@@ -50,6 +51,7 @@ fn bench_decision(c: &mut Criterion) {
         b.iter(|| {
             k += 1;
             let obs = LayerObservation {
+                lr_used: None,
                 alpha_agg: 1e-3 * (1.0 + (k % 7) as f32 * 0.1),
                 mean_multiplier: 1e-3,
                 sharpness: 300.0,

@@ -58,7 +58,7 @@ fn g2_clamped_is_unbiased_at_high_snr() {
             let (s, m) = minibatch(&mut rng, &g, &sigma, 16);
             NoiseStats::from_sample_grads(&m, s.chunks_exact(3), None)
                 .unwrap()
-                .grad_sq
+                .unbiased_grad_sq
         })
         .collect();
     let (mean, se) = mean_se(&vals);
@@ -121,7 +121,7 @@ fn snr_g_near_zero_on_pure_noise_while_naive_ratio_is_about_one() {
     for _ in 0..events {
         let (s, m) = minibatch(&mut rng, &g, &sigma, b);
         let n = NoiseStats::from_sample_grads(&m, s.chunks_exact(p), None).unwrap();
-        g2 += n.grad_sq_unclamped();
+        g2 += n.unbiased_grad_sq_unclamped();
         noise += n.noise;
         naive += n.mean_grad_sq / n.noise;
     }

@@ -43,7 +43,7 @@ fn simulate(theta: &[f64], sigma: f64, m: usize, rng: &mut Rng) -> Sim {
             .map(|j| (0..B).map(|i| samples[i * D + j]).sum::<f64>() / B as f64)
             .collect();
         let n = NoiseStats::from_sample_grads(&mean, samples.chunks_exact(D), None).unwrap();
-        g2 += n.grad_sq_unclamped();
+        g2 += n.unbiased_grad_sq_unclamped();
         noise += n.noise;
         mean_grads.push(mean);
     }

@@ -5,11 +5,11 @@ mod core_support;
 use core_support::Rng;
 use proptest::prelude::*;
 use safestep_core::adam::{adam_step, AdamConfig, StepStats};
-use safestep_core::bounds::StepMeasure;
+use safestep_core::bounds::{momentum_edge, StepMeasure};
 use safestep_core::noise::NoiseStats;
 use safestep_core::scheduler::{
-    Decision, LayerObservation, LayerScheduler, Mode, Progress, Report, SchedulerConfig,
-    SnrEstimator, VolatilityEstimator,
+    Control, Decision, LayerObservation, LayerScheduler, Mode, NoiseAveraging, Progress, Report,
+    SchedulerConfig, SnrEstimator, TaskBoundary, Threshold, VolatilityEstimator,
 };
 
 fn mode() -> impl Strategy<Value = Mode> {
@@ -33,6 +33,14 @@ fn config() -> impl Strategy<Value = SchedulerConfig<f64>> {
         (prop::bool::ANY, prop::bool::ANY),
         (0.5..=1.0f64, 1.0..1.5f64, 0.0..=1.0f64, 0.0..=1.0f64),
         (1e-7..1e-3f64, 1.0..1e4f64),
+        (
+            0usize..3,
+            0usize..2,
+            0usize..2,
+            0usize..3,
+            0.25..3.0f64,
+            0.0..0.99f64,
+        ),
     )
         .prop_map(
             |(
@@ -42,6 +50,7 @@ fn config() -> impl Strategy<Value = SchedulerConfig<f64>> {
                 (raw, ema_vol),
                 (cool, warm, wf, timid),
                 (lr_min, span),
+                (boundary, threshold, averaging, control, kappa, beta1),
             )| {
                 SchedulerConfig {
                     mode,
@@ -67,6 +76,12 @@ fn config() -> impl Strategy<Value = SchedulerConfig<f64>> {
                     timid,
                     lr_min,
                     lr_max: lr_min * span,
+                    boundary: TaskBoundary::ALL[boundary],
+                    threshold: Threshold::ALL[threshold],
+                    noise_averaging: NoiseAveraging::ALL[averaging],
+                    control: Control::ALL[control],
+                    kappa,
+                    beta1,
                 }
             },
         )
@@ -92,6 +107,7 @@ fn observation() -> impl Strategy<Value = LayerObservation<f64>> {
     )
         .prop_map(
             |(alpha, mult, (sign, lam), mgs, s, batch, pop)| LayerObservation {
+                lr_used: None,
                 alpha_agg: alpha,
                 mean_multiplier: mult,
                 sharpness: if sign < -0.8 { -lam } else { lam },
@@ -133,10 +149,31 @@ proptest! {
             for x in [r.rho, r.vol, r.snr_g, r.snr_v, r.snr, r.rho_g, r.rho_vol, r.rho_combined, r.bound, r.g2_ema, r.noise_ema] {
                 prop_assert!(!x.is_nan(), "NaN in {:?}", r);
             }
+            let top = match cfg.threshold {
+                Threshold::Sgd => 2.0 * cfg.safety,
+                Threshold::Momentum => cfg.safety * momentum_edge(cfg.beta1).unwrap(),
+            };
             for b in [r.rho_g, r.rho_vol, r.rho_combined, r.bound] {
-                prop_assert!((0.0..=2.0 * cfg.safety).contains(&b));
+                prop_assert!((0.0..=top * (1.0 + 1e-12)).contains(&b), "{b} above {top}");
             }
-            let early = progress_at(k as u64).is_early(cfg.warm_fraction);
+            let early = progress_at(k as u64).is_early(cfg.warm_fraction)
+                || cfg.control == Control::Symmetric;
+            if cfg.control == Control::Proportional && cfg.mode != Mode::Off {
+                let factor = if r.rho <= 0.0 {
+                    cfg.warm
+                } else {
+                    (r.bound / r.rho).powf(cfg.kappa).clamp(cfg.cool, cfg.warm)
+                };
+                let want = match r.decision {
+                    Decision::Hold => r.lr_before,
+                    _ => (r.lr_before * factor).clamp(cfg.lr_min, cfg.lr_max),
+                };
+                prop_assert_eq!(r.lr_after.to_bits(), want.to_bits());
+                prop_assert_eq!(r.decision == Decision::Cool, factor < 1.0);
+                prop_assert_eq!(r.decision == Decision::Warm, factor > 1.0);
+                lr = r.lr_after;
+                continue;
+            }
             match (cfg.mode, r.decision) {
                 (Mode::Off, d) => {
                     prop_assert_eq!(d, Decision::Hold);
@@ -232,6 +269,7 @@ fn mode_off_run_is_bitwise_plain_adam() {
         .unwrap();
         if cfg.is_event(step) {
             let obs = LayerObservation {
+                lr_used: None,
                 alpha_agg: st.alpha_agg(sched.lr(), adam.eps),
                 mean_multiplier: st.mean_multiplier(),
                 sharpness: 1e4, // far above any bound: any other mode would cool
@@ -273,6 +311,7 @@ fn pure_noise_gives_snr_g_near_zero_and_cools() {
             .collect();
         let noise = NoiseStats::from_sample_grads(&mean, samples.chunks_exact(p), None).unwrap();
         let obs = LayerObservation {
+            lr_used: None,
             alpha_agg: 1.0,
             mean_multiplier: 1.0,
             sharpness: 0.5,
@@ -298,6 +337,7 @@ fn warms_only_early_and_respects_lr_max() {
     };
     let mut s = LayerScheduler::<f64, 32>::new(&cfg, 9.95e-3).unwrap();
     let obs = LayerObservation {
+        lr_used: None,
         alpha_agg: 1e-4,
         mean_multiplier: 0.0,
         sharpness: 1.0, // ρ = 1e-4, far below 0.1 × bound
@@ -386,6 +426,7 @@ fn config_and_construction_errors_name_the_field() {
     let mut s = LayerScheduler::<f64, 32>::new(&ok, 1e-3).unwrap();
     let other = SchedulerConfig { window: 10, ..ok };
     let obs = LayerObservation {
+        lr_used: None,
         noise: NoiseStats::from_variance(1.0, 1.0, 4, None).unwrap(),
         ..LayerObservation::default()
     };
@@ -433,6 +474,7 @@ proptest! {
         let mut s = LayerScheduler::<f32, 32>::new(&cfg, 1e-3).unwrap();
         for (k, &(alpha, lam, mgs, var)) in seq.iter().enumerate() {
             let obs = LayerObservation {
+                lr_used: None,
                 alpha_agg: alpha,
                 mean_multiplier: alpha,
                 sharpness: lam,

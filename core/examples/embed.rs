@@ -117,6 +117,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     )
                     .map_err(|e| format!("layer {l}: {e:?}"))?;
                 let obs = LayerObservation {
+                    lr_used: None,
                     alpha_agg: stats.alpha_agg(lr, adam.eps),
                     mean_multiplier: stats.mean_multiplier(),
                     sharpness,

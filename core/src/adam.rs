@@ -109,6 +109,86 @@ impl<T: Real> AdamConfig<T> {
     }
 }
 
+/// An [`AdamConfig`] that passed [`AdamConfig::validate`]: its steps skip the config check.
+///
+/// ```
+/// use safestep_core::adam::{Adam, AdamConfig, StepStats};
+/// let adam = Adam::new(AdamConfig::<f32>::default())?;
+/// let (mut p, mut m, mut v, mut st) = ([1.0_f32], [0.0], [0.0], StepStats::new());
+/// adam.step(1e-3, 1, &mut p, &[0.5], &mut m, &mut v, &mut st)?;
+/// assert!(p[0] < 1.0);
+/// assert!(Adam::new(AdamConfig { beta2: 1.0_f32, ..AdamConfig::default() }).is_err());
+/// # Ok::<(), safestep_core::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Adam<T> {
+    cfg: AdamConfig<T>,
+}
+
+impl<T: Real> Adam<T> {
+    /// Validates `cfg` once.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] from [`AdamConfig::validate`].
+    pub fn new(cfg: AdamConfig<T>) -> Result<Self, Error> {
+        cfg.validate()?;
+        Ok(Adam { cfg })
+    }
+
+    /// The validated configuration.
+    pub fn config(&self) -> &AdamConfig<T> {
+        &self.cfg
+    }
+
+    /// [`adam_step`] without re-validating the configuration.
+    ///
+    /// # Errors
+    /// Those of [`adam_step`] except [`Error::InvalidConfig`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn step(
+        &self,
+        lr: T,
+        t: u64,
+        params: &mut [T],
+        grads: &[T],
+        m: &mut [T],
+        v: &mut [T],
+        stats: &mut StepStats<T>,
+    ) -> Result<(), Error> {
+        let (k, scan) = prepare(&self.cfg, lr, t, params, grads, m, v)?;
+        let acc = match self.cfg.weight_decay {
+            WeightDecay::None => update::<T, 0>(&k, params, grads, m, v),
+            WeightDecay::CoupledL2(_) => update::<T, 1>(&k, params, grads, m, v),
+            WeightDecay::Decoupled(_) => update::<T, 2>(&k, params, grads, m, v),
+        };
+        stats.merge(StepStats {
+            count: params.len(),
+            sum_v_hat: tree_sum(&acc[0]),
+            sum_multiplier: tree_sum(&acc[1]),
+            param_sq: tree_sum(&acc[2]),
+            grad_sq: scan.grad_sq,
+            update_sq: tree_sum(&acc[3]),
+        });
+        Ok(())
+    }
+
+    /// [`check_adam_step`] without re-validating the configuration.
+    ///
+    /// # Errors
+    /// Those of [`adam_step`] except [`Error::InvalidConfig`].
+    pub fn check(
+        &self,
+        lr: T,
+        t: u64,
+        params: &[T],
+        grads: &[T],
+        m: &[T],
+        v: &[T],
+    ) -> Result<(), Error> {
+        prepare(&self.cfg, lr, t, params, grads, m, v).map(|_| ())
+    }
+}
+
 /// Per-layer statistics accumulated by [`adam_step`] over one or more slices.
 ///
 /// All sums run over every parameter the step touched. `param_sq` is taken *after* the
@@ -116,6 +196,7 @@ impl<T: Real> AdamConfig<T> {
 /// L2 term), `update_sq` the squared norm of the actual parameter change (weight decay
 /// included).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct StepStats<T> {
     /// Number of parameters accumulated.
     pub count: usize,
@@ -220,25 +301,68 @@ fn bias_correction<T: Real>(beta: T, t: u64) -> T {
 /// Number of independent accumulator lanes: lets the compiler vectorise the reductions.
 const LANES: usize = 8;
 
-/// Lane-parallel sum of squares. It is finite iff every entry is finite (barring overflow
-/// of the squares, which the caller tells apart by scanning).
-fn sq_norm<T: Real>(x: &[T]) -> T {
-    let mut acc = [T::zero(); LANES];
-    let split = x.len() - x.len() % LANES;
+/// What one read-only pass over a step's inputs finds: `‖g‖²`, the largest magnitudes of
+/// the gradient, parameters and moments, the smallest `v`, and a sentinel that is NaN iff
+/// some parameter or moment is not finite.
+#[derive(Clone, Copy)]
+struct InputScan<T> {
+    grad_sq: T,
+    max_g: T,
+    max_p: T,
+    max_m: T,
+    max_v: T,
+    min_v: T,
+    poison: T,
+}
+
+/// The larger of `a` and `b` by comparison (vectorises to a max instruction; the inputs it
+/// sees are finite or caught by the poison sentinel).
+#[inline(always)]
+fn larger<T: Real>(a: T, b: T) -> T {
+    if b > a {
+        b
+    } else {
+        a
+    }
+}
+
+/// One lane-parallel pass over `(p, g, m, v)` (equal lengths).
+fn scan<T: Real>(p: &[T], g: &[T], m: &[T], v: &[T]) -> InputScan<T> {
+    let z = [T::zero(); LANES];
+    let (mut gs, mut mg, mut mp, mut mm, mut mv, mut poison) = (z, z, z, z, z, z);
+    let mut nv = [T::max_value(); LANES];
+    let n = p.len();
+    let split = n - n % LANES;
+    let mut lane_at = |j: usize, i: usize| {
+        let (pi, gi, mi, vi) = (p[i], g[i], m[i], v[i]);
+        gs[j] = gs[j] + gi * gi;
+        mg[j] = larger(mg[j], gi.abs());
+        mp[j] = larger(mp[j], pi.abs());
+        mm[j] = larger(mm[j], mi.abs());
+        mv[j] = larger(mv[j], vi);
+        nv[j] = if vi < nv[j] { vi } else { nv[j] };
+        poison[j] = poison[j] + (pi + mi + vi) * T::zero();
+    };
     let mut base = 0;
     while base < split {
-        let Ok(c) = <&[T; LANES]>::try_from(&x[base..base + LANES]) else {
-            break; // unreachable: the view has exactly LANES elements
-        };
         for j in 0..LANES {
-            acc[j] = acc[j] + c[j] * c[j];
+            lane_at(j, base + j);
         }
         base += LANES;
     }
-    for (j, &xi) in x[split..].iter().enumerate() {
-        acc[j] = acc[j] + xi * xi;
+    for i in split..n {
+        lane_at(i - split, i);
     }
-    tree_sum(&acc)
+    let fold = |a: &[T; LANES], f: fn(T, T) -> T| a.iter().fold(a[0], |x, &y| f(x, y));
+    InputScan {
+        grad_sq: tree_sum(&gs),
+        max_g: fold(&mg, larger),
+        max_p: fold(&mp, larger),
+        max_m: fold(&mm, larger),
+        max_v: fold(&mv, larger),
+        min_v: fold(&nv, |a, b| if b < a { b } else { a }),
+        poison: tree_sum(&poison),
+    }
 }
 
 /// Pairwise sum of the lane accumulators.
@@ -258,6 +382,61 @@ struct Coefficients<T> {
     inv_bc2: T,
     coupled: T,
     decoupled: T,
+}
+
+impl<T: Real> Coefficients<T> {
+    /// Whether the inputs' magnitudes prove that every updated value and every statistic
+    /// of a step over `n` elements stays finite (with a 16× margin for rounding). `false`
+    /// means "not proven": the exact check decides.
+    fn proves_finite(&self, scan: &InputScan<T>, n: usize) -> bool {
+        let big = T::max_value() / T::of(16.0);
+        let per = big / T::of_usize(n.max(1));
+        let root = per.sqrt();
+        let ge = scan.max_g + self.coupled * scan.max_p;
+        let vn = larger(scan.max_v, ge * ge);
+        let mn = larger(scan.max_m, ge);
+        let mul = self.step / self.eps;
+        let upd = mn * mul + self.decoupled * scan.max_p;
+        let pn = scan.max_p + upd;
+        // Each comparison is false for an infinite left side, so an overflow in the bound
+        // itself also sends the step to the exact check.
+        ge <= big.sqrt() && vn * self.inv_bc2 <= per && mul <= per && upd <= root && pn <= root
+    }
+
+    /// The exact check (a read-only pass): the first parameter index whose update would not
+    /// be finite, or a statistic whose sum would overflow.
+    fn find_overflow<const DECAY: u8>(
+        &self,
+        params: &[T],
+        grads: &[T],
+        m: &[T],
+        v: &[T],
+    ) -> Option<Error> {
+        let half = T::max_value() / T::of(2.0);
+        let mut sums = [T::zero(); 4];
+        for i in 0..params.len() {
+            let (mut p, mut mi, mut vi) = (params[i], m[i], v[i]);
+            let mut acc = [[T::zero(); LANES]; 4];
+            lane::<T, DECAY>(self, &mut p, grads[i], &mut mi, &mut vi, &mut acc, 0);
+            for (what, x) in [("v", vi), ("m", mi), ("params", p)] {
+                if !x.is_finite() {
+                    return Some(Error::Overflow {
+                        what,
+                        index: Some(i),
+                    });
+                }
+            }
+            for (k, sum) in sums.iter_mut().enumerate() {
+                *sum = *sum + acc[k][0];
+            }
+        }
+        let names = ["sum_v_hat", "sum_multiplier", "param_sq", "update_sq"];
+        names
+            .iter()
+            .zip(sums)
+            .find(|(_, sum)| !(sum.is_finite() && *sum <= half))
+            .map(|(&what, _)| Error::Overflow { what, index: None })
+    }
 }
 
 /// One element of the fused update, accumulating `v̂`, the multiplier, `θ'²` and `Δθ²`
@@ -346,14 +525,30 @@ fn update<T: Real, const DECAY: u8>(
 /// θ ← θ − Δθ
 /// ```
 ///
+/// A step that returns `Ok` leaves every parameter, moment and statistic finite. A first,
+/// read-only pass over the inputs bounds their magnitudes; when the bounds cannot prove
+/// the result finite (inputs near the type's largest values), an exact read-only pass
+/// checks every element before anything is written.
+///
 /// # Errors
 /// Nothing is modified (params, moments or stats) when an error is returned:
 /// - [`Error::LengthMismatch`] if `grads`, `m` or `v` differ in length from `params`;
-/// - [`Error::NonFinite`] naming the first non-finite gradient entry;
-/// - [`Error::InvalidInput`] for `t == 0` or a negative / non-finite `lr`;
-/// - [`Error::InvalidConfig`] from [`AdamConfig::validate`].
+/// - [`Error::NonFinite`] naming the first non-finite entry of `grads`, `params`, `m` or `v`;
+/// - [`Error::InvalidInput`] for `t == 0`, a negative / non-finite `lr` or a negative `v`;
+/// - [`Error::InvalidConfig`] from [`AdamConfig::validate`];
+/// - [`Error::Overflow`] naming the first result (`v`, `m`, `params`, or a statistic) that
+///   would not be finite, with its index.
 ///
-/// Parameters and moments are assumed finite (they are, if every step went through here).
+/// ```
+/// use safestep_core::adam::{adam_step, AdamConfig, StepStats, WeightDecay};
+/// use safestep_core::Error;
+/// // Coupled L2 of 1e30 on a parameter of 1e10: g' = 1e40 is beyond f32.
+/// let cfg = AdamConfig { weight_decay: WeightDecay::CoupledL2(1e30_f32), ..AdamConfig::default() };
+/// let (mut p, mut m, mut v, mut st) = ([1e10_f32], [0.0], [0.0], StepStats::new());
+/// let e = adam_step(&cfg, 1e-3, 1, &mut p, &[0.5], &mut m, &mut v, &mut st);
+/// assert!(matches!(e, Err(Error::Overflow { index: Some(0), .. })));
+/// assert_eq!((p, m, v), ([1e10], [0.0], [0.0])); // untouched
+/// ```
 #[allow(clippy::too_many_arguments)]
 pub fn adam_step<T: Real>(
     cfg: &AdamConfig<T>,
@@ -365,7 +560,38 @@ pub fn adam_step<T: Real>(
     v: &mut [T],
     stats: &mut StepStats<T>,
 ) -> Result<(), Error> {
-    cfg.validate()?;
+    Adam::new(*cfg)?.step(lr, t, params, grads, m, v, stats)
+}
+
+/// Every check [`adam_step`] makes, without the step: `Ok` iff `adam_step` with the same
+/// arguments would succeed. Lets a caller that updates a layer in several calls check them
+/// all before changing any.
+///
+/// # Errors
+/// Those of [`adam_step`].
+pub fn check_adam_step<T: Real>(
+    cfg: &AdamConfig<T>,
+    lr: T,
+    t: u64,
+    params: &[T],
+    grads: &[T],
+    m: &[T],
+    v: &[T],
+) -> Result<(), Error> {
+    Adam::new(*cfg)?.check(lr, t, params, grads, m, v)
+}
+
+/// Validates a step's arguments (the configuration is already valid) and proves the step
+/// finite; returns its coefficients and the input scan.
+fn prepare<T: Real>(
+    cfg: &AdamConfig<T>,
+    lr: T,
+    t: u64,
+    params: &[T],
+    grads: &[T],
+    m: &[T],
+    v: &[T],
+) -> Result<(Coefficients<T>, InputScan<T>), Error> {
     check_nonneg("lr", lr)?;
     if t == 0 {
         return Err(Error::InvalidInput {
@@ -378,17 +604,35 @@ pub fn adam_step<T: Real>(
     check_len("grads", n, grads.len())?;
     check_len("m", n, m.len())?;
     check_len("v", n, v.len())?;
-    let grad_sq = sq_norm(grads);
-    if !grad_sq.is_finite() {
-        let index = grads.iter().position(|g| !g.is_finite());
-        if index.is_some() {
-            return Err(Error::NonFinite {
-                what: "grads",
-                index,
-            });
+    let scan = scan(params, grads, m, v);
+    let first_bad = |what: &'static str, x: &[T]| {
+        x.iter()
+            .position(|y| !y.is_finite())
+            .map(|i| Error::NonFinite {
+                what,
+                index: Some(i),
+            })
+    };
+    if !scan.grad_sq.is_finite() {
+        if let Some(e) = first_bad("grads", grads) {
+            return Err(e);
         }
     }
-
+    if !scan.poison.is_finite() {
+        for (what, x) in [("params", params), ("m", m), ("v", v)] {
+            if let Some(e) = first_bad(what, x) {
+                return Err(e);
+            }
+        }
+    }
+    if n > 0 && scan.min_v < T::zero() {
+        let index = v.iter().position(|&x| x < T::zero());
+        return Err(Error::InvalidInput {
+            what: "v",
+            value: index.map_or(0.0, |i| v[i].as_f64()),
+            allowed: ">= 0 (a second moment)",
+        });
+    }
     let (coupled, decoupled) = match cfg.weight_decay {
         WeightDecay::None => (T::zero(), T::zero()),
         WeightDecay::CoupledL2(l) => (l, T::zero()),
@@ -405,20 +649,23 @@ pub fn adam_step<T: Real>(
         coupled,
         decoupled,
     };
-    let acc = match cfg.weight_decay {
-        WeightDecay::None => update::<T, 0>(&k, params, grads, m, v),
-        WeightDecay::CoupledL2(_) => update::<T, 1>(&k, params, grads, m, v),
-        WeightDecay::Decoupled(_) => update::<T, 2>(&k, params, grads, m, v),
-    };
-    stats.merge(StepStats {
-        count: n,
-        sum_v_hat: tree_sum(&acc[0]),
-        sum_multiplier: tree_sum(&acc[1]),
-        param_sq: tree_sum(&acc[2]),
-        grad_sq,
-        update_sq: tree_sum(&acc[3]),
-    });
-    Ok(())
+    if !(k.proves_finite(&scan, n) && scan.grad_sq.is_finite()) {
+        let overflow = match cfg.weight_decay {
+            WeightDecay::None => k.find_overflow::<0>(params, grads, m, v),
+            WeightDecay::CoupledL2(_) => k.find_overflow::<1>(params, grads, m, v),
+            WeightDecay::Decoupled(_) => k.find_overflow::<2>(params, grads, m, v),
+        };
+        if let Some(e) = overflow {
+            return Err(e);
+        }
+        if !scan.grad_sq.is_finite() {
+            return Err(Error::Overflow {
+                what: "grad_sq",
+                index: None,
+            });
+        }
+    }
+    Ok((k, scan))
 }
 
 /// Writes `D^½` for Adam's preconditioner `D = diag(1/(sqrt(v̂)+ε))`:
@@ -428,8 +675,9 @@ pub fn adam_step<T: Real>(
 /// # Errors
 /// [`Error::LengthMismatch`] if `out.len() != v.len()`; [`Error::InvalidInput`] for
 /// `t == 0`, a `beta2` outside `[0, 1)` or an `eps` that is not finite and `> 0`;
-/// [`Error::NonFinite`] / [`Error::InvalidInput`] for a non-finite or negative `v_i`
-/// (then `out` is left unchanged).
+/// [`Error::NonFinite`] / [`Error::InvalidInput`] for a non-finite or negative `v_i`;
+/// [`Error::Overflow`] when an entry would be 0 or not finite (a `v̂` beyond the type's
+/// range). `out` is left unchanged on error; on `Ok` every entry is finite and `> 0`.
 ///
 /// ```
 /// use safestep_core::adam::preconditioner_sqrt;
@@ -467,6 +715,8 @@ pub fn preconditioner_sqrt<T: Real>(
             allowed: "finite and > 0",
         });
     }
+    let inv_bc2 = T::one() / bias_correction(beta2, t);
+    let entry = |vi: T| T::one() / ((vi * inv_bc2).sqrt() + eps).sqrt();
     for (i, &vi) in v.iter().enumerate() {
         if !vi.is_finite() {
             return Err(Error::NonFinite {
@@ -475,10 +725,17 @@ pub fn preconditioner_sqrt<T: Real>(
             });
         }
         check_nonneg("v", vi)?;
+        // v̂ beyond the type's range would give an entry of 0, which is no preconditioner.
+        let d = entry(vi);
+        if !(d.is_finite() && d > T::zero()) {
+            return Err(Error::Overflow {
+                what: "preconditioner",
+                index: Some(i),
+            });
+        }
     }
-    let inv_bc2 = T::one() / bias_correction(beta2, t);
     for (o, &vi) in out.iter_mut().zip(v) {
-        *o = T::one() / ((vi * inv_bc2).sqrt() + eps).sqrt();
+        *o = entry(vi);
     }
     Ok(())
 }

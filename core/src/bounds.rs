@@ -28,30 +28,70 @@
 use crate::error::check_nonneg;
 use crate::{Error, Real};
 
-/// How a layer's effective step `ρ` is measured against the bound.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum StepMeasure {
-    /// `ρ = α_agg · λ`: Adam's aggregate multiplier times the layer's sharpness
-    /// (dimensionless; the default).
-    #[default]
-    Normalized,
-    /// `ρ = lr · λ_max(D^½ H D^½)`: Adam's exact preconditioned sharpness.
-    Preconditioned,
-    /// The literal reading: the mean per-parameter multiplier
-    /// `mean(lr/((1−β1^t)(sqrt(v̂)+ε)))`, compared directly with the bound (ablation only;
-    /// it has units and degenerates into a fixed decay, see DESIGN.md).
-    Mean,
+crate::names::named_enum! {
+    /// How a layer's effective step `ρ` is measured against the bound.
+    pub enum StepMeasure: "step measure" {
+        /// `ρ = α_agg · λ`: Adam's aggregate multiplier times the layer's sharpness
+        /// (dimensionless; the default).
+        Normalized = "normalized",
+        /// `ρ = lr · λ_max(D^½ H D^½)`: Adam's exact preconditioned sharpness, with `lr` the
+        /// learning rate actually applied at the step.
+        Preconditioned = "preconditioned",
+        /// The literal reading: the mean per-parameter multiplier
+        /// `mean(lr/((1−β1^t)(sqrt(v̂)+ε)))`, compared directly with the bound (ablation only;
+        /// it has units and degenerates into a fixed decay, see DESIGN.md).
+        Mean = "mean",
+    }
+    default Normalized
 }
 
-impl StepMeasure {
-    /// The lower-case name used in configs and outputs (`"normalized"`, ...).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StepMeasure::Normalized => "normalized",
-            StepMeasure::Preconditioned => "preconditioned",
-            StepMeasure::Mean => "mean",
-        }
+/// The edge of stability of heavy-ball momentum with Adam's EMA convention,
+/// `(2 + 2β1)/(1 − β1)` (38 at β1 = 0.9; Cohen et al. 2022, "Adaptive gradient methods at
+/// the edge of stability"): the largest preconditioned `lr·λ` at which Adam's iteration on
+/// a quadratic is stable, against 2 for a single gradient step.
+///
+/// # Errors
+/// [`Error::InvalidInput`] unless `0 <= beta1 < 1`.
+///
+/// ```
+/// use safestep_core::bounds::momentum_edge;
+/// assert!((momentum_edge(0.9_f64)? - 38.0).abs() < 1e-12);
+/// assert_eq!(momentum_edge(0.0_f64)?, 2.0);
+/// # Ok::<(), safestep_core::Error>(())
+/// ```
+pub fn momentum_edge<T: Real>(beta1: T) -> Result<T, Error> {
+    if !(beta1.is_finite() && beta1 >= T::zero() && beta1 < T::one()) {
+        return Err(Error::InvalidInput {
+            what: "beta1",
+            value: beta1.as_f64(),
+            allowed: "in [0, 1)",
+        });
     }
+    Ok((T::of(2.0) + T::of(2.0) * beta1) / (T::one() - beta1))
+}
+
+/// The effective batch of Adam's momentum, `B·(1 + β1)/(1 − β1)`: the EMA of `B`-sample
+/// minibatch gradients has the variance of the mean of that many samples (the reading
+/// "noise averaged by momentum" of DESIGN.md).
+///
+/// # Errors
+/// [`Error::InvalidInput`] for `batch == 0` or `beta1` outside `[0, 1)`.
+///
+/// ```
+/// use safestep_core::bounds::momentum_batch;
+/// assert!((momentum_batch(256, 0.9_f64)? - 256.0 * 19.0).abs() < 1e-9);
+/// # Ok::<(), safestep_core::Error>(())
+/// ```
+pub fn momentum_batch<T: Real>(batch: usize, beta1: T) -> Result<T, Error> {
+    let edge = momentum_edge(beta1)?; // validates beta1
+    if batch == 0 {
+        return Err(Error::InvalidInput {
+            what: "batch",
+            value: 0.0,
+            allowed: ">= 1",
+        });
+    }
+    Ok(T::of_usize(batch) * edge / T::of(2.0))
 }
 
 /// Checks `x` is not NaN and `>= 0` (`+∞` allowed: an SNR may be infinite).
@@ -65,18 +105,24 @@ fn check_snr<T: Real>(what: &'static str, x: T) -> Result<T, Error> {
             allowed: ">= 0 (may be +inf)",
         })
     } else {
-        Ok(x)
+        // `+ 0` turns -0.0 into +0.0, so 1/x is +inf, never -inf.
+        Ok(x + T::zero())
     }
 }
 
+/// The largest safety factor accepted: `2s` and every intermediate stay finite.
+fn max_safety<T: Real>() -> T {
+    T::max_value() / T::of(4.0)
+}
+
 fn check_safety<T: Real>(safety: T) -> Result<T, Error> {
-    if safety.is_finite() && safety > T::zero() {
+    if safety.is_finite() && safety > T::zero() && safety <= max_safety() {
         Ok(safety)
     } else {
         Err(Error::InvalidInput {
             what: "safety",
             value: safety.as_f64(),
-            allowed: "finite and > 0",
+            allowed: "> 0 and at most a quarter of the type's largest value",
         })
     }
 }
@@ -101,11 +147,23 @@ pub fn snr_volatility<T: Real>(batch: usize, beta: T, vol: T) -> Result<T, Error
             allowed: ">= 1",
         });
     }
+    snr_volatility_real(T::of_usize(batch), beta, vol)
+}
+
+/// [`snr_volatility`] for a real-valued (effective) batch `batch >= 1`.
+fn snr_volatility_real<T: Real>(batch: T, beta: T, vol: T) -> Result<T, Error> {
+    if !(batch.is_finite() && batch >= T::one()) {
+        return Err(Error::InvalidInput {
+            what: "batch",
+            value: batch.as_f64(),
+            allowed: "finite and >= 1",
+        });
+    }
     let beta = check_nonneg("beta", beta)?;
     let vol = check_nonneg("vol", vol)?;
     let denom = beta * vol;
     if denom > T::zero() {
-        Ok(T::of_usize(batch) / denom)
+        Ok(batch / denom)
     } else {
         Ok(T::infinity())
     }
@@ -183,12 +241,42 @@ impl<T: Real> Bounds<T> {
     /// `beta` or `vol` negative or non-finite, `batch == 0`, `snr_g` negative or NaN
     /// (`+∞` is allowed).
     pub fn compute(safety: T, beta: T, batch: usize, snr_g: T, vol: T) -> Result<Self, Error> {
+        if batch == 0 {
+            return Err(Error::InvalidInput {
+                what: "batch",
+                value: 0.0,
+                allowed: ">= 1",
+            });
+        }
+        Self::with_effective_batch(safety, beta, T::of_usize(batch), snr_g, vol)
+    }
+
+    /// [`Bounds::compute`] with a real-valued effective batch (`>= 1`) in `SNR_v`, e.g.
+    /// [`momentum_batch`].
+    ///
+    /// # Errors
+    /// As [`Bounds::compute`]; `batch` must be finite and `>= 1`.
+    ///
+    /// ```
+    /// use safestep_core::bounds::Bounds;
+    /// let a = Bounds::compute(0.8_f64, 1.0, 32, 1.0, 32.0)?;
+    /// let b = Bounds::with_effective_batch(0.8_f64, 1.0, 32.0, 1.0, 32.0)?;
+    /// assert_eq!(a, b);
+    /// # Ok::<(), safestep_core::Error>(())
+    /// ```
+    pub fn with_effective_batch(
+        safety: T,
+        beta: T,
+        batch: T,
+        snr_g: T,
+        vol: T,
+    ) -> Result<Self, Error> {
         let safety = check_safety(safety)?;
         let snr_g = check_snr("snr_g", snr_g)?;
-        let snr_v = snr_volatility(batch, beta, vol)?;
+        let snr_v = snr_volatility_real(batch, beta, vol)?;
         // In inverse-SNR form every bound is one division: 2s·x/(1+x) = 2s/(1 + 1/x), and
         // 1/SNR = 1/SNR_g + 1/SNR_v. IEEE arithmetic gives the edge cases: 1/∞ = 0, 1/0 = ∞,
-        // 2s/(1+∞) = 0.
+        // 2s/(1+∞) = 0; both inverses are >= +0, so no ∞ − ∞ arises.
         let inv_g = T::one() / snr_g;
         let inv_v = T::one() / snr_v;
         let inv = inv_g + inv_v;

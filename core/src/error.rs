@@ -40,6 +40,14 @@ pub enum Error {
         /// What is allowed, in words (e.g. `"in (0, 1)"`).
         allowed: &'static str,
     },
+    /// Finite inputs whose result would not be finite (an overflow): nothing was changed.
+    /// `index` is the position in a slice when the result belongs to one.
+    Overflow {
+        /// Which result (e.g. `"v"`, `"params"`, `"sum_v_hat"`).
+        what: &'static str,
+        /// Position within the slice, if the result belongs to one.
+        index: Option<usize>,
+    },
     /// A runtime input was outside its allowed range (negative variance, batch of 0, ...).
     InvalidInput {
         /// Which input.
@@ -61,6 +69,16 @@ impl fmt::Display for Error {
                 write!(f, "{what}[{i}] is not finite")
             }
             Error::NonFinite { what, index: None } => write!(f, "{what} is not finite"),
+            Error::Overflow {
+                what,
+                index: Some(i),
+            } => write!(
+                f,
+                "{what}[{i}] would overflow (not finite); nothing was changed"
+            ),
+            Error::Overflow { what, index: None } => {
+                write!(f, "{what} would overflow (not finite); nothing was changed")
+            }
             Error::LengthMismatch {
                 what,
                 expected,

@@ -23,6 +23,7 @@ pub mod adam;
 pub mod bounds;
 mod error;
 pub mod indicators;
+pub mod names;
 pub mod noise;
 pub mod power;
 mod real;

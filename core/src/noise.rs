@@ -25,7 +25,7 @@
 //! let n = NoiseStats::from_sample_grads(&[2.0_f64], [&[1.0][..], &[3.0][..]], None)?;
 //! assert_eq!(n.variance, 2.0);   // ((1−2)² + (3−2)²)/(2−1)
 //! assert_eq!(n.noise, 1.0);      // S/B
-//! assert_eq!(n.grad_sq, 3.0);    // 2² − 1
+//! assert_eq!(n.unbiased_grad_sq, 3.0);    // 2² − 1
 //! assert_eq!(n.snr(), 3.0);
 //! # Ok::<(), safestep_core::Error>(())
 //! ```
@@ -35,6 +35,7 @@ use crate::{Error, Real};
 
 /// Gradient-noise statistics of one layer on one minibatch.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct NoiseStats<T> {
     /// Minibatch size `B` (>= 2).
     pub batch: usize,
@@ -45,7 +46,7 @@ pub struct NoiseStats<T> {
     /// `S/B · fpc`: the variance of the minibatch mean (the noise in `‖ḡ‖²`).
     pub noise: T,
     /// `G² = max(0, ‖ḡ‖² − noise)`: the unbiased estimate of the true `‖g‖²`, clamped.
-    pub grad_sq: T,
+    pub unbiased_grad_sq: T,
 }
 
 /// `fpc = (N−B)/N` for sampling without replacement from `N`, 1 with replacement.
@@ -84,7 +85,7 @@ impl<T: Real> NoiseStats<T> {
     /// use safestep_core::noise::NoiseStats;
     /// // Full-batch (N = B): no sampling noise, G² is ‖ḡ‖² and SNR_g is infinite.
     /// let n = NoiseStats::from_variance(4.0_f64, 2.0, 8, Some(8))?;
-    /// assert_eq!((n.noise, n.grad_sq), (0.0, 4.0));
+    /// assert_eq!((n.noise, n.unbiased_grad_sq), (0.0, 4.0));
     /// assert!(n.snr().is_infinite());
     /// # Ok::<(), safestep_core::Error>(())
     /// ```
@@ -99,13 +100,13 @@ impl<T: Real> NoiseStats<T> {
         let mean_grad_sq = check_nonneg("mean_grad_sq", mean_grad_sq)?;
         let variance = check_nonneg("variance", variance)?;
         let noise = variance / T::of_usize(batch) * fpc;
-        let grad_sq = (mean_grad_sq - noise).max(T::zero());
+        let unbiased_grad_sq = (mean_grad_sq - noise).max(T::zero());
         Ok(NoiseStats {
             batch,
             mean_grad_sq,
             variance,
             noise,
-            grad_sq,
+            unbiased_grad_sq,
         })
     }
 
@@ -204,22 +205,22 @@ impl<T: Real> NoiseStats<T> {
 
     /// `‖ḡ‖² − noise` before the clamp at 0: the unbiased estimate of `‖g‖²` itself (it can
     /// be negative). Average *this* across minibatches and clamp the average — averaging
-    /// the clamped [`NoiseStats::grad_sq`] is biased upwards on pure noise.
+    /// the clamped [`NoiseStats::unbiased_grad_sq`] is biased upwards on pure noise.
     ///
     /// ```
     /// use safestep_core::noise::NoiseStats;
     /// let n = NoiseStats::from_variance(1.0_f64, 16.0, 8, None)?;
-    /// assert_eq!((n.grad_sq, n.grad_sq_unclamped()), (0.0, -1.0));
+    /// assert_eq!((n.unbiased_grad_sq, n.unbiased_grad_sq_unclamped()), (0.0, -1.0));
     /// # Ok::<(), safestep_core::Error>(())
     /// ```
-    pub fn grad_sq_unclamped(&self) -> T {
+    pub fn unbiased_grad_sq_unclamped(&self) -> T {
         self.mean_grad_sq - self.noise
     }
 
     /// `SNR_g = G²/noise`: `+∞` when there is no noise and `G² > 0`, `0` when `G² = 0`
     /// (including `0/0`), never NaN.
     pub fn snr(&self) -> T {
-        snr_ratio(self.grad_sq, self.noise)
+        snr_ratio(self.unbiased_grad_sq, self.noise)
     }
 }
 
@@ -249,7 +250,7 @@ mod tests {
         let z = NoiseStats::from_variance(0.0_f64, 0.0, 4, None).unwrap();
         assert_eq!(z.snr(), 0.0);
         let n = NoiseStats::from_variance(1.0_f64, 8.0, 4, None).unwrap();
-        assert_eq!((n.noise, n.grad_sq, n.snr()), (2.0, 0.0, 0.0));
+        assert_eq!((n.noise, n.unbiased_grad_sq, n.snr()), (2.0, 0.0, 0.0));
         let n = NoiseStats::from_variance(1.0_f64, 0.0, 4, None).unwrap();
         assert_eq!(n.snr(), f64::INFINITY);
     }

@@ -9,7 +9,8 @@
 //! `λ_max(D^½ H D^½)` instead, scaling by `d` around the product.
 //!
 //! Power iteration finds the eigenvalue of largest magnitude; the returned Rayleigh quotient
-//! keeps its sign.
+//! keeps its sign. [`top_eigenvalue`] finds the largest algebraic eigenvalue instead (by a
+//! shift when the largest-magnitude one is negative).
 //!
 //! ```
 //! use safestep_core::power::{PowerConfig, PowerIteration};
@@ -31,6 +32,18 @@ use core::fmt;
 
 /// Stopping rule for the first (cold-start) estimate.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(
+    feature = "serde",
+    serde(
+        default,
+        deny_unknown_fields,
+        bound(
+            serialize = "T: serde::Serialize",
+            deserialize = "T: Real + serde::Deserialize<'de>"
+        )
+    )
+)]
 pub struct PowerConfig<T> {
     /// Stop when `|λ_k − λ_{k−1}| <= tol·|λ_k|` (default 1e-3).
     pub tol: T,
@@ -200,19 +213,50 @@ impl<T: Real> PowerIteration<T> {
     /// # Errors
     /// [`PowerError::Input`] for mismatched lengths, a `tol` that is not finite and `>= 0`,
     /// a preconditioner entry that is not finite and `> 0`, or a non-finite product;
-    /// [`PowerError::Hvp`] when the closure fails. On error `v` holds a valid direction
-    /// (the one before the failing product, up to rounding) and the state is unchanged.
+    /// [`PowerError::Hvp`] when the closure fails. On error `v` holds a finite direction
+    /// (the one before the failing product, up to rounding, or a deterministic reseed when
+    /// undoing a preconditioner scaling overflows) and the state is unchanged.
     pub fn estimate<F, E>(
         &mut self,
         cfg: &PowerConfig<T>,
         v: &mut [T],
         hv: &mut [T],
         precond: Option<&[T]>,
+        hvp: F,
+    ) -> Result<T, PowerError<E>>
+    where
+        F: FnMut(&[T], &mut [T]) -> Result<(), E>,
+    {
+        self.estimate_shifted(cfg, v, hv, precond, T::zero(), hvp)
+    }
+
+    /// [`PowerIteration::estimate`] on the shifted operator `A − σI` (`A` = `H` or
+    /// `D^½ H D^½`): the iteration converges to the eigenvector of `A` whose eigenvalue is
+    /// farthest from `shift`, and the value returned is still `A`'s Rayleigh quotient at it.
+    /// With `shift` = a negative largest-magnitude eigenvalue this finds the top (largest
+    /// algebraic) eigenvalue; see [`top_eigenvalue`].
+    ///
+    /// # Errors
+    /// As [`PowerIteration::estimate`], and [`PowerError::Input`] for a non-finite `shift`.
+    pub fn estimate_shifted<F, E>(
+        &mut self,
+        cfg: &PowerConfig<T>,
+        v: &mut [T],
+        hv: &mut [T],
+        precond: Option<&[T]>,
+        shift: T,
         mut hvp: F,
     ) -> Result<T, PowerError<E>>
     where
         F: FnMut(&[T], &mut [T]) -> Result<(), E>,
     {
+        if !shift.is_finite() {
+            return Err(Error::NonFinite {
+                what: "shift",
+                index: None,
+            }
+            .into());
+        }
         let n = v.len();
         crate::error::check_len("hv", n, hv.len())?;
         if !(cfg.tol.is_finite() && cfg.tol >= T::zero()) {
@@ -281,6 +325,11 @@ impl<T: Real> PowerIteration<T> {
                 None => {
                     hvp(v, hv).map_err(PowerError::Hvp)?;
                     let rq = dot(v, hv);
+                    if shift != T::zero() {
+                        for (y, &x) in hv.iter_mut().zip(v.iter()) {
+                            *y = *y - shift * x;
+                        }
+                    }
                     let w = norm(hv);
                     if !(w.is_finite() && rq.is_finite()) {
                         return Err(Error::NonFinite {
@@ -303,9 +352,16 @@ impl<T: Real> PowerIteration<T> {
                     for (x, &di) in v.iter_mut().zip(d) {
                         *x = *x * di;
                     }
+                    // Undo the scaling; if that is not representable, reseed (a valid
+                    // direction either way).
                     let unscale = |v: &mut [T]| {
                         for (x, &di) in v.iter_mut().zip(d) {
                             *x = *x / di;
+                        }
+                        if v.iter().any(|x| !x.is_finite()) {
+                            for (i, x) in v.iter_mut().enumerate() {
+                                *x = seed_entry(i);
+                            }
                         }
                     };
                     if let Err(e) = hvp(v, hv) {
@@ -313,8 +369,9 @@ impl<T: Real> PowerIteration<T> {
                         return Err(PowerError::Hvp(e));
                     }
                     let rq = dot(v, hv);
-                    for (y, &di) in hv.iter_mut().zip(d) {
-                        *y = *y * di;
+                    // (A − σI)·v_orig with A·v_orig = d⊙hv and v_orig = u/d.
+                    for ((y, &di), &u) in hv.iter_mut().zip(d).zip(v.iter()) {
+                        *y = *y * di - shift * (u / di);
                     }
                     let w = norm(hv);
                     if !(w.is_finite() && rq.is_finite()) {
@@ -356,6 +413,57 @@ impl<T: Real> PowerIteration<T> {
         self.started = true;
         Ok(lambda)
     }
+}
+
+/// The top (largest algebraic) eigenvalue `λ_max` of `A` = `H` (or `D^½ H D^½`), which is
+/// what "sharpness" means in the edge-of-stability literature the paper builds on.
+///
+/// Plain power iteration (`magnitude`, direction `v`) finds the eigenvalue of largest
+/// magnitude `λ_m`. If it is `>= 0` it is `λ_max`. Otherwise a second, warm-started power
+/// iteration (`top`, direction `v_top`) on `A − λ_m I`, whose eigenvalues `λ − λ_m` are all
+/// `>= 0`, converges to `λ_max`'s eigenvector; its Rayleigh quotient on `A` is returned.
+/// The second iteration costs its products only at events where `λ_m < 0`.
+///
+/// # Errors
+/// As [`PowerIteration::estimate`], and [`PowerError::Input`] when `v_top` has another
+/// length than `v`.
+///
+/// ```
+/// use safestep_core::power::{top_eigenvalue, PowerConfig, PowerIteration};
+/// // H = diag(-5, 2): the largest magnitude is -5, the top eigenvalue 2.
+/// let hvp = |v: &[f64], out: &mut [f64]| -> Result<(), ()> {
+///     out[0] = -5.0 * v[0];
+///     out[1] = 2.0 * v[1];
+///     Ok(())
+/// };
+/// let cfg = PowerConfig { tol: 1e-10, max_iters: 200 };
+/// let (mut mag, mut top) = (PowerIteration::new(), PowerIteration::new());
+/// let (mut v, mut v_top, mut hv) = ([1.0, 1.0], [1.0, 1.0], [0.0; 2]);
+/// let lambda = top_eigenvalue(&mut mag, &mut top, &cfg, &mut v, &mut v_top, &mut hv, None, hvp).unwrap();
+/// assert!((lambda - 2.0).abs() < 1e-6);
+/// assert!((mag.eigenvalue() + 5.0).abs() < 1e-6);
+/// ```
+#[allow(clippy::too_many_arguments)]
+pub fn top_eigenvalue<T, F, E>(
+    magnitude: &mut PowerIteration<T>,
+    top: &mut PowerIteration<T>,
+    cfg: &PowerConfig<T>,
+    v: &mut [T],
+    v_top: &mut [T],
+    hv: &mut [T],
+    precond: Option<&[T]>,
+    mut hvp: F,
+) -> Result<T, PowerError<E>>
+where
+    T: Real,
+    F: FnMut(&[T], &mut [T]) -> Result<(), E>,
+{
+    crate::error::check_len("v_top", v.len(), v_top.len())?;
+    let lambda_m = magnitude.estimate(cfg, v, hv, precond, &mut hvp)?;
+    if lambda_m >= T::zero() {
+        return Ok(lambda_m);
+    }
+    top.estimate_shifted(cfg, v_top, hv, precond, lambda_m, &mut hvp)
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@
 //!     if cfg.is_event(step) {
 //!         for sched in layers.iter_mut() {
 //!             let obs = LayerObservation {
+//!                 lr_used: None,
 //!                 alpha_agg: sched.lr() / 1e-3, // lr/(sqrt(mean v̂)+ε) from adam's StepStats
 //!                 mean_multiplier: sched.lr(),
 //!                 sharpness: 5.0,                // power iteration on the layer's HVP
@@ -43,62 +44,123 @@
 //! # Ok::<(), safestep_core::Error>(())
 //! ```
 
-use crate::bounds::{Bounds, StepMeasure};
+use crate::bounds::{momentum_batch, momentum_edge, Bounds, StepMeasure};
 use crate::error::{check_finite, check_nonneg};
 use crate::noise::{snr_ratio, NoiseStats};
 use crate::window::{CurvatureWindow, EmaVolatility};
 use crate::{Error, Real};
 
-/// Which bound the scheduler enforces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Mode {
-    /// Never change the learning rate (plain Adam); the numbers are still reported.
-    Off,
-    /// Gradient-noise bound `ρ*_g`.
-    Gradient,
-    /// Volatility bound `ρ*_vol`.
-    Volatility,
-    /// Combined bound `ρ̃*` (the paper's scheduler; the default).
-    #[default]
-    Combined,
-}
+use crate::names::named_enum;
 
-impl Mode {
-    /// Lower-case name (`"off"`, `"gradient"`, `"volatility"`, `"combined"`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Off => "off",
-            Mode::Gradient => "gradient",
-            Mode::Volatility => "volatility",
-            Mode::Combined => "combined",
-        }
+named_enum! {
+    /// Which bound the scheduler enforces.
+    pub enum Mode: "mode" {
+        /// Never change the learning rate (plain Adam); the numbers are still reported.
+        Off = "off",
+        /// Gradient-noise bound `ρ*_g`.
+        Gradient = "gradient",
+        /// Volatility bound `ρ*_vol`.
+        Volatility = "volatility",
+        /// Combined bound `ρ̃*` (the paper's scheduler; the default).
+        Combined = "combined",
     }
+    default Combined
 }
 
-/// How `SNR_g` is estimated at an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SnrEstimator {
-    /// Ratio of bias-corrected EMAs of the unbiased `‖ḡ‖² − S/B` (clamped at 0 *after*
-    /// averaging, so pure noise gives `SNR_g ≈ 0`) and of the noise `S/B` across events
-    /// (McCandlish et al.; the default).
-    #[default]
-    Ema,
-    /// This event's raw `G²/(S/B)` (mostly sampling noise; for ablation).
-    Raw,
+named_enum! {
+    /// How `SNR_g` is estimated at an event.
+    pub enum SnrEstimator: "snr estimator" {
+        /// Ratio of bias-corrected EMAs of the unbiased `‖ḡ‖² − S/B` (clamped at 0 *after*
+        /// averaging, so pure noise gives `SNR_g ≈ 0`) and of the noise `S/B` across events
+        /// (McCandlish et al.; the default).
+        Ema = "ema",
+        /// This event's raw `G²/(S/B)` (mostly sampling noise; for ablation).
+        Raw = "raw",
+    }
+    default Ema
 }
 
-/// How the curvature volatility is estimated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum VolatilityEstimator {
-    /// Last `window` values of `ρ` ([`CurvatureWindow`]; the default).
-    #[default]
-    Window,
-    /// Bias-corrected EMA with decay `1 − 2/(window+1)` ([`EmaVolatility`]).
-    Ema,
+named_enum! {
+    /// How the curvature volatility is estimated.
+    pub enum VolatilityEstimator: "volatility estimator" {
+        /// Last `window` values of `ρ` ([`CurvatureWindow`]; the default).
+        Window = "window",
+        /// Bias-corrected EMA with decay `1 − 2/(window+1)` ([`EmaVolatility`]).
+        Ema = "ema",
+    }
+    default Window
+}
+
+named_enum! {
+    /// What [`LayerScheduler::begin_task`] does at a task boundary.
+    pub enum TaskBoundary: "task boundary" {
+        /// Keep the SNR EMAs, the curvature window and the learning rate (the default).
+        Carry = "carry",
+        /// Forget the SNR EMAs and the curvature window; keep the learning rate.
+        ResetStats = "reset-stats",
+        /// Forget the statistics and restart the learning rate at `lr0` (per-task
+        /// trajectories, like a step decay that restarts every task).
+        ResetLr = "reset-lr",
+    }
+    default Carry
+}
+
+named_enum! {
+    /// Which stability threshold the bound scales.
+    pub enum Threshold: "threshold" {
+        /// `2·SNR/(1+SNR)`: the descent bound of one gradient step (the default).
+        Sgd = "sgd",
+        /// `E·SNR/(1+SNR)` with `E = (2+2β1)/(1−β1)`, the edge of stability of Adam's
+        /// momentum ([`crate::bounds::momentum_edge`], 38 at β1 = 0.9).
+        Momentum = "momentum",
+    }
+    default Sgd
+}
+
+named_enum! {
+    /// Which noise the gradient SNR compares the signal with.
+    pub enum NoiseAveraging: "noise averaging" {
+        /// The minibatch mean's noise `S/B` (the default).
+        Minibatch = "minibatch",
+        /// The noise of Adam's momentum average, `S/B_eff` with the effective batch
+        /// `B_eff = B(1+β1)/(1−β1)` ([`crate::bounds::momentum_batch`]); `B_eff` also
+        /// replaces `B` in `SNR_v`. `G²` is still debiased with the minibatch's `S/B`.
+        Momentum = "momentum",
+    }
+    default Minibatch
+}
+
+named_enum! {
+    /// How an event turns `ρ` and the bound into a learning-rate change.
+    pub enum Control: "control" {
+        /// Cool when `ρ > bound`; warm only early in a task and only when
+        /// `ρ < timid·bound`; else hold (DESIGN.md's Algorithm 1; the default).
+        EarlyWarm = "early-warm",
+        /// Cool when `ρ > bound`, warm whenever `ρ < timid·bound`, at any time.
+        Symmetric = "symmetric",
+        /// `lr ← lr·clamp((bound/ρ)^κ, γ_cool, γ_warm)` (`ρ <= 0` warms by `γ_warm`).
+        Proportional = "proportional",
+    }
+    default EarlyWarm
 }
 
 /// Every constant of the scheduler. `Default` gives DESIGN.md's values.
+///
+/// With the `serde` feature it (de)serialises with these field names; missing fields take
+/// their defaults and unknown ones are rejected.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(
+    feature = "serde",
+    serde(
+        default,
+        deny_unknown_fields,
+        bound(
+            serialize = "T: serde::Serialize",
+            deserialize = "T: Real + serde::Deserialize<'de>"
+        )
+    )
+)]
 pub struct SchedulerConfig<T> {
     /// Which bound to enforce (default [`Mode::Combined`]).
     pub mode: Mode,
@@ -106,7 +168,8 @@ pub struct SchedulerConfig<T> {
     pub measure: StepMeasure,
     /// Control interval `K`: an event every `K` optimizer steps (default 10, `>= 1`).
     pub interval: usize,
-    /// Safety factor `s` (default 0.8, `> 0`); every bound lies in `[0, 2s]`.
+    /// Safety factor `s` (default 0.8, `> 0` and at most a quarter of the type's largest
+    /// value); every bound lies in `[0, 2s]` (`[0, s·E]` with [`Threshold::Momentum`]).
     pub safety: T,
     /// Volatility weight `β` in `SNR_v = B/(β·Vol)` (default 1, `>= 0`).
     pub beta: T,
@@ -130,6 +193,19 @@ pub struct SchedulerConfig<T> {
     pub lr_min: T,
     /// Upper clamp of the learning rate (default 1e-2, finite and `>= lr_min`).
     pub lr_max: T,
+    /// What a task boundary does (default [`TaskBoundary::Carry`]).
+    pub boundary: TaskBoundary,
+    /// The stability threshold the bound scales (default [`Threshold::Sgd`]).
+    pub threshold: Threshold,
+    /// The noise `SNR_g` is measured against (default [`NoiseAveraging::Minibatch`]).
+    pub noise_averaging: NoiseAveraging,
+    /// The control law (default [`Control::EarlyWarm`]).
+    pub control: Control,
+    /// Exponent `κ` of [`Control::Proportional`] (default 1, finite and `> 0`).
+    pub kappa: T,
+    /// Adam's `β1`, used by [`Threshold::Momentum`] and [`NoiseAveraging::Momentum`]; set it
+    /// to your optimizer's (default 0.9, in `[0, 1)`).
+    pub beta1: T,
 }
 
 impl<T: Real> Default for SchedulerConfig<T> {
@@ -150,6 +226,12 @@ impl<T: Real> Default for SchedulerConfig<T> {
             timid: T::of(0.1),
             lr_min: T::of(1e-6),
             lr_max: T::of(1e-2),
+            boundary: TaskBoundary::Carry,
+            threshold: Threshold::Sgd,
+            noise_averaging: NoiseAveraging::Minibatch,
+            control: Control::EarlyWarm,
+            kappa: T::one(),
+            beta1: T::of(0.9),
         }
     }
 }
@@ -192,6 +274,7 @@ impl<T: Real> SchedulerConfig<T> {
             & (self.window != 0)
             & fin(self.safety)
             & (self.safety > zero)
+            & (self.safety <= T::max_value() / T::of(4.0))
             & fin(self.beta)
             & (self.beta >= zero)
             & (self.snr_ema_decay >= zero)
@@ -207,7 +290,11 @@ impl<T: Real> SchedulerConfig<T> {
             & fin(self.lr_min)
             & (self.lr_min > zero)
             & fin(self.lr_max)
-            & (self.lr_max >= self.lr_min);
+            & (self.lr_max >= self.lr_min)
+            & fin(self.kappa)
+            & (self.kappa > zero)
+            & (self.beta1 >= zero)
+            & (self.beta1 < one);
         if ok {
             return Ok(());
         }
@@ -230,8 +317,15 @@ impl<T: Real> SchedulerConfig<T> {
                 allowed: ">= 1",
             });
         }
-        if !(self.safety.is_finite() && self.safety > T::zero()) {
-            return Err(invalid("safety", self.safety, "finite and > 0"));
+        if !(self.safety.is_finite()
+            && self.safety > T::zero()
+            && self.safety <= T::max_value() / T::of(4.0))
+        {
+            return Err(invalid(
+                "safety",
+                self.safety,
+                "> 0 and at most a quarter of the type's largest value",
+            ));
         }
         in_range(
             "beta",
@@ -274,6 +368,12 @@ impl<T: Real> SchedulerConfig<T> {
             T::max_value(),
             "finite and >= lr_min",
         )?;
+        if !(self.kappa.is_finite() && self.kappa > T::zero()) {
+            return Err(invalid("kappa", self.kappa, "finite and > 0"));
+        }
+        if !(self.beta1.is_finite() && self.beta1 >= T::zero() && self.beta1 < T::one()) {
+            return Err(invalid("beta1", self.beta1, "in [0, 1)"));
+        }
         Ok(())
     }
 
@@ -328,8 +428,10 @@ impl Progress {
 
 /// One layer's statistics at a controller event (everything the scheduler needs).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct LayerObservation<T> {
-    /// `α_agg = lr/(sqrt(mean v̂)+ε)` ([`crate::adam::StepStats::alpha_agg`]), `>= 0`.
+    /// `α_agg = lr/(sqrt(mean v̂)+ε)` ([`crate::adam::StepStats::alpha_agg`]) with the lr
+    /// applied at the step, `>= 0`.
     pub alpha_agg: T,
     /// The literal mean multiplier ([`crate::adam::StepStats::mean_multiplier`]), `>= 0`.
     pub mean_multiplier: T,
@@ -338,33 +440,29 @@ pub struct LayerObservation<T> {
     pub sharpness: T,
     /// Gradient-noise statistics on the event's minibatch ([`NoiseStats`]).
     pub noise: NoiseStats<T>,
+    /// The learning rate actually applied at the event's step, when it differs from
+    /// [`LayerScheduler::lr`] (e.g. times a step-decay multiplier); `None` means the
+    /// scheduler's own lr. [`StepMeasure::Preconditioned`] measures `ρ = lr_used·λ`.
+    pub lr_used: Option<T>,
 }
 
-/// The scheduler's decision for a layer at an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Decision {
-    /// `ρ` was above the bound: `lr ← γ_cool·lr`.
-    Cool,
-    /// Early, and `ρ` well below the bound: `lr ← γ_warm·lr`.
-    Warm,
-    /// Neither (or mode off).
-    #[default]
-    Hold,
-}
-
-impl Decision {
-    /// `"cool"`, `"warm"` or `"hold"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Decision::Cool => "cool",
-            Decision::Warm => "warm",
-            Decision::Hold => "hold",
-        }
+named_enum! {
+    /// The scheduler's decision for a layer at an event.
+    pub enum Decision: "decision" {
+        /// `ρ` was above the bound (or, proportional control, the factor was below 1):
+        /// the lr went down.
+        Cool = "cool",
+        /// `ρ` well below the bound (or a factor above 1): the lr went up.
+        Warm = "warm",
+        /// Neither (or mode off).
+        Hold = "hold",
     }
+    default Hold
 }
 
 /// A decision and every number behind it, for logging.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Report<T> {
     /// What was done.
     pub decision: Decision,
@@ -376,9 +474,9 @@ pub struct Report<T> {
     pub rho: T,
     /// Curvature volatility `Vol` after pushing this `ρ`.
     pub vol: T,
-    /// `SNR_g` as the estimator produced it.
+    /// `SNR_g` as the estimator produced it (against the noise [`NoiseAveraging`] selects).
     pub snr_g: T,
-    /// `SNR_v = B/(β·Vol)`.
+    /// `SNR_v = B/(β·Vol)` (`B_eff` with [`NoiseAveraging::Momentum`]).
     pub snr_v: T,
     /// Combined `SNR`.
     pub snr: T,
@@ -397,13 +495,17 @@ pub struct Report<T> {
 }
 
 /// Number of fixed entries in [`LayerScheduler::to_state`] before the window values.
-pub const STATE_HEADER: usize = 12;
+pub const STATE_HEADER: usize = 13;
+
+/// The format number [`LayerScheduler::to_state`] writes first.
+pub const STATE_FORMAT: u32 = 2;
 
 /// One layer's scheduler state: its learning rate, volatility estimator and SNR EMAs.
 /// `N` is the volatility window's capacity (`cfg.window <= N`).
 #[derive(Debug, Clone)]
 pub struct LayerScheduler<T, const N: usize> {
     lr: T,
+    lr0: T,
     window: CurvatureWindow<T, N>,
     ema_vol: EmaVolatility<T>,
     g2_sum: T,
@@ -432,6 +534,7 @@ impl<T: Real, const N: usize> LayerScheduler<T, N> {
         }
         Ok(LayerScheduler {
             lr: lr0,
+            lr0,
             window,
             ema_vol,
             g2_sum: T::zero(),
@@ -446,6 +549,11 @@ impl<T: Real, const N: usize> LayerScheduler<T, N> {
         self.lr
     }
 
+    /// The learning rate the layer started at ([`TaskBoundary::ResetLr`] returns to it).
+    pub fn lr0(&self) -> T {
+        self.lr0
+    }
+
     /// Number of events observed.
     pub fn events(&self) -> u64 {
         self.events
@@ -453,18 +561,18 @@ impl<T: Real, const N: usize> LayerScheduler<T, N> {
 
     /// The whole state as a flat list of numbers, for checkpoints (collect it into a
     /// `Vec`, or write it into a buffer of [`LayerScheduler::state_len`] values). Layout
-    /// (format 1): `[1, lr, g2_sum, noise_sum, ema_weight, events, ema_weight, ema_weight_sq,
-    /// ema_mean, ema_m2, ema_count, k, window values (k, oldest first)]`. Restore with
-    /// [`LayerScheduler::from_state`]; the continuation is bit-identical (counts are exact
-    /// up to 2^24 events in `f32`, 2^53 in `f64`).
+    /// (format [`STATE_FORMAT`] = 2): `[2, lr, lr0, g2_sum, noise_sum, ema_weight, events,
+    /// ema_weight, ema_weight_sq, ema_mean, ema_m2, ema_count, k, window values (k, oldest
+    /// first)]`. Restore with [`LayerScheduler::from_state`]; the continuation is
+    /// bit-identical (counts are exact up to 2^24 events in `f32`, 2^53 in `f64`).
     ///
     /// ```
     /// use safestep_core::noise::NoiseStats;
     /// use safestep_core::scheduler::{LayerObservation, LayerScheduler, Progress, SchedulerConfig};
     /// let cfg = SchedulerConfig::<f64>::default();
     /// let mut a = LayerScheduler::<f64, 32>::new(&cfg, 1e-3)?;
-    /// let obs = LayerObservation { alpha_agg: 0.5, mean_multiplier: 0.0, sharpness: 3.0,
-    ///     noise: NoiseStats::from_variance(1.0, 2.0, 16, None)? };
+    /// let obs = LayerObservation { alpha_agg: 0.5, sharpness: 3.0,
+    ///     noise: NoiseStats::from_variance(1.0, 2.0, 16, None)?, ..LayerObservation::default() };
     /// a.observe(&cfg, &obs, Progress::default())?;
     /// let saved: Vec<f64> = a.to_state().collect();
     /// let mut b = LayerScheduler::<f64, 32>::from_state(&cfg, &saved)?;
@@ -474,8 +582,9 @@ impl<T: Real, const N: usize> LayerScheduler<T, N> {
     pub fn to_state(&self) -> impl Iterator<Item = T> + '_ {
         let e = self.ema_vol.parts();
         let head = [
-            T::one(),
+            T::of(f64::from(STATE_FORMAT)),
             self.lr,
+            self.lr0,
             self.g2_sum,
             self.noise_sum,
             self.ema_weight,
@@ -500,9 +609,9 @@ impl<T: Real, const N: usize> LayerScheduler<T, N> {
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] from `cfg`; [`Error::LengthMismatch`] (what `"state"`) for a
-    /// truncated state; [`Error::InvalidInput`] for an unknown format, an `lr` outside the
-    /// clamp, more window values than `cfg.window`, or a count that is not a whole number;
-    /// [`Error::NonFinite`] for a non-finite entry.
+    /// truncated state; [`Error::InvalidInput`] for a format other than [`STATE_FORMAT`],
+    /// an `lr` or `lr0` outside the clamp, more window values than `cfg.window`, or a count
+    /// that is not a whole number; [`Error::NonFinite`] for a non-finite entry.
     pub fn from_state(cfg: &SchedulerConfig<T>, state: &[T]) -> Result<Self, Error> {
         if state.len() < STATE_HEADER {
             return Err(Error::LengthMismatch {
@@ -517,11 +626,11 @@ impl<T: Real, const N: usize> LayerScheduler<T, N> {
                 index: Some(i),
             });
         }
-        if state[0] != T::one() {
+        if state[0] != T::of(f64::from(STATE_FORMAT)) {
             return Err(Error::InvalidInput {
                 what: "state format",
                 value: state[0].as_f64(),
-                allowed: "1",
+                allowed: "2 (this version's format)",
             });
         }
         let count = |what: &'static str, x: T| -> Result<u64, Error> {
@@ -536,7 +645,7 @@ impl<T: Real, const N: usize> LayerScheduler<T, N> {
                 })
             }
         };
-        let k = count("state window length", state[11])? as usize;
+        let k = count("state window length", state[12])? as usize;
         if k > cfg.window {
             return Err(Error::InvalidInput {
                 what: "state window length",
@@ -545,30 +654,62 @@ impl<T: Real, const N: usize> LayerScheduler<T, N> {
             });
         }
         crate::error::check_len("state", STATE_HEADER + k, state.len())?;
-        let mut s = Self::new(cfg, state[1])?;
-        s.g2_sum = state[2];
-        s.noise_sum = state[3];
-        s.ema_weight = check_nonneg("state ema_weight", state[4])?;
-        s.events = count("state events", state[5])?;
-        let ema_count = count("state ema count", state[10])? as usize;
+        let mut s = Self::new(cfg, state[2])?;
+        if !(state[1] >= cfg.lr_min && state[1] <= cfg.lr_max) {
+            return Err(Error::InvalidInput {
+                what: "state lr",
+                value: state[1].as_f64(),
+                allowed: "within [lr_min, lr_max]",
+            });
+        }
+        s.lr = state[1];
+        s.g2_sum = state[3];
+        s.noise_sum = check_nonneg("state noise_sum", state[4])?;
+        s.ema_weight = check_nonneg("state ema_weight", state[5])?;
+        s.events = count("state events", state[6])?;
+        let ema_count = count("state ema count", state[11])? as usize;
         s.ema_vol.set_parts(
-            [state[6], state[7], state[8], state[9], T::zero()],
+            [state[7], state[8], state[9], state[10], T::zero()],
             ema_count,
-        );
+        )?;
         for &rho in &state[STATE_HEADER..] {
             s.window.push(rho)?;
         }
         Ok(s)
     }
 
-    /// Task-boundary hint: forget the volatility history and the SNR EMAs (the statistics
-    /// of the old task say little about the new one). The learning rate is kept.
+    /// Forget the volatility history and the SNR EMAs (the statistics of the old task say
+    /// little about the new one). The learning rate is kept.
     pub fn reset_task(&mut self) {
         self.window.clear();
         self.ema_vol.clear();
         self.g2_sum = T::zero();
         self.noise_sum = T::zero();
         self.ema_weight = T::zero();
+    }
+
+    /// A new task begins: carry, reset the statistics, or also restart the lr at `lr0`, as
+    /// `cfg.boundary` says.
+    ///
+    /// ```
+    /// use safestep_core::scheduler::{LayerScheduler, SchedulerConfig, TaskBoundary};
+    /// let cfg = SchedulerConfig { boundary: TaskBoundary::ResetLr, ..SchedulerConfig::<f64>::default() };
+    /// let mut s = LayerScheduler::<f64, 32>::from_state(&cfg,
+    ///     &[2.0, 5e-4, 1e-3, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])?;
+    /// assert_eq!(s.lr(), 5e-4);
+    /// s.begin_task(&cfg);
+    /// assert_eq!(s.lr(), 1e-3);
+    /// # Ok::<(), safestep_core::Error>(())
+    /// ```
+    pub fn begin_task(&mut self, cfg: &SchedulerConfig<T>) {
+        match cfg.boundary {
+            TaskBoundary::Carry => {}
+            TaskBoundary::ResetStats => self.reset_task(),
+            TaskBoundary::ResetLr => {
+                self.reset_task();
+                self.lr = self.lr0;
+            }
+        }
     }
 
     /// One controller event: takes the layer's statistics, updates the estimates, decides
@@ -579,8 +720,9 @@ impl<T: Real, const N: usize> LayerScheduler<T, N> {
     ///
     /// # Errors
     /// Invalid `cfg` (or a `window` different from creation), a non-finite or negative
-    /// observation field (`sharpness` may be negative), or a noise `batch` of 0. On error
-    /// the state is unchanged.
+    /// observation field (`sharpness` may be negative), a noise `batch` of 0, or
+    /// [`Error::Overflow`] when the inputs are so large that an estimate would not be
+    /// finite. On error the state is unchanged.
     pub fn observe(
         &mut self,
         cfg: &SchedulerConfig<T>,
@@ -598,9 +740,13 @@ impl<T: Real, const N: usize> LayerScheduler<T, N> {
         let alpha = check_nonneg("alpha_agg", obs.alpha_agg)?;
         let mean_mult = check_nonneg("mean_multiplier", obs.mean_multiplier)?;
         let sharp = check_finite("sharpness", obs.sharpness)?;
-        let g2 = check_nonneg("noise.grad_sq", obs.noise.grad_sq)?;
+        let g2 = check_nonneg("noise.unbiased_grad_sq", obs.noise.unbiased_grad_sq)?;
         let noise = check_nonneg("noise.noise", obs.noise.noise)?;
         let mgs = check_nonneg("noise.mean_grad_sq", obs.noise.mean_grad_sq)?;
+        let lr_used = match obs.lr_used {
+            Some(lr) => check_nonneg("lr_used", lr)?,
+            None => self.lr,
+        };
         if obs.noise.batch == 0 {
             return Err(Error::InvalidInput {
                 what: "noise.batch",
@@ -610,10 +756,15 @@ impl<T: Real, const N: usize> LayerScheduler<T, N> {
         }
         let rho = match cfg.measure {
             StepMeasure::Normalized => alpha * sharp,
-            StepMeasure::Preconditioned => self.lr * sharp,
+            StepMeasure::Preconditioned => lr_used * sharp,
             StepMeasure::Mean => mean_mult,
         };
-        check_finite("rho", rho)?;
+        if !rho.is_finite() {
+            return Err(Error::Overflow {
+                what: "rho",
+                index: None,
+            });
+        }
 
         // Tentative updates on copies; committed only once everything succeeded.
         let d = cfg.snr_ema_decay;
@@ -621,11 +772,25 @@ impl<T: Real, const N: usize> LayerScheduler<T, N> {
         let g2_sum = d * self.g2_sum + c * (mgs - noise);
         let noise_sum = d * self.noise_sum + c * noise;
         let ema_weight = d * self.ema_weight + c;
+        if !(g2_sum.is_finite() && noise_sum.is_finite()) {
+            return Err(Error::Overflow {
+                what: "snr ema",
+                index: None,
+            });
+        }
         let g2_ema = (g2_sum / ema_weight).max(T::zero());
         let noise_ema = noise_sum / ema_weight;
+        // The noise the signal is compared with, and the batch in SNR_v.
+        let (noise_scale, batch) = match cfg.noise_averaging {
+            NoiseAveraging::Minibatch => (T::one(), T::of_usize(obs.noise.batch)),
+            NoiseAveraging::Momentum => {
+                let eff = momentum_batch(obs.noise.batch, cfg.beta1)?;
+                (T::of_usize(obs.noise.batch) / eff, eff)
+            }
+        };
         let snr_g = match cfg.snr_estimator {
-            SnrEstimator::Ema => snr_ratio(g2_ema, noise_ema),
-            SnrEstimator::Raw => snr_ratio(g2, noise),
+            SnrEstimator::Ema => snr_ratio(g2_ema, noise_ema * noise_scale),
+            SnrEstimator::Raw => snr_ratio(g2, noise * noise_scale),
         };
         // The volatility estimate is computed as if ρ were pushed and committed with the
         // rest, so an error leaves the state unchanged.
@@ -637,7 +802,17 @@ impl<T: Real, const N: usize> LayerScheduler<T, N> {
                 ema_vol.volatility()
             }
         };
-        let b = Bounds::compute(cfg.safety, cfg.beta, obs.noise.batch, snr_g, vol)?;
+        if !vol.is_finite() {
+            return Err(Error::Overflow {
+                what: "volatility",
+                index: None,
+            });
+        }
+        let safety = match cfg.threshold {
+            Threshold::Sgd => cfg.safety,
+            Threshold::Momentum => cfg.safety * momentum_edge(cfg.beta1)? / T::of(2.0),
+        };
+        let b = Bounds::with_effective_batch(safety, cfg.beta, batch, snr_g, vol)?;
         if cfg.volatility_estimator == VolatilityEstimator::Window {
             self.window.push(rho)?;
         }
@@ -653,20 +828,21 @@ impl<T: Real, const N: usize> LayerScheduler<T, N> {
             Mode::Volatility => b.rho_vol,
         };
         let lr_before = self.lr;
-        let early = progress.is_early(cfg.warm_fraction);
-        let decision = if cfg.mode == Mode::Off {
-            Decision::Hold
-        } else if rho > bound {
+        let factor = if cfg.mode == Mode::Off {
+            T::one()
+        } else {
+            control_factor(cfg, rho, bound, progress)
+        };
+        let decision = if factor < T::one() {
             Decision::Cool
-        } else if early && rho < cfg.timid * bound {
+        } else if factor > T::one() {
             Decision::Warm
         } else {
             Decision::Hold
         };
         let lr_after = match decision {
-            Decision::Cool => (lr_before * cfg.cool).max(cfg.lr_min).min(cfg.lr_max),
-            Decision::Warm => (lr_before * cfg.warm).max(cfg.lr_min).min(cfg.lr_max),
             Decision::Hold => lr_before,
+            _ => (lr_before * factor).max(cfg.lr_min).min(cfg.lr_max),
         };
         self.lr = lr_after;
         Ok(Report {
@@ -685,5 +861,34 @@ impl<T: Real, const N: usize> LayerScheduler<T, N> {
             g2_ema,
             noise_ema,
         })
+    }
+}
+
+/// The factor an event multiplies the lr by, before the clamp: `γ_cool`, `γ_warm` or 1 for
+/// the threshold laws, `clamp((bound/ρ)^κ, γ_cool, γ_warm)` for proportional control.
+fn control_factor<T: Real>(cfg: &SchedulerConfig<T>, rho: T, bound: T, progress: Progress) -> T {
+    match cfg.control {
+        Control::EarlyWarm | Control::Symmetric => {
+            let may_warm =
+                cfg.control == Control::Symmetric || progress.is_early(cfg.warm_fraction);
+            if rho > bound {
+                cfg.cool
+            } else if may_warm && rho < cfg.timid * bound {
+                cfg.warm
+            } else {
+                T::one()
+            }
+        }
+        Control::Proportional => {
+            if rho <= T::zero() {
+                return cfg.warm;
+            }
+            let ratio = (bound / rho).powf(cfg.kappa);
+            if ratio.is_nan() {
+                T::one()
+            } else {
+                ratio.max(cfg.cool).min(cfg.warm)
+            }
+        }
     }
 }

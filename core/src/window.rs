@@ -258,16 +258,27 @@ impl<T: Real> EmaVolatility<T> {
     /// Adds one value.
     ///
     /// # Errors
-    /// [`Error::NonFinite`] (the estimator is unchanged) if `rho` is not finite.
+    /// [`Error::NonFinite`] if `rho` is not finite; [`Error::Overflow`] if the mean or the
+    /// variance would not be finite (values near the type's largest). The estimator is
+    /// unchanged on error.
     pub fn push(&mut self, rho: T) -> Result<(), Error> {
         check_finite("rho", rho)?;
         let d = self.decay;
-        let old_weight = d * self.weight;
-        self.weight = old_weight + T::one();
-        self.weight_sq = d * d * self.weight_sq + T::one();
+        let weight = d * self.weight + T::one();
+        let weight_sq = d * d * self.weight_sq + T::one();
         let delta = rho - self.mean;
-        self.mean = self.mean + delta / self.weight;
-        self.m2 = d * self.m2 + delta * (rho - self.mean);
+        let mean = self.mean + delta / weight;
+        let m2 = d * self.m2 + delta * (rho - mean);
+        if !(delta.is_finite() && mean.is_finite() && m2.is_finite()) {
+            return Err(Error::Overflow {
+                what: "volatility estimate",
+                index: None,
+            });
+        }
+        self.weight = weight;
+        self.weight_sq = weight_sq;
+        self.mean = mean;
+        self.m2 = m2;
         self.count = self.count.saturating_add(1);
         Ok(())
     }
@@ -283,13 +294,26 @@ impl<T: Real> EmaVolatility<T> {
         ]
     }
 
-    /// Restores accumulators saved by `parts` (validated by the caller).
-    pub(crate) fn set_parts(&mut self, p: [T; 5], count: usize) {
+    /// Restores accumulators saved by `parts`: all finite, weights `>= 0` (`m2` may be
+    /// slightly negative from rounding; the variance clamps it).
+    pub(crate) fn set_parts(&mut self, p: [T; 5], count: usize) -> Result<(), Error> {
+        let what = "state volatility estimate";
+        if p.iter().any(|x| !x.is_finite()) {
+            return Err(Error::NonFinite { what, index: None });
+        }
+        if p[0] < T::zero() || p[1] < T::zero() {
+            return Err(Error::InvalidInput {
+                what,
+                value: p[0].min(p[1]).as_f64(),
+                allowed: "weights >= 0",
+            });
+        }
         self.weight = p[0];
         self.weight_sq = p[1];
         self.mean = p[2];
         self.m2 = p[3];
         self.count = count;
+        Ok(())
     }
 
     /// Number of values pushed since creation or [`EmaVolatility::clear`].

@@ -295,6 +295,7 @@ impl SchedulerSettings {
             timid: self.timid,
             lr_min: self.lr_min,
             lr_max: self.lr_max,
+            ..SchedulerConfig::default()
         }
     }
 }

@@ -270,6 +270,8 @@ impl Trainer {
                     mean_multiplier: stats[l].mean_multiplier(),
                     sharpness: f64::from(sharpness[l]),
                     noise,
+                    // The applied lr in f64 (before the engine's f32 rounding).
+                    lr_used: Some(layer.scheduler.lr() * multiplier),
                 };
                 let report = layer
                     .scheduler
@@ -392,7 +394,7 @@ fn controller_row(
         rho: report.rho,
         mean_grad_sq: obs.noise.mean_grad_sq,
         variance: obs.noise.variance,
-        grad_sq: obs.noise.grad_sq,
+        grad_sq: obs.noise.unbiased_grad_sq,
         snr_g: report.snr_g,
         vol: report.vol,
         rho_g: report.rho_g,

@@ -134,7 +134,7 @@ fn run() -> i32 {
 
     // 2. Noise statistics from per-sample gradients (B = 2): S = 2, noise = 1, G² = 3.
     let noise = match NoiseStats::from_sample_grads(&[2.0f64], [&[1.0][..], &[3.0][..]], None) {
-        Ok(n) if n.variance == 2.0 && n.grad_sq == 3.0 && n.snr() == 3.0 => n,
+        Ok(n) if n.variance == 2.0 && n.unbiased_grad_sq == 3.0 && n.snr() == 3.0 => n,
         _ => return 2,
     };
 
@@ -167,6 +167,7 @@ fn run() -> i32 {
         Err(_) => return 5,
     };
     let obs = LayerObservation {
+        lr_used: None,
         alpha_agg: 1.0,
         mean_multiplier: 1.0,
         sharpness: 3.0,
@@ -210,6 +211,7 @@ fn run() -> i32 {
     };
     for k in 0..2000u64 {
         let obs = LayerObservation {
+            lr_used: None,
             alpha_agg: 1.0f32,
             mean_multiplier: 0.0,
             sharpness: 0.01 * (k % 13) as f32,
