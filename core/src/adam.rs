@@ -155,21 +155,48 @@ impl<T: Real> Adam<T> {
         v: &mut [T],
         stats: &mut StepStats<T>,
     ) -> Result<(), Error> {
-        let (k, scan) = prepare(&self.cfg, lr, t, params, grads, m, v)?;
-        let acc = match self.cfg.weight_decay {
-            WeightDecay::None => update::<T, 0>(&k, params, grads, m, v),
-            WeightDecay::CoupledL2(_) => update::<T, 1>(&k, params, grads, m, v),
-            WeightDecay::Decoupled(_) => update::<T, 2>(&k, params, grads, m, v),
-        };
-        stats.merge(StepStats {
-            count: params.len(),
-            sum_v_hat: tree_sum(&acc[0]),
-            sum_multiplier: tree_sum(&acc[1]),
-            param_sq: tree_sum(&acc[2]),
-            grad_sq: scan.grad_sq,
-            update_sq: tree_sum(&acc[3]),
-        });
+        self.prepare(lr, t, params, grads, m, v)?.apply(stats);
         Ok(())
+    }
+
+    /// Checks one step over these slices and holds them until [`PreparedStep::apply`]:
+    /// a caller that updates a layer (or a model) in several slices prepares them all, and
+    /// applies them only once every one succeeded, so an error changes nothing anywhere.
+    ///
+    /// ```
+    /// use safestep_core::adam::{Adam, AdamConfig, StepStats};
+    /// let adam = Adam::new(AdamConfig::<f32>::default())?;
+    /// let (mut w, mut mw, mut vw) = ([1.0_f32; 4], [0.0; 4], [0.0; 4]);
+    /// let (mut b, mut mb, mut vb) = ([0.0_f32; 2], [0.0; 2], [0.0; 2]);
+    /// let weights = adam.prepare(1e-3, 1, &mut w, &[0.1; 4], &mut mw, &mut vw)?;
+    /// let bias = adam.prepare(1e-3, 1, &mut b, &[f32::NAN, 0.0], &mut mb, &mut vb);
+    /// assert!(bias.is_err()); // so apply neither: w, b and their moments stay as they were
+    /// drop(weights);
+    /// assert_eq!(w, [1.0; 4]);
+    /// # Ok::<(), safestep_core::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// Those of [`adam_step`] except [`Error::InvalidConfig`]; nothing is changed.
+    pub fn prepare<'a>(
+        &self,
+        lr: T,
+        t: u64,
+        params: &'a mut [T],
+        grads: &'a [T],
+        m: &'a mut [T],
+        v: &'a mut [T],
+    ) -> Result<PreparedStep<'a, T>, Error> {
+        let (coefficients, scan) = prepare(&self.cfg, lr, t, params, grads, m, v)?;
+        Ok(PreparedStep {
+            decay: self.cfg.weight_decay,
+            coefficients,
+            grad_sq: scan.grad_sq,
+            params,
+            grads,
+            m,
+            v,
+        })
     }
 
     /// [`check_adam_step`] without re-validating the configuration.
@@ -186,6 +213,40 @@ impl<T: Real> Adam<T> {
         v: &[T],
     ) -> Result<(), Error> {
         prepare(&self.cfg, lr, t, params, grads, m, v).map(|_| ())
+    }
+}
+
+/// A step over one slice that passed every check ([`Adam::prepare`]), holding its slices
+/// until [`PreparedStep::apply`] writes the update. Its result is proven finite.
+#[derive(Debug)]
+pub struct PreparedStep<'a, T> {
+    decay: WeightDecay<T>,
+    coefficients: Coefficients<T>,
+    grad_sq: T,
+    params: &'a mut [T],
+    grads: &'a [T],
+    m: &'a mut [T],
+    v: &'a mut [T],
+}
+
+impl<T: Real> PreparedStep<'_, T> {
+    /// Writes the update into the slices and accumulates its statistics into `stats`.
+    pub fn apply(self, stats: &mut StepStats<T>) {
+        let k = &self.coefficients;
+        let (p, g, m, v) = (self.params, self.grads, self.m, self.v);
+        let acc = match self.decay {
+            WeightDecay::None => update::<T, 0>(k, p, g, m, v),
+            WeightDecay::CoupledL2(_) => update::<T, 1>(k, p, g, m, v),
+            WeightDecay::Decoupled(_) => update::<T, 2>(k, p, g, m, v),
+        };
+        stats.merge(StepStats {
+            count: p.len(),
+            sum_v_hat: tree_sum(&acc[0]),
+            sum_multiplier: tree_sum(&acc[1]),
+            param_sq: tree_sum(&acc[2]),
+            grad_sq: self.grad_sq,
+            update_sq: tree_sum(&acc[3]),
+        });
     }
 }
 
@@ -372,6 +433,7 @@ fn tree_sum<T: Real>(a: &[T; LANES]) -> T {
 }
 
 /// Per-step constants of the update.
+#[derive(Debug, Clone, Copy)]
 struct Coefficients<T> {
     b1: T,
     b2: T,

@@ -1,190 +1,296 @@
-//! Steady-state training throughput of a [`Backend`] with plain Adam.
+//! `safestep bench`: training throughput, measured through the production training step.
 //!
-//! [`adam_throughput`] runs the training loop exactly as a plain-Adam run does —
-//! `forward_backward` (no per-sample norms) then `adam_step` on minibatches drawn from a fixed
-//! seeded order of the task — first for some warm-up steps (buffers sized, caches and
-//! branch predictors warm), then timed. The JAX peer in `benches/peer/jax_mlp.py` runs the
-//! same loop (784-256-256-10, batch 256, Adam, 1000 examples) for comparison.
-//!
-//! ```
-//! use safestep_host::backend::ModelSpec;
-//! use safestep_host::bench::{adam_throughput, ThroughputConfig};
-//! use safestep_host::cpu::CpuBackend;
-//! let spec = ModelSpec { input: 784, hidden: vec![16], classes: 10, ..ModelSpec::default() };
-//! let mut cpu = CpuBackend::new(&spec, 0)?;
-//! let images = vec![0.5f32; 64 * 784];
-//! let labels: Vec<u8> = (0..64).map(|i| (i % 10) as u8).collect();
-//! let cfg = ThroughputConfig { batch: 32, warmup_steps: 2, steps: 5, ..ThroughputConfig::default() };
-//! let t = adam_throughput(&mut cpu, &images, &labels, &cfg)?;
-//! assert!(t.samples_per_sec > 0.0);
-//! # Ok::<(), safestep_host::backend::BackendError>(())
-//! ```
+//! Every measurement runs [`Trainer::step`] — exactly what `safestep run` runs — on the
+//! first random-label task of the embedded digits, over shuffled epochs of minibatches as a
+//! run draws them ([`epoch_batches`]). One trainer per scheduler mode (`off` is plain
+//! Adam, no statistics); repetitions alternate between the modes so that machine noise hits
+//! them alike, and medians are reported. The scheduler's overhead is the ratio of median
+//! step times against `off`. `--breakdown` adds the cost of each backend call a controller
+//! event makes. The JAX and PyTorch peers in `benches/peer/` time the same plain-Adam loop.
 
 use std::time::Instant;
 
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use safestep_core::adam::AdamConfig;
+use safestep_core::scheduler::Mode;
+use safestep_engine::Regularizer;
+use serde::Serialize;
 
-use crate::backend::{Backend, BackendError, Regularizer};
+use crate::cli::BenchArgs;
+use crate::config::{ConfigError, RunConfig};
+use crate::runner::{epoch_batches, load_digits, make_backend, task_stream, RunError};
+use crate::trainer::{run_adam, TaskPosition, Trainer};
 
-/// What [`adam_throughput`] runs.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ThroughputConfig {
-    /// Minibatch size (default 256).
-    pub batch: usize,
-    /// Untimed steps first (default 20).
-    pub warmup_steps: usize,
-    /// Timed steps (default 200).
-    pub steps: usize,
-    /// Learning rate of every layer (default 1e-3).
-    pub lr: f32,
-    /// Seed for the parameters and the minibatch order (default 0).
-    pub seed: u64,
+/// One scheduler mode's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModeReport {
+    /// The scheduler mode.
+    pub scheduler: String,
+    /// Median samples/s over the repetitions.
+    pub samples_per_sec: f64,
+    /// Median milliseconds per step.
+    pub step_ms: f64,
+    /// Median step time over the `off` mode's, minus 1 (0 for `off` itself).
+    pub overhead: f64,
+    /// Every repetition's samples/s.
+    pub runs: Vec<f64>,
 }
 
-impl Default for ThroughputConfig {
-    fn default() -> Self {
-        ThroughputConfig {
-            batch: 256,
-            warmup_steps: 20,
-            steps: 200,
-            lr: 1e-3,
-            seed: 0,
+/// Milliseconds per call of each backend operation a step or a controller event makes.
+#[derive(Debug, Clone, Serialize)]
+pub struct Breakdown {
+    /// `forward_backward` without per-sample norms.
+    pub forward_backward_ms: f64,
+    /// `forward_backward` with per-sample norms.
+    pub forward_backward_norms_ms: f64,
+    /// `adam_step` (plain Adam).
+    pub adam_step_ms: f64,
+    /// `hvp`, per layer.
+    pub hvp_ms: Vec<f64>,
+}
+
+/// The figures `safestep bench` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// Backend measured.
+    pub backend: String,
+    /// GEMM threads of the CPU engine.
+    pub threads: usize,
+    /// Minibatch size.
+    pub batch_size: usize,
+    /// Timed steps per repetition.
+    pub steps: usize,
+    /// Repetitions.
+    pub repeats: usize,
+    /// One entry per scheduler mode, in the order asked.
+    pub modes: Vec<ModeReport>,
+    /// Per-operation costs (with `--breakdown`).
+    pub breakdown: Option<Breakdown>,
+}
+
+impl BenchReport {
+    /// A human-readable summary.
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "backend {}, {} thread(s), batch {}, {} steps x {} repeats (medians)\n",
+            self.backend, self.threads, self.batch_size, self.steps, self.repeats
+        );
+        for m in &self.modes {
+            out.push_str(&format!(
+                "scheduler {:<10} {:>10.0} samples/s  {:>8.3} ms/step  overhead {:>6.1} %\n",
+                m.scheduler,
+                m.samples_per_sec,
+                m.step_ms,
+                100.0 * m.overhead
+            ));
         }
+        if let Some(b) = &self.breakdown {
+            out.push_str(&format!(
+                "forward_backward {:.3} ms, with per-sample norms {:.3} ms, adam_step {:.3} ms\n",
+                b.forward_backward_ms, b.forward_backward_norms_ms, b.adam_step_ms
+            ));
+            for (l, h) in b.hvp_ms.iter().enumerate() {
+                out.push_str(&format!(
+                    "hvp layer {l}: {h:.3} ms ({:.2} x forward_backward)\n",
+                    h / b.forward_backward_ms
+                ));
+            }
+        }
+        out.trim_end().to_string()
+    }
+
+    /// The report as JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
     }
 }
 
-/// Result of [`adam_throughput`].
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Throughput {
-    /// Training samples per second over the timed steps.
-    pub samples_per_sec: f64,
-    /// Mean wall time of one step, in milliseconds.
-    pub step_ms: f64,
-    /// Timed steps.
-    pub steps: usize,
-    /// Minibatch size.
-    pub batch: usize,
-    /// Mean training loss over the timed steps (a sanity check that it trained).
-    pub mean_loss: f64,
+/// The median of `values` (0 for none).
+///
+/// ```
+/// use safestep_host::bench::median;
+/// assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+/// assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+/// ```
+pub fn median(values: &[f64]) -> f64 {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    if v.len() % 2 == 0 {
+        (v[mid - 1] + v[mid]) / 2.0
+    } else {
+        v[mid]
+    }
 }
 
-/// Measures plain-Adam training throughput of `backend` on the task (`images` row-major
-/// `n × input`, `labels`). Resets the backend with `cfg.seed` and loads the task first.
+fn bench_config(args: &BenchArgs, mode: Mode) -> RunConfig {
+    let mut cfg = RunConfig {
+        batch_size: args.batch_size,
+        backend: args.backend,
+        examples: 1000.max(args.batch_size),
+        ..RunConfig::default()
+    };
+    cfg.scheduler.mode = mode;
+    cfg
+}
+
+/// A trainer on the first task, and the minibatch order it steps through.
+struct Subject {
+    trainer: Trainer,
+    population: usize,
+    order: Vec<u32>,
+    rng: ChaCha8Rng,
+    step: usize,
+}
+
+impl Subject {
+    /// The next minibatch, reshuffling at each epoch's start, as a run does.
+    fn next_batch(&mut self, batch: usize) -> Vec<u32> {
+        let ranges: Vec<_> = epoch_batches(self.population, batch).collect();
+        let k = self.step % ranges.len();
+        if k == 0 {
+            self.order.shuffle(&mut self.rng);
+        }
+        self.step += 1;
+        self.order[ranges[k].clone()].to_vec()
+    }
+}
+
+/// Runs the throughput benchmark.
 ///
 /// # Errors
-/// [`BackendError::InvalidSpec`] for a zero `batch` or `steps`, a `batch` larger than the
-/// task, or a non-finite / negative `lr`; any error of the backend itself.
-pub fn adam_throughput<B: Backend + ?Sized>(
-    backend: &mut B,
-    images: &[f32],
-    labels: &[u8],
-    cfg: &ThroughputConfig,
-) -> Result<Throughput, BackendError> {
-    let n = labels.len();
-    if cfg.batch == 0 || cfg.batch > n {
-        return Err(BackendError::InvalidSpec {
-            field: "batch",
-            value: cfg.batch.to_string(),
-            allowed: "1..=number of task examples",
+/// [`RunError::Config`] for no scheduler mode or a bad batch size; any backend error.
+pub fn bench(args: &BenchArgs) -> Result<BenchReport, RunError> {
+    if args.schedulers.is_empty() {
+        return Err(ConfigError::new("schedulers", "(none)", "one or more scheduler modes").into());
+    }
+    let mut subjects = Vec::new();
+    for &mode in &args.schedulers {
+        let cfg = bench_config(args, mode);
+        cfg.validate()?;
+        let digits = load_digits(&cfg)?;
+        let task = task_stream(&cfg, &digits)?.task(0);
+        let mut trainer = Trainer::new(&cfg, make_backend(&cfg, args.threads)?)?;
+        trainer
+            .backend_mut()
+            .load_task(&task.images, &task.labels)?;
+        let population = task.labels.len();
+        subjects.push(Subject {
+            trainer,
+            population,
+            order: (0..population as u32).collect(),
+            rng: ChaCha8Rng::seed_from_u64(cfg.seed),
+            step: 0,
         });
     }
-    if cfg.steps == 0 {
-        return Err(BackendError::InvalidSpec {
-            field: "steps",
-            value: "0".to_string(),
-            allowed: ">= 1",
-        });
-    }
-    if !(cfg.lr.is_finite() && cfg.lr >= 0.0) {
-        return Err(BackendError::InvalidSpec {
-            field: "lr",
-            value: cfg.lr.to_string(),
-            allowed: "finite and >= 0",
-        });
-    }
-    backend.reset(cfg.seed)?;
-    backend.load_task(images, labels)?;
-    let layers = backend.layer_param_counts().len();
-    let lrs = vec![cfg.lr; layers];
-    let adam = AdamConfig::<f32>::default();
-    let reg = Regularizer::default();
-    let mut order: Vec<u32> = (0..n as u32).collect();
-    order.shuffle(&mut ChaCha8Rng::seed_from_u64(cfg.seed));
-    let mut batch = vec![0u32; cfg.batch];
-    let mut cursor = 0usize;
-    let mut t = 0u64;
-    let mut loss_sum = 0.0;
-    let mut step = |backend: &mut B, loss_sum: &mut f64| -> Result<(), BackendError> {
-        for b in batch.iter_mut() {
-            *b = order[cursor];
-            cursor = (cursor + 1) % n;
+    let steps = args.steps.max(1);
+    let steps_per_task = steps as u64 * (args.repeats.max(1) as u64 + 1);
+    let mut runs = vec![Vec::new(); subjects.len()];
+    let mut events = Vec::new();
+    // One untimed warm-up repetition each, then alternate.
+    for rep in 0..=args.repeats.max(1) {
+        for (i, s) in subjects.iter_mut().enumerate() {
+            let batches: Vec<Vec<u32>> =
+                (0..steps).map(|_| s.next_batch(args.batch_size)).collect();
+            let mut samples = 0usize;
+            let start = Instant::now();
+            for batch in &batches {
+                let pos = TaskPosition {
+                    task: 0,
+                    step_in_task: s.trainer.steps(),
+                    steps_per_task,
+                };
+                s.trainer.step(batch, pos, s.population, &mut events)?;
+                events.clear();
+                samples += batch.len();
+            }
+            let secs = start.elapsed().as_secs_f64();
+            if rep > 0 {
+                runs[i].push(samples as f64 / secs);
+            }
         }
-        t += 1;
-        let out = backend.forward_backward(&batch, false)?;
-        *loss_sum += out.loss;
-        backend.adam_step(&adam, &lrs, t, &reg)?;
-        Ok(())
+    }
+    let mean_batch = {
+        let sizes: Vec<usize> = epoch_batches(subjects[0].population, args.batch_size)
+            .map(|r| r.len())
+            .collect();
+        sizes.iter().sum::<usize>() as f64 / sizes.len() as f64
     };
-    for _ in 0..cfg.warmup_steps {
-        step(backend, &mut loss_sum)?;
-    }
-    loss_sum = 0.0;
-    let start = Instant::now();
-    for _ in 0..cfg.steps {
-        step(backend, &mut loss_sum)?;
-    }
-    let secs = start.elapsed().as_secs_f64().max(1e-9);
-    Ok(Throughput {
-        samples_per_sec: (cfg.steps * cfg.batch) as f64 / secs,
-        step_ms: 1e3 * secs / cfg.steps as f64,
-        steps: cfg.steps,
-        batch: cfg.batch,
-        mean_loss: loss_sum / cfg.steps as f64,
+    let baseline = args
+        .schedulers
+        .iter()
+        .position(|&m| m == Mode::Off)
+        .map(|i| median(&runs[i]));
+    let modes = args
+        .schedulers
+        .iter()
+        .zip(&runs)
+        .map(|(mode, r)| {
+            let rate = median(r);
+            ModeReport {
+                scheduler: mode.to_string(),
+                samples_per_sec: rate,
+                step_ms: 1e3 * mean_batch / rate.max(1e-12),
+                overhead: baseline.map_or(0.0, |b| b / rate.max(1e-12) - 1.0),
+                runs: r.clone(),
+            }
+        })
+        .collect();
+    let breakdown = if args.breakdown {
+        Some(breakdown(&mut subjects[0], args.batch_size)?)
+    } else {
+        None
+    };
+    Ok(BenchReport {
+        backend: subjects[0].trainer.backend_mut().name().to_string(),
+        threads: args.threads,
+        batch_size: args.batch_size,
+        steps,
+        repeats: args.repeats.max(1),
+        modes,
+        breakdown,
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::backend::ModelSpec;
-    use crate::cpu::CpuBackend;
-
-    #[test]
-    fn rejects_bad_configs() {
-        let spec = ModelSpec {
-            input: 4,
-            hidden: vec![3],
-            classes: 2,
-            ..ModelSpec::default()
-        };
-        let mut cpu = CpuBackend::new(&spec, 0).unwrap();
-        let x = [0.5f32; 8];
-        let y = [0u8, 1];
-        let bad = ThroughputConfig {
-            batch: 3,
-            ..ThroughputConfig::default()
-        };
-        assert!(matches!(
-            adam_throughput(&mut cpu, &x, &y, &bad),
-            Err(BackendError::InvalidSpec { field: "batch", .. })
-        ));
-        let bad = ThroughputConfig {
-            batch: 2,
-            lr: f32::NAN,
-            ..ThroughputConfig::default()
-        };
-        assert!(adam_throughput(&mut cpu, &x, &y, &bad).is_err());
-        let ok = ThroughputConfig {
-            batch: 2,
-            warmup_steps: 1,
-            steps: 3,
-            ..ThroughputConfig::default()
-        };
-        let t = adam_throughput(&mut cpu, &x, &y, &ok).unwrap();
-        assert_eq!((t.steps, t.batch), (3, 2));
-        assert!(t.mean_loss.is_finite());
+/// Mean milliseconds of each backend call over 50 calls on one minibatch.
+fn breakdown(s: &mut Subject, batch: usize) -> Result<Breakdown, RunError> {
+    const REPS: usize = 50;
+    let cfg = RunConfig::default();
+    let adam = run_adam(&cfg)?;
+    let b = s.next_batch(batch);
+    let backend = s.trainer.backend_mut();
+    let time = |f: &mut dyn FnMut() -> Result<(), RunError>| -> Result<f64, RunError> {
+        let start = Instant::now();
+        for _ in 0..REPS {
+            f()?;
+        }
+        Ok(1e3 * start.elapsed().as_secs_f64() / REPS as f64)
+    };
+    let fb = time(&mut || Ok(backend.forward_backward(&b, false).map(|_| ())?))?;
+    let fb_norms = time(&mut || Ok(backend.forward_backward(&b, true).map(|_| ())?))?;
+    let lrs = vec![1e-3f32; backend.layer_param_counts().len()];
+    let mut adam_ms = 0.0;
+    for t in 0..REPS as u64 {
+        backend.forward_backward(&b, false)?;
+        let start = Instant::now();
+        backend.adam_step(&adam, &lrs, 1_000_000 + t, &Regularizer::default())?;
+        adam_ms += 1e3 * start.elapsed().as_secs_f64();
     }
+    backend.forward_backward(&b, true)?;
+    let mut hvp_ms = Vec::new();
+    for (l, n) in backend.layer_param_counts().into_iter().enumerate() {
+        let v = vec![0.01f32; n];
+        let mut out = vec![0.0f32; n];
+        hvp_ms.push(time(&mut || Ok(backend.hvp(l, &v, &mut out)?))?);
+    }
+    Ok(Breakdown {
+        forward_backward_ms: fb,
+        forward_backward_norms_ms: fb_norms,
+        adam_step_ms: adam_ms / REPS as f64,
+        hvp_ms,
+    })
 }

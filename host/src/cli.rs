@@ -2,12 +2,23 @@
 
 use std::path::PathBuf;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
+use safestep_core::bounds::StepMeasure;
+use safestep_core::scheduler::Mode;
 
-use crate::config::{
-    BackendKind, BenchmarkName, ConfigError, MeasureName, RunConfig, SchedulerMode,
-};
+use crate::config::{BackendKind, ConfigError, RunConfig};
+use crate::data::Benchmark;
 use crate::methods::Method;
+
+/// A clap parser for one of safestep-core's option enums, by the names it parses.
+fn core_names<T>(names: &'static [&'static str]) -> impl TypedValueParser<Value = T>
+where
+    T: std::str::FromStr + Clone + Send + Sync + 'static,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    PossibleValuesParser::new(names).try_map(|name| name.parse::<T>())
+}
 
 /// Noise-curvature safe step sizes for continual learning: run the benchmarks, compare
 /// methods, plot the results.
@@ -40,7 +51,7 @@ pub struct CommonArgs {
     pub config: Option<PathBuf>,
     /// Task stream.
     #[arg(long, value_enum)]
-    pub benchmark: Option<BenchmarkName>,
+    pub benchmark: Option<Benchmark>,
     /// Number of tasks.
     #[arg(long)]
     pub tasks: Option<usize>,
@@ -56,9 +67,10 @@ pub struct CommonArgs {
     /// Hidden widths, comma-separated (e.g. 256,256).
     #[arg(long, value_delimiter = ',')]
     pub hidden: Option<Vec<usize>>,
-    /// Step measure compared with the bound.
-    #[arg(long, value_enum)]
-    pub measure: Option<MeasureName>,
+    /// Step measure compared with the bound: normalized (ρ = α_agg·λ, default),
+    /// preconditioned (ρ = lr·λ_max(D^½HD^½)) or mean (the literal mean multiplier).
+    #[arg(long, value_parser = core_names::<StepMeasure>(StepMeasure::NAMES))]
+    pub measure: Option<StepMeasure>,
     /// Control interval K (optimizer steps between controller events).
     #[arg(long)]
     pub interval: Option<usize>,
@@ -88,9 +100,10 @@ pub struct RunArgs {
     /// Training method (baseline).
     #[arg(long, value_enum)]
     pub method: Option<Method>,
-    /// Scheduler mode (off = plain fixed lr).
-    #[arg(long, value_enum)]
-    pub scheduler: Option<SchedulerMode>,
+    /// Scheduler mode: off (plain fixed lr, the default), gradient (ρ*_g), volatility
+    /// (ρ*_vol) or combined (ρ̃*, the paper's scheduler).
+    #[arg(long, value_parser = core_names::<Mode>(Mode::NAMES))]
+    pub scheduler: Option<Mode>,
     /// Initial learning rate.
     #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f64>,
@@ -123,11 +136,11 @@ pub struct CompareArgs {
     /// Scheduler modes, comma-separated.
     #[arg(
         long,
-        value_enum,
         value_delimiter = ',',
-        default_value = "off,combined"
+        default_value = "off,combined",
+        value_parser = core_names::<Mode>(Mode::NAMES)
     )]
-    pub schedulers: Vec<SchedulerMode>,
+    pub schedulers: Vec<Mode>,
     /// Initial learning rates, comma-separated.
     #[arg(
         long,
@@ -173,6 +186,20 @@ pub struct BenchArgs {
     /// Where the tensors live.
     #[arg(long, value_enum, default_value = "cpu")]
     pub backend: BackendKind,
+    /// GEMM threads of the CPU engine (results are bit-identical for any count).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Scheduler modes to measure, comma-separated (`off` is plain Adam, the baseline).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "off,combined",
+        value_parser = core_names::<Mode>(Mode::NAMES)
+    )]
+    pub schedulers: Vec<Mode>,
+    /// Also time each backend call of a step and of a controller event.
+    #[arg(long)]
+    pub breakdown: bool,
     /// Write the figures as JSON here too.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,

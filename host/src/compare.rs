@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 
-use crate::config::{cli_name, RunConfig, SchedulerMode};
+use safestep_core::scheduler::Mode;
+
+use crate::config::RunConfig;
 use crate::methods::Method;
 use crate::outputs::{read_summary, write_atomic, OutputError, Summary};
 use crate::runner::{run, RunError, RunOptions};
@@ -23,7 +25,7 @@ pub struct Combination {
     /// Method.
     pub method: Method,
     /// Scheduler mode.
-    pub scheduler: SchedulerMode,
+    pub scheduler: Mode,
     /// Initial learning rate.
     pub lr: f64,
     /// Seed.
@@ -36,7 +38,7 @@ pub struct CompareRow {
     /// Method.
     pub method: Method,
     /// Scheduler mode.
-    pub scheduler: SchedulerMode,
+    pub scheduler: Mode,
     /// Initial lr.
     pub lr: f64,
     /// Seeds aggregated.
@@ -103,8 +105,8 @@ pub fn compare(
         let earlier = read_summary(&dir).ok().filter(|s| {
             !force
                 && s.finished
-                && std::fs::read_to_string(dir.join(crate::outputs::CONFIG_FILE))
-                    .is_ok_and(|text| text == cfg.to_toml())
+                && RunConfig::from_toml_file(&dir.join(crate::outputs::CONFIG_FILE))
+                    .is_ok_and(|earlier| earlier == *cfg)
         });
         if !quiet {
             eprintln!(
@@ -128,6 +130,7 @@ pub fn compare(
                     resume: false,
                     force: true,
                     stop_after: None,
+                    threads: 1,
                 };
                 run(cfg, &opts)?
             }
@@ -141,7 +144,7 @@ pub fn compare(
 
 /// Aggregates finished runs into (method, scheduler, lr) rows, in first-seen order.
 pub fn aggregate(done: &[(Combination, Summary)]) -> Vec<CompareRow> {
-    let mut keys: Vec<(Method, SchedulerMode, f64)> = Vec::new();
+    let mut keys: Vec<(Method, Mode, f64)> = Vec::new();
     for (c, _) in done {
         let key = (c.method, c.scheduler, c.lr);
         if !keys.contains(&key) {
@@ -202,7 +205,7 @@ const HEADER: [&str; 8] = [
 fn cells(r: &CompareRow) -> [String; 8] {
     [
         r.method.name().to_string(),
-        cli_name(&r.scheduler).to_string(),
+        r.scheduler.to_string(),
         format!("{}", r.lr),
         r.seeds.to_string(),
         format!("{:.4} ± {:.4}", r.last5_mean, r.last5_se),
@@ -245,7 +248,7 @@ pub fn render_csv(rows: &[CompareRow]) -> String {
             csv,
             "{},{},{},{},{},{},{},{},{:.3},{}",
             r.method.name(),
-            cli_name(&r.scheduler),
+            r.scheduler,
             r.lr,
             r.seeds,
             r.last5_mean,
@@ -304,7 +307,7 @@ mod tests {
     fn aggregates_over_seeds_and_marks_the_best_lr() {
         let c = |lr, seed| Combination {
             method: Method::Adam,
-            scheduler: SchedulerMode::Off,
+            scheduler: Mode::Off,
             lr,
             seed,
         };

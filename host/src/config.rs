@@ -8,11 +8,11 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use clap::ValueEnum;
-use safestep_core::bounds::StepMeasure;
-use safestep_core::scheduler::{Mode, SchedulerConfig, SnrEstimator, VolatilityEstimator};
+use safestep_core::scheduler::{Mode, NoiseAveraging, SchedulerConfig, Threshold};
 use serde::{Deserialize, Serialize};
 
-use crate::methods::Method;
+use crate::data::Benchmark;
+use crate::methods::{Method, MethodSettings};
 
 /// A user-facing configuration error: which field, which value, what is allowed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -37,32 +37,6 @@ impl ConfigError {
     }
 }
 
-/// The command-line (and `config.toml`) spelling of a value, e.g. `random-label-mnist`.
-///
-/// ```
-/// use safestep_host::config::{cli_name, SchedulerMode};
-/// assert_eq!(cli_name(&SchedulerMode::Combined), "combined");
-/// ```
-pub fn cli_name<T: ValueEnum>(value: &T) -> String {
-    value
-        .to_possible_value()
-        .map(|v| v.get_name().to_string())
-        .unwrap_or_default()
-}
-
-/// The continual-learning task stream (see DESIGN.md, "Benchmarks").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum BenchmarkName {
-    /// A fixed subset of MNIST; every task draws fresh uniformly random labels.
-    #[default]
-    RandomLabelMnist,
-    /// A fixed random pixel permutation per task.
-    PermutedMnist,
-    /// A random class-to-label permutation per task.
-    LabelPermutedMnist,
-}
-
 /// Where the tensors live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -74,54 +48,38 @@ pub enum BackendKind {
     Cuda,
 }
 
-/// The scheduler mode, as named on the command line and in `config.toml`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum SchedulerMode {
-    /// Fixed learning rate: the run is exactly plain Adam.
-    #[default]
-    Off,
-    /// Hold ρ under the gradient-noise bound ρ*_g.
-    Gradient,
-    /// Hold ρ under the curvature-volatility bound ρ*_vol.
-    Volatility,
-    /// Hold ρ under the combined bound ρ̃* (the paper's scheduler).
-    Combined,
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BackendKind::Cpu => "cpu",
+            BackendKind::Cuda => "cuda",
+        })
+    }
 }
 
-/// Which effective-step measure ρ is compared with the bound.
+/// Which eigenvalue of a layer's Hessian block the sharpness `λ` is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum, Default)]
 #[serde(rename_all = "kebab-case")]
-pub enum MeasureName {
-    /// ρ = α_agg · λ (default).
+pub enum Sharpness {
+    /// The largest-magnitude eigenvalue, with its sign (plain power iteration; the default).
     #[default]
-    Normalized,
-    /// ρ = lr · λ_max(D^½ H D^½), Adam's preconditioned sharpness.
-    Preconditioned,
-    /// The literal mean multiplier (ablation only, see DESIGN.md).
-    Mean,
+    Magnitude,
+    /// The top (largest algebraic) eigenvalue `λ_max`, by a shifted second power iteration
+    /// when the largest-magnitude one is negative: the edge-of-stability literature's
+    /// "sharpness", which the paper builds on.
+    Top,
 }
 
-/// How SNR_g is estimated across controller events.
+/// Which minibatch the controller's gradient-noise statistics are measured on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum, Default)]
 #[serde(rename_all = "kebab-case")]
-pub enum SnrEstimatorName {
-    /// Ratio of bias-corrected EMAs of G² and S/B (default).
+pub enum NoiseBatch {
+    /// The event's own training minibatch, the one just stepped on (the default).
     #[default]
-    Ema,
-    /// The raw per-event ratio.
-    Raw,
-}
-
-/// How the curvature volatility is estimated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum VolatilityName {
-    /// Var/Mean over the last `window` values of ρ (default).
-    #[default]
-    Window,
-    /// Bias-corrected EMA of mean and variance.
-    Ema,
+    Step,
+    /// A fresh diagnostic minibatch of the same size, drawn from the task without
+    /// replacement and never stepped on (one extra forward/backward pass per event).
+    Fresh,
 }
 
 /// The model architecture.
@@ -165,137 +123,32 @@ impl Default for AdamSettings {
     }
 }
 
-/// The constants of the baseline methods.
+/// How the controller measures its statistics (the engine side of the readings; the
+/// scheduler's own constants are the core's [`SchedulerConfig`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct MethodSettings {
-    /// Coupled L2 strength λ of `adam-l2` (`g += λ·θ`).
-    pub l2: f64,
-    /// Decoupled weight decay of `adamw`.
-    pub weight_decay: f64,
-    /// Strength of the Wasserstein regulariser of `wasserstein`.
-    pub wasserstein: f64,
-    /// `step-decay`: multiply the lr by this factor at each milestone of a task.
-    pub decay_factor: f64,
-    /// `step-decay`: milestones as fractions of a task's steps, increasing, in (0, 1).
-    pub decay_milestones: Vec<f64>,
-}
-
-impl Default for MethodSettings {
-    fn default() -> Self {
-        Self {
-            l2: 1e-3,
-            weight_decay: 1e-2,
-            wasserstein: 1e-2,
-            decay_factor: 0.1,
-            decay_milestones: vec![0.5, 0.75],
-        }
-    }
-}
-
-/// The scheduler's constants (DESIGN.md, "The scheduler").
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SchedulerSettings {
-    /// off | gradient | volatility | combined.
-    pub mode: SchedulerMode,
-    /// normalized | preconditioned | mean.
-    pub measure: MeasureName,
-    /// Control interval K: a controller event every K optimizer steps.
-    pub interval: usize,
-    /// Safety factor s.
-    pub safety: f64,
-    /// Weight β of the volatility term.
-    pub beta: f64,
-    /// Window W of ρ values for the volatility.
-    pub window: usize,
-    /// EMA decay of the G² and noise estimates (and of the EMA volatility).
-    pub snr_ema_decay: f64,
-    /// ema | raw.
-    pub snr_estimator: SnrEstimatorName,
-    /// window | ema.
-    pub volatility_estimator: VolatilityName,
-    /// Cooling factor γ_cool.
-    pub cool: f64,
-    /// Warming factor γ_warm.
-    pub warm: f64,
-    /// Fraction of each task during which warming is allowed.
-    pub warm_fraction: f64,
-    /// Warm only when ρ < timid · bound.
-    pub timid: f64,
-    /// Lower clamp of every layer's lr.
-    pub lr_min: f64,
-    /// Upper clamp of every layer's lr.
-    pub lr_max: f64,
-    /// Apply the finite-population factor (N−B)/(N−1) to S/B.
+pub struct StatisticsConfig {
+    /// Apply the finite-population factor (N−B)/N to S/B (minibatches are drawn without
+    /// replacement from the task's N examples).
     pub finite_population: bool,
     /// Power iteration: relative tolerance at a layer's first event.
     pub power_tol: f64,
     /// Power iteration: iteration cap at a layer's first event.
     pub power_max_iters: usize,
+    /// magnitude | top: which Hessian eigenvalue is the sharpness.
+    pub sharpness: Sharpness,
+    /// step | fresh: the minibatch the noise statistics come from.
+    pub noise_batch: NoiseBatch,
 }
 
-impl Default for SchedulerSettings {
+impl Default for StatisticsConfig {
     fn default() -> Self {
-        let core = SchedulerConfig::<f64>::default();
         Self {
-            mode: SchedulerMode::Off,
-            measure: MeasureName::Normalized,
-            interval: core.interval,
-            safety: core.safety,
-            beta: core.beta,
-            window: core.window,
-            snr_ema_decay: core.snr_ema_decay,
-            snr_estimator: SnrEstimatorName::Ema,
-            volatility_estimator: VolatilityName::Window,
-            cool: core.cool,
-            warm: core.warm,
-            warm_fraction: core.warm_fraction,
-            timid: core.timid,
-            lr_min: core.lr_min,
-            lr_max: core.lr_max,
             finite_population: true,
             power_tol: 1e-3,
             power_max_iters: 20,
-        }
-    }
-}
-
-impl SchedulerSettings {
-    /// The safestep-core configuration these settings describe.
-    pub fn to_core(&self) -> SchedulerConfig<f64> {
-        SchedulerConfig {
-            mode: match self.mode {
-                SchedulerMode::Off => Mode::Off,
-                SchedulerMode::Gradient => Mode::Gradient,
-                SchedulerMode::Volatility => Mode::Volatility,
-                SchedulerMode::Combined => Mode::Combined,
-            },
-            measure: match self.measure {
-                MeasureName::Normalized => StepMeasure::Normalized,
-                MeasureName::Preconditioned => StepMeasure::Preconditioned,
-                MeasureName::Mean => StepMeasure::Mean,
-            },
-            interval: self.interval,
-            safety: self.safety,
-            beta: self.beta,
-            window: self.window,
-            snr_ema_decay: self.snr_ema_decay,
-            snr_estimator: match self.snr_estimator {
-                SnrEstimatorName::Ema => SnrEstimator::Ema,
-                SnrEstimatorName::Raw => SnrEstimator::Raw,
-            },
-            volatility_estimator: match self.volatility_estimator {
-                VolatilityName::Window => VolatilityEstimator::Window,
-                VolatilityName::Ema => VolatilityEstimator::Ema,
-            },
-            cool: self.cool,
-            warm: self.warm,
-            warm_fraction: self.warm_fraction,
-            timid: self.timid,
-            lr_min: self.lr_min,
-            lr_max: self.lr_max,
-            ..SchedulerConfig::default()
+            sharpness: Sharpness::Magnitude,
+            noise_batch: NoiseBatch::Step,
         }
     }
 }
@@ -305,7 +158,7 @@ impl SchedulerSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct RunConfig {
     /// The task stream.
-    pub benchmark: BenchmarkName,
+    pub benchmark: Benchmark,
     /// The training method (baseline).
     pub method: Method,
     /// cpu | cuda.
@@ -332,14 +185,16 @@ pub struct RunConfig {
     pub adam: AdamSettings,
     /// The baselines' constants.
     pub methods: MethodSettings,
-    /// The scheduler's constants.
-    pub scheduler: SchedulerSettings,
+    /// The scheduler's constants: safestep-core's configuration, as it is.
+    pub scheduler: SchedulerConfig<f64>,
+    /// How the controller measures its statistics.
+    pub statistics: StatisticsConfig,
 }
 
 impl Default for RunConfig {
     fn default() -> Self {
         Self {
-            benchmark: BenchmarkName::RandomLabelMnist,
+            benchmark: Benchmark::RandomLabelMnist,
             method: Method::Adam,
             backend: BackendKind::Cpu,
             tasks: 20,
@@ -353,7 +208,12 @@ impl Default for RunConfig {
             model: ModelConfig::default(),
             adam: AdamSettings::default(),
             methods: MethodSettings::default(),
-            scheduler: SchedulerSettings::default(),
+            // A run is plain Adam unless asked otherwise (the core's default is `combined`).
+            scheduler: SchedulerConfig {
+                mode: Mode::Off,
+                ..SchedulerConfig::default()
+            },
+            statistics: StatisticsConfig::default(),
         }
     }
 }
@@ -363,26 +223,6 @@ fn positive(field: &str, value: f64) -> Result<(), ConfigError> {
         Ok(())
     } else {
         Err(ConfigError::new(field, value, "a finite number > 0"))
-    }
-}
-
-fn non_negative(field: &str, value: f64) -> Result<(), ConfigError> {
-    if value.is_finite() && value >= 0.0 {
-        Ok(())
-    } else {
-        Err(ConfigError::new(field, value, "a finite number >= 0"))
-    }
-}
-
-fn in_open_unit(field: &str, value: f64) -> Result<(), ConfigError> {
-    if value.is_finite() && value > 0.0 && value < 1.0 {
-        Ok(())
-    } else {
-        Err(ConfigError::new(
-            field,
-            value,
-            "a number strictly between 0 and 1",
-        ))
     }
 }
 
@@ -398,8 +238,65 @@ fn at_least(field: &str, value: usize, min: usize) -> Result<(), ConfigError> {
     }
 }
 
+/// The engine computes in `f32`: a value valid in `f64` must stay finite there, a positive
+/// one must not round to 0, and one below 1 must not round to 1.
+fn representable_in_f32(field: &str, value: f64) -> Result<(), ConfigError> {
+    let single = value as f32;
+    let allowed = if !single.is_finite() {
+        "a value within f32's range (the engine computes in f32; at most 3.4e38)"
+    } else if value > 0.0 && single == 0.0 {
+        "a value f32 can tell from 0 (the engine computes in f32; at least 1.2e-38)"
+    } else if value < 1.0 && single >= 1.0 {
+        "a value below 1 that f32 can tell from 1 (the engine computes in f32; at most 1 − 6e-8)"
+    } else {
+        return Ok(());
+    };
+    Err(ConfigError::new(field, value, allowed))
+}
+
+/// Writes `overlay` onto `base`, recursing into tables (defaults, then a file, then flags).
+fn merge_tables(base: &mut toml::Table, overlay: toml::Table) {
+    for (key, value) in overlay {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge_tables(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+/// Keys an older safestep wrote in `[scheduler]` that now live in `[statistics]`: moved, so
+/// earlier runs' `config.toml` files still load (and `compare` still reuses them).
+const MOVED_TO_STATISTICS: [&str; 3] = ["finite_population", "power_tol", "power_max_iters"];
+
+fn migrate_legacy(table: &mut toml::Table) {
+    let Some(toml::Value::Table(sched)) = table.get_mut("scheduler") else {
+        return;
+    };
+    let moved: Vec<(String, toml::Value)> = MOVED_TO_STATISTICS
+        .iter()
+        .filter_map(|&k| sched.remove(k).map(|v| (k.to_string(), v)))
+        .collect();
+    if moved.is_empty() {
+        return;
+    }
+    let stats = table
+        .entry("statistics")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if let toml::Value::Table(stats) = stats {
+        for (k, v) in moved {
+            stats.entry(k).or_insert(v);
+        }
+    }
+}
+
 impl RunConfig {
     /// Reads a configuration file; fields it leaves out keep their defaults.
+    ///
+    /// # Errors
+    /// [`ConfigError`] (field `--config`) for an unreadable file or one that is not a valid
+    /// safestep config (an unknown field, a value of the wrong type), naming the problem.
     pub fn from_toml_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             ConfigError::new(
@@ -408,13 +305,37 @@ impl RunConfig {
                 &format!("a readable TOML file ({e})"),
             )
         })?;
-        toml::from_str(&text).map_err(|e| {
+        Self::from_toml_str(&text).map_err(|problem| {
             ConfigError::new(
                 "--config",
                 path.display(),
-                &format!("a valid safestep config: {}", e.to_string().trim()),
+                &format!("a valid safestep config: {problem}"),
             )
         })
+    }
+
+    /// Parses a configuration: every field it leaves out, in any section, keeps its
+    /// default (so `[scheduler]` with only `safety` keeps the run's default mode, off).
+    ///
+    /// ```
+    /// use safestep_host::config::RunConfig;
+    /// use safestep_core::scheduler::Mode;
+    /// let cfg = RunConfig::from_toml_str("epochs = 5\n[scheduler]\nsafety = 0.5").unwrap();
+    /// assert_eq!((cfg.epochs, cfg.scheduler.safety, cfg.scheduler.mode), (5, 0.5, Mode::Off));
+    /// assert!(RunConfig::from_toml_str("epoch = 5").unwrap_err().contains("epoch"));
+    /// ```
+    ///
+    /// # Errors
+    /// The TOML or serde message, naming the bad key or value.
+    pub fn from_toml_str(text: &str) -> Result<Self, String> {
+        let overlay: toml::Table =
+            toml::from_str(text).map_err(|e| e.to_string().trim().to_string())?;
+        let mut merged = toml::Table::try_from(RunConfig::default()).map_err(|e| e.to_string())?;
+        let mut overlay = overlay;
+        migrate_legacy(&mut overlay);
+        merge_tables(&mut merged, overlay);
+        RunConfig::deserialize(toml::Value::Table(merged))
+            .map_err(|e| e.to_string().trim().to_string())
     }
 
     /// The configuration as TOML (what `config.toml` holds).
@@ -424,6 +345,9 @@ impl RunConfig {
     }
 
     /// Checks every field; the first bad one is reported with what is allowed.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the field as spelled in `config.toml` or on the command line.
     pub fn validate(&self) -> Result<(), ConfigError> {
         at_least("tasks", self.tasks, 1)?;
         at_least("epochs", self.epochs, 1)?;
@@ -436,7 +360,6 @@ impl RunConfig {
                 &format!("at most --examples ({})", self.examples),
             ));
         }
-        positive("lr", self.lr)?;
         if self.model.hidden.is_empty() || self.model.hidden.contains(&0) {
             return Err(ConfigError::new(
                 "model.hidden",
@@ -444,6 +367,13 @@ impl RunConfig {
                 "one or more widths, each >= 1",
             ));
         }
+        crate::runner::model_spec(self).validate().map_err(|e| {
+            ConfigError::new(
+                "model.hidden",
+                format!("{:?}", self.model.hidden),
+                &e.to_string(),
+            )
+        })?;
         let a = &self.adam;
         if !(a.beta1.is_finite() && (0.0..1.0).contains(&a.beta1)) {
             return Err(ConfigError::new(
@@ -452,26 +382,51 @@ impl RunConfig {
                 "a number in [0, 1)",
             ));
         }
-        in_open_unit("adam.beta2", a.beta2)?;
-        positive("adam.eps", a.eps)?;
-        let m = &self.methods;
-        non_negative("methods.l2", m.l2)?;
-        non_negative("methods.weight_decay", m.weight_decay)?;
-        non_negative("methods.wasserstein", m.wasserstein)?;
-        positive("methods.decay_factor", m.decay_factor)?;
-        let ms = &m.decay_milestones;
-        if ms.iter().any(|x| !(x.is_finite() && *x > 0.0 && *x < 1.0))
-            || ms.windows(2).any(|w| w[0] >= w[1])
-        {
+        if !(a.beta2.is_finite() && a.beta2 > 0.0 && a.beta2 < 1.0) {
             return Err(ConfigError::new(
-                "methods.decay_milestones",
-                format!("{ms:?}"),
-                "increasing fractions strictly between 0 and 1",
+                "adam.beta2",
+                a.beta2,
+                "a number strictly between 0 and 1",
             ));
         }
+        positive("adam.eps", a.eps)?;
+        for (field, value) in [
+            ("adam.beta1", a.beta1),
+            ("adam.beta2", a.beta2),
+            ("adam.eps", a.eps),
+        ] {
+            representable_in_f32(field, value)?;
+        }
+        self.methods.validate()?;
+        let st = &self.statistics;
+        positive("statistics.power_tol", st.power_tol)?;
+        representable_in_f32("statistics.power_tol", st.power_tol)?;
+        at_least("statistics.power_max_iters", st.power_max_iters, 1)?;
         let s = &self.scheduler;
-        positive("scheduler.power_tol", s.power_tol)?;
-        at_least("scheduler.power_max_iters", s.power_max_iters, 1)?;
+        s.validate().map_err(|e| match e {
+            safestep_core::Error::InvalidConfig {
+                field,
+                value,
+                allowed,
+            } => ConfigError::new(&format!("scheduler.{field}"), value, allowed),
+            other => ConfigError::new("scheduler", other, "see DESIGN.md, 'The scheduler'"),
+        })?;
+        if s.window > crate::trainer::MAX_WINDOW {
+            return Err(ConfigError::new(
+                "scheduler.window",
+                s.window,
+                &format!("at most {}", crate::trainer::MAX_WINDOW),
+            ));
+        }
+        // Every lr a layer can take is applied in f32.
+        for (field, value) in [
+            ("scheduler.lr_min", s.lr_min),
+            ("scheduler.lr_max", s.lr_max),
+        ] {
+            representable_in_f32(field, value)?;
+        }
+        positive("lr", self.lr)?;
+        representable_in_f32("lr", self.lr)?;
         if s.lr_min > self.lr || self.lr > s.lr_max {
             return Err(ConfigError::new(
                 "lr",
@@ -482,14 +437,17 @@ impl RunConfig {
                 ),
             ));
         }
-        s.to_core()
-            .validate()
-            .map_err(|e| ConfigError::new("scheduler", e, "see DESIGN.md, 'The scheduler'"))?;
-        if s.window > crate::trainer::MAX_WINDOW {
+        if s.mode != Mode::Off
+            && (s.threshold == Threshold::Momentum || s.noise_averaging == NoiseAveraging::Momentum)
+            && s.beta1 != a.beta1
+        {
             return Err(ConfigError::new(
-                "scheduler.window",
-                s.window,
-                &format!("at most {}", crate::trainer::MAX_WINDOW),
+                "scheduler.beta1",
+                s.beta1,
+                &format!(
+                    "equal to adam.beta1 ({}) for the momentum readings",
+                    a.beta1
+                ),
             ));
         }
         Ok(())
@@ -500,7 +458,7 @@ impl RunConfig {
         format!(
             "{}_{}_lr{}_seed{}",
             self.method.name(),
-            cli_name(&self.scheduler.mode),
+            self.scheduler.mode,
             self.lr,
             self.seed
         )

@@ -1,19 +1,17 @@
-//! safestep-host: the CPU engine, task streams and benchmark runner behind the `safestep` binary.
+//! safestep-host: the `safestep` binary's library: configuration, task streams, the
+//! training loop with the noise-curvature controller, run folders, comparisons, plots and
+//! the throughput benchmark. The tensors live behind safestep-engine's `Backend` trait (the
+//! CPU engine, or safestep-gpu's CUDA engine with the `cuda` feature).
 #![warn(missing_docs)]
 
-pub mod backend;
 pub mod bench;
 pub mod cli;
 pub mod compare;
 pub mod config;
-pub mod cpu;
-#[cfg(feature = "cuda")]
-pub mod cuda;
 pub mod data;
 pub mod methods;
-pub mod model;
 pub mod outputs;
 pub mod plot;
 pub mod runner;
-pub mod throughput;
+pub mod seeds;
 pub mod trainer;

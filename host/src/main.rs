@@ -48,6 +48,7 @@ fn cmd_run(args: &RunArgs) -> CmdResult {
         resume: args.resume.is_some(),
         force: args.force,
         stop_after: args.stop_after,
+        threads: 1,
     };
     let summary = run(&cfg, &opts).map_err(run_error)?;
     if !summary.finished {
@@ -127,7 +128,7 @@ fn cmd_plot(args: &PlotArgs) -> CmdResult {
 }
 
 fn cmd_bench(args: &BenchArgs) -> CmdResult {
-    let report = safestep_host::throughput::bench(args).map_err(run_error)?;
+    let report = safestep_host::bench::bench(args).map_err(run_error)?;
     println!("{}", report.render());
     if let Some(path) = &args.json {
         safestep_host::outputs::write_atomic(path, report.to_json().as_bytes())

@@ -8,7 +8,76 @@ use clap::ValueEnum;
 use safestep_core::adam::WeightDecay;
 use serde::{Deserialize, Serialize};
 
-use crate::config::MethodSettings;
+use crate::config::ConfigError;
+
+/// The constants of the baseline methods.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MethodSettings {
+    /// Coupled L2 strength λ of `adam-l2` (`g += λ·θ`).
+    pub l2: f64,
+    /// Decoupled weight decay of `adamw`.
+    pub weight_decay: f64,
+    /// Strength of the Wasserstein regulariser of `wasserstein`.
+    pub wasserstein: f64,
+    /// `step-decay`: multiply the lr by this factor at each milestone of a task.
+    pub decay_factor: f64,
+    /// `step-decay`: milestones as fractions of a task's steps, increasing, in (0, 1).
+    pub decay_milestones: Vec<f64>,
+}
+
+impl Default for MethodSettings {
+    fn default() -> Self {
+        Self {
+            l2: 1e-3,
+            weight_decay: 1e-2,
+            wasserstein: 1e-2,
+            decay_factor: 0.1,
+            decay_milestones: vec![0.5, 0.75],
+        }
+    }
+}
+
+impl MethodSettings {
+    /// Checks every constant.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the `methods.*` field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let non_negative = |field: &str, value: f64| {
+            if value.is_finite() && value >= 0.0 && (value as f32).is_finite() {
+                Ok(())
+            } else {
+                Err(ConfigError::new(
+                    field,
+                    value,
+                    "a finite number >= 0 within f32's range (the engine computes in f32)",
+                ))
+            }
+        };
+        non_negative("methods.l2", self.l2)?;
+        non_negative("methods.weight_decay", self.weight_decay)?;
+        non_negative("methods.wasserstein", self.wasserstein)?;
+        if !(self.decay_factor.is_finite() && self.decay_factor > 0.0) {
+            return Err(ConfigError::new(
+                "methods.decay_factor",
+                self.decay_factor,
+                "a finite number > 0",
+            ));
+        }
+        let ms = &self.decay_milestones;
+        if ms.iter().any(|x| !(x.is_finite() && *x > 0.0 && *x < 1.0))
+            || ms.windows(2).any(|w| w[0] >= w[1])
+        {
+            return Err(ConfigError::new(
+                "methods.decay_milestones",
+                format!("{ms:?}"),
+                "increasing fractions strictly between 0 and 1",
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// A training method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ValueEnum, Default)]
@@ -90,8 +159,7 @@ impl Method {
     /// milestone passed.
     ///
     /// ```
-    /// use safestep_host::config::MethodSettings;
-    /// use safestep_host::methods::Method;
+    /// use safestep_host::methods::{Method, MethodSettings};
     /// let s = MethodSettings::default(); // factor 0.1 at 50% and 75%
     /// assert_eq!(Method::StepDecay.lr_multiplier(&s, 10, 100), 1.0);
     /// assert!((Method::StepDecay.lr_multiplier(&s, 60, 100) - 0.1).abs() < 1e-12);

@@ -108,6 +108,16 @@ pub fn accuracy_series(runs: &[PathBuf]) -> Result<Vec<Series>, PlotError> {
         .collect())
 }
 
+/// The columns of a `controller.csv` row the lr plot reads.
+#[derive(serde::Deserialize)]
+struct LrPoint {
+    step: u64,
+    layer: usize,
+    /// `lr_next` in runs written before the columns were derived from the reported types.
+    #[serde(alias = "lr_next")]
+    lr_after: f64,
+}
+
 /// Per-layer lr trajectories of one run: from controller events when it has them
 /// (x = optimizer step), else from the end of each task (x = task).
 pub fn lr_series(dir: &Path) -> Result<(Vec<Series>, &'static str), PlotError> {
@@ -115,14 +125,11 @@ pub fn lr_series(dir: &Path) -> Result<(Vec<Series>, &'static str), PlotError> {
     let name = format!("{} / {}", summary.method, summary.scheduler);
     let mut by_layer: BTreeMap<usize, Vec<(f64, f64)>> = BTreeMap::new();
     if let Ok(mut reader) = csv::Reader::from_path(dir.join(CONTROLLER_FILE)) {
-        for rec in reader
-            .deserialize::<crate::outputs::ControllerRow>()
-            .flatten()
-        {
+        for rec in reader.deserialize::<LrPoint>().flatten() {
             by_layer
                 .entry(rec.layer)
                 .or_default()
-                .push((rec.step as f64, rec.lr_next));
+                .push((rec.step as f64, rec.lr_after));
         }
     }
     if !by_layer.is_empty() {

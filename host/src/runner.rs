@@ -1,7 +1,8 @@
 //! `safestep run`: a whole continual-learning run, task after task, with its output folder.
 //!
-//! Task `k` of the stream is trained for `epochs` epochs of shuffled minibatches (the last
-//! partial batch of an epoch is dropped), then evaluated on its whole training set. After
+//! Task `k` of the stream is trained for `epochs` epochs of shuffled minibatches (every
+//! example once per epoch; the last batch is smaller when the batch size does not divide
+//! the task, see [`epoch_batches`]), then evaluated on its whole training set. After
 //! every task the run folder is brought up to date atomically and a checkpoint is written,
 //! so `--resume` continues from the last finished task and ends with results identical to
 //! an uninterrupted run.
@@ -16,14 +17,16 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{Activation, Backend, BackendError, ModelSpec};
-use crate::config::{cli_name, BackendKind, BenchmarkName, ConfigError, RunConfig};
+use safestep_engine::{Activation, Backend, BackendError, ModelSpec};
+
+use crate::config::{BackendKind, ConfigError, RunConfig};
 use crate::data::mnist::Mnist;
-use crate::data::streams::{Benchmark, TaskStream};
+use crate::data::streams::TaskStream;
 use crate::outputs::{
-    self, append_controller_rows, mean_last, tasks_csv, write_atomic, OutputError, Summary,
+    self, append_controller_events, mean_last, tasks_csv, write_atomic, OutputError, Summary,
     TaskRow, CHECKPOINT_FILE, CONFIG_FILE, CONTROLLER_FILE, SUMMARY_FILE, TASKS_FILE,
 };
+use crate::seeds::{derive_seed, RESET, SHUFFLE};
 use crate::trainer::{TaskPosition, TrainError, Trainer, TrainerState};
 
 /// What can stop a run.
@@ -89,6 +92,8 @@ pub struct RunOptions {
     pub force: bool,
     /// Stop after finishing this many tasks in this invocation (continue with `resume`).
     pub stop_after: Option<usize>,
+    /// GEMM threads of the CPU engine (0 is taken as 1; results do not depend on it).
+    pub threads: usize,
 }
 
 /// The resume checkpoint, written after every finished task.
@@ -108,7 +113,8 @@ struct Checkpoint {
     trainer: TrainerState,
 }
 
-const CHECKPOINT_FORMAT: u32 = 1;
+/// 2: the scheduler state holds `lr0` and the trainer both power iterations.
+const CHECKPOINT_FORMAT: u32 = 2;
 
 /// The model a configuration describes.
 pub fn model_spec(cfg: &RunConfig) -> ModelSpec {
@@ -125,13 +131,16 @@ pub fn model_spec(cfg: &RunConfig) -> ModelSpec {
     }
 }
 
-/// Builds the configured backend.
-pub fn make_backend(cfg: &RunConfig) -> Result<Box<dyn Backend>, RunError> {
+/// Builds the configured backend; the CPU engine's GEMMs use `threads` threads (the
+/// results do not depend on it).
+pub fn make_backend(cfg: &RunConfig, threads: usize) -> Result<Box<dyn Backend>, RunError> {
     let spec = model_spec(cfg);
     match cfg.backend {
-        BackendKind::Cpu => Ok(Box::new(crate::cpu::CpuBackend::new(&spec, cfg.seed)?)),
+        BackendKind::Cpu => Ok(Box::new(
+            safestep_engine::CpuBackend::new(&spec, cfg.seed)?.with_threads(threads)?,
+        )),
         #[cfg(feature = "cuda")]
-        BackendKind::Cuda => Ok(Box::new(crate::cuda::CudaBackend::new(&spec, cfg.seed)?)),
+        BackendKind::Cuda => Ok(Box::new(safestep_gpu::GpuMlp::open(&spec, cfg.seed)?)),
         #[cfg(not(feature = "cuda"))]
         BackendKind::Cuda => Err(RunError::Config(ConfigError::new(
             "backend",
@@ -151,12 +160,7 @@ pub fn load_digits(cfg: &RunConfig) -> Result<Mnist, RunError> {
 
 /// The task stream a configuration describes.
 pub fn task_stream(cfg: &RunConfig, digits: &Mnist) -> Result<TaskStream, RunError> {
-    let benchmark = match cfg.benchmark {
-        BenchmarkName::RandomLabelMnist => Benchmark::RandomLabelMnist,
-        BenchmarkName::PermutedMnist => Benchmark::PermutedMnist,
-        BenchmarkName::LabelPermutedMnist => Benchmark::LabelPermutedMnist,
-    };
-    TaskStream::new(benchmark, digits, cfg.examples, cfg.seed).map_err(|e| {
+    TaskStream::new(cfg.benchmark, digits, cfg.examples, cfg.seed).map_err(|e| {
         RunError::Config(ConfigError::new(
             "examples",
             cfg.examples,
@@ -184,26 +188,13 @@ pub fn epoch_batches(n: usize, batch: usize) -> impl Iterator<Item = std::ops::R
         .filter(|r| r.len() >= 2)
 }
 
-/// A seed for stream `purpose` at index `k`, derived from the run's seed (SplitMix64).
-pub fn derive_seed(seed: u64, purpose: u64, k: u64) -> u64 {
-    let mut z = seed
-        .wrapping_add(purpose.wrapping_mul(0x9e37_79b9_7f4a_7c15))
-        .wrapping_add(k.wrapping_mul(0xbf58_476d_1ce4_e5b9));
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-const SEED_SHUFFLE: u64 = 1;
-const SEED_RESET: u64 = 2;
-
 /// Runs (or resumes) a whole configured run into `opts.out` and returns its summary.
 pub fn run(cfg: &RunConfig, opts: &RunOptions) -> Result<Summary, RunError> {
     cfg.validate()?;
     let out = &opts.out;
     let config_text = cfg.to_toml();
     let checkpoint = if opts.resume {
-        Some(read_checkpoint(out, &config_text)?)
+        Some(read_checkpoint(out, cfg)?)
     } else {
         prepare_fresh_folder(out, opts.force)?;
         write_atomic(&out.join(CONFIG_FILE), config_text.as_bytes())?;
@@ -212,7 +203,7 @@ pub fn run(cfg: &RunConfig, opts: &RunOptions) -> Result<Summary, RunError> {
 
     // The stream keeps its own copy of the digits it uses; the full set is freed here.
     let stream = task_stream(cfg, &load_digits(cfg)?)?;
-    let mut trainer = Trainer::new(cfg, make_backend(cfg)?)?;
+    let mut trainer = Trainer::new(cfg, make_backend(cfg, opts.threads)?)?;
     let layers = trainer.layer_count();
 
     let (start_task, mut task_rows, mut controller_csv) = match &checkpoint {
@@ -223,7 +214,7 @@ pub fn run(cfg: &RunConfig, opts: &RunOptions) -> Result<Summary, RunError> {
         }
         None => {
             let mut csv = String::new();
-            append_controller_rows(&mut csv, &[]);
+            append_controller_events(&mut csv, &[]);
             (0, Vec::new(), csv)
         }
     };
@@ -244,7 +235,9 @@ pub fn run(cfg: &RunConfig, opts: &RunOptions) -> Result<Summary, RunError> {
         .map_or(cfg.tasks, |n| cfg.tasks.min(start_task + n));
     for task in start_task..end_task {
         if cfg.method.resets_each_task() && task > 0 {
-            trainer.reset(derive_seed(cfg.seed, SEED_RESET, task as u64))?;
+            trainer.reset(derive_seed(cfg.seed, RESET, task as u64))?;
+        } else if task > 0 {
+            trainer.begin_task();
         }
         let data = stream.task(task as u64);
         trainer
@@ -252,7 +245,7 @@ pub fn run(cfg: &RunConfig, opts: &RunOptions) -> Result<Summary, RunError> {
             .load_task(&data.images, &data.labels)?;
         let population = data.labels.len();
         let mut order: Vec<u32> = (0..population as u32).collect();
-        let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(cfg.seed, SEED_SHUFFLE, task as u64));
+        let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(cfg.seed, SHUFFLE, task as u64));
         let (mut correct, mut seen, mut step_in_task) = (0usize, 0usize, 0u64);
         for _epoch in 0..cfg.epochs {
             order.shuffle(&mut rng);
@@ -287,7 +280,7 @@ pub fn run(cfg: &RunConfig, opts: &RunOptions) -> Result<Summary, RunError> {
         };
         report_task(&progress, opts.quiet, cfg.tasks, &row);
         task_rows.push(row);
-        append_controller_rows(&mut controller_csv, &rows);
+        append_controller_events(&mut controller_csv, &rows);
         rows.clear();
         write_files(out, cfg, &task_rows, &controller_csv, layers)?;
         let ck = Checkpoint {
@@ -331,7 +324,7 @@ fn prepare_fresh_folder(out: &Path, force: bool) -> Result<(), RunError> {
     Ok(())
 }
 
-fn read_checkpoint(out: &Path, config_text: &str) -> Result<Checkpoint, RunError> {
+fn read_checkpoint(out: &Path, cfg: &RunConfig) -> Result<Checkpoint, RunError> {
     let path = out.join(CHECKPOINT_FILE);
     let resume_err = |problem: String| RunError::Resume {
         path: out.to_path_buf(),
@@ -351,7 +344,7 @@ fn read_checkpoint(out: &Path, config_text: &str) -> Result<Checkpoint, RunError
             ck.format
         )));
     }
-    if ck.config != config_text {
+    if RunConfig::from_toml_str(&ck.config).ok().as_ref() != Some(cfg) {
         return Err(resume_err(format!(
             "the configuration differs from the one in {}",
             out.join(CONFIG_FILE).display()
@@ -405,12 +398,12 @@ pub fn summary(cfg: &RunConfig, rows: &[TaskRow]) -> Summary {
         mean_online_accuracy: mean_last(&online, online.len()),
         final_train_accuracy: acc.last().copied().unwrap_or(0.0),
         wall_seconds: rows.last().map_or(0.0, |r| r.wall_seconds),
-        benchmark: cli_name(&cfg.benchmark),
+        benchmark: cfg.benchmark.to_string(),
         method: cfg.method.name().to_string(),
-        scheduler: cli_name(&cfg.scheduler.mode),
+        scheduler: cfg.scheduler.mode.to_string(),
         lr: cfg.lr,
         seed: cfg.seed,
-        backend: cli_name(&cfg.backend),
+        backend: cfg.backend.to_string(),
     }
 }
 
@@ -453,18 +446,4 @@ pub fn read_run(dir: &Path) -> Result<(Summary, Vec<TaskRow>), OutputError> {
         outputs::read_summary(dir)?,
         outputs::read_tasks_csv(&dir.join(TASKS_FILE))?,
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn derived_seeds_differ_by_purpose_and_index() {
-        let a = derive_seed(0, SEED_SHUFFLE, 0);
-        assert_ne!(a, derive_seed(0, SEED_SHUFFLE, 1));
-        assert_ne!(a, derive_seed(0, SEED_RESET, 0));
-        assert_ne!(a, derive_seed(1, SEED_SHUFFLE, 0));
-        assert_eq!(a, derive_seed(0, SEED_SHUFFLE, 0));
-    }
 }

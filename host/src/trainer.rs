@@ -5,23 +5,25 @@
 //! each layer's sharpness by warm-started power iteration on the backend's Hessian-vector
 //! products, takes the Adam step, and hands the per-layer statistics to safestep-core's
 //! scheduler, which returns the learning rates of the following steps. All bound and
-//! scheduler math is safestep-core's; this module only moves numbers between the two.
+//! scheduler math is safestep-core's; this module only moves numbers between the two, and
+//! reports each event as a [`ControllerEvent`] (what to write of it is the outputs' call).
 
+use rand::seq::index;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use safestep_core::adam::AdamConfig;
+use safestep_core::adam::{Adam, AdamConfig, StepStats};
 use safestep_core::bounds::StepMeasure;
 use safestep_core::noise::NoiseStats;
-use safestep_core::power::{PowerConfig, PowerIteration};
+use safestep_core::power::{top_eigenvalue, PowerConfig, PowerIteration};
 use safestep_core::scheduler::{
     LayerObservation, LayerScheduler, Mode, Progress, Report, SchedulerConfig,
 };
+use safestep_engine::{Backend, BackendError, BackendState, LayerBatchStats, Regularizer};
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{Backend, BackendError, BackendState, Regularizer};
-use crate::config::RunConfig;
+use crate::config::{NoiseBatch, RunConfig, Sharpness};
 use crate::methods::Method;
-use crate::outputs::ControllerRow;
+use crate::seeds::{derive_seed, FRESH_BATCH};
 
 /// Largest curvature window W a run may configure (the const capacity of the window).
 pub const MAX_WINDOW: usize = 256;
@@ -35,6 +37,17 @@ pub enum TrainError {
     /// The backend failed.
     #[error(transparent)]
     Backend(#[from] BackendError),
+    /// The backend refused an optimizer step (a non-finite gradient, or a step whose result
+    /// would overflow): nothing was changed, the run stops.
+    #[error("optimizer step {step}, layer {layer}: {error}")]
+    Optimizer {
+        /// Layer index.
+        layer: usize,
+        /// Global step (1-based, as Adam counts it).
+        step: u64,
+        /// What the core refused, naming the quantity.
+        error: safestep_core::Error,
+    },
     /// safestep-core rejected a statistic (a non-finite value reached the controller).
     #[error("controller, layer {layer}, step {step}: {error}")]
     Controller {
@@ -58,7 +71,7 @@ pub enum TrainError {
 }
 
 /// Where the current step stands in its task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TaskPosition {
     /// Task index.
     pub task: usize,
@@ -79,13 +92,38 @@ pub struct StepOutcome {
     pub event: bool,
 }
 
+/// One layer at one controller event: everything the controller saw and decided.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ControllerEvent {
+    /// Global optimizer step (steps completed before the event).
+    pub step: u64,
+    /// Where the step stands in its task.
+    pub position: TaskPosition,
+    /// Layer index (0 = first weight matrix).
+    pub layer: usize,
+    /// The learning rate applied at this step (the scheduler's times any method multiplier).
+    pub lr_applied: f64,
+    /// The engine's statistics of the minibatch the noise was measured on.
+    pub batch: LayerBatchStats,
+    /// Adam's statistics of the step.
+    pub step_stats: StepStats<f64>,
+    /// What the scheduler was given.
+    pub observation: LayerObservation<f64>,
+    /// What it decided, and every number behind it.
+    pub report: Report<f64>,
+}
+
 /// Per-layer controller state.
 #[derive(Debug, Clone)]
 struct LayerControl {
     scheduler: HostScheduler,
     power: PowerIteration<f32>,
+    /// The second iteration of [`Sharpness::Top`] (on the shifted block).
+    power_top: PowerIteration<f32>,
     /// Warm-started power-iteration direction.
     direction: Vec<f32>,
+    /// Warm-started direction of `power_top`.
+    direction_top: Vec<f32>,
     /// Scratch for H·v.
     hv: Vec<f32>,
     /// Scratch for Adam's D^½ (preconditioned measure).
@@ -93,7 +131,7 @@ struct LayerControl {
 }
 
 /// A serialisable snapshot of everything a [`Trainer`] needs to continue bit-identically.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainerState {
     /// Optimizer steps taken since the last reset.
     pub t: u64,
@@ -101,16 +139,17 @@ pub struct TrainerState {
     pub backend: BackendState,
     /// Each layer's scheduler, as safestep-core exports it.
     pub schedulers: Vec<Vec<f64>>,
-    /// Each layer's power-iteration state (last eigenvalue, whether converged once).
-    pub power: Vec<(f32, bool)>,
-    /// Each layer's warm-started power-iteration direction.
-    pub directions: Vec<Vec<f32>>,
+    /// Each layer's power-iteration states (last eigenvalue, whether converged once):
+    /// the magnitude iteration and the shifted one of [`Sharpness::Top`].
+    pub power: Vec<[(f32, bool); 2]>,
+    /// Each layer's warm-started power-iteration directions (magnitude, then top).
+    pub directions: Vec<[Vec<f32>; 2]>,
 }
 
 /// One MLP, its optimizer and the noise-curvature controller.
 pub struct Trainer {
     backend: Box<dyn Backend>,
-    adam: AdamConfig<f32>,
+    adam: Adam<f32>,
     reg: Regularizer,
     method: Method,
     cfg: RunConfig,
@@ -122,20 +161,33 @@ pub struct Trainer {
     events: bool,
 }
 
+/// The Adam configuration a run describes (validated once, here).
+///
+/// # Errors
+/// [`TrainError::Optimizer`] (step 0) for constants the core refuses; `RunConfig::validate`
+/// has already refused them with the config field's name.
+pub fn run_adam(cfg: &RunConfig) -> Result<Adam<f32>, TrainError> {
+    Adam::new(AdamConfig {
+        beta1: cfg.adam.beta1 as f32,
+        beta2: cfg.adam.beta2 as f32,
+        eps: cfg.adam.eps as f32,
+        weight_decay: cfg.method.weight_decay(&cfg.methods),
+    })
+    .map_err(|error| TrainError::Optimizer {
+        layer: 0,
+        step: 0,
+        error,
+    })
+}
+
 impl Trainer {
     /// Wraps `backend` (already built for the configured model) and initialises it from the
     /// configuration's seed.
     pub fn new(cfg: &RunConfig, backend: Box<dyn Backend>) -> Result<Self, TrainError> {
-        let sched = cfg.scheduler.to_core();
-        let adam = AdamConfig {
-            beta1: cfg.adam.beta1 as f32,
-            beta2: cfg.adam.beta2 as f32,
-            eps: cfg.adam.eps as f32,
-            weight_decay: cfg.method.weight_decay(&cfg.methods),
-        };
+        let sched = cfg.scheduler;
         let mut trainer = Trainer {
             backend,
-            adam,
+            adam: run_adam(cfg)?,
             reg: Regularizer {
                 wasserstein: cfg.method.wasserstein(&cfg.methods),
             },
@@ -143,8 +195,8 @@ impl Trainer {
             events: sched.mode != Mode::Off || cfg.diagnostics,
             sched,
             power_cfg: PowerConfig {
-                tol: cfg.scheduler.power_tol as f32,
-                max_iters: cfg.scheduler.power_max_iters,
+                tol: cfg.statistics.power_tol as f32,
+                max_iters: cfg.statistics.power_max_iters,
             },
             cfg: cfg.clone(),
             layers: Vec::new(),
@@ -159,6 +211,7 @@ impl Trainer {
     pub fn reset(&mut self, seed: u64) -> Result<(), TrainError> {
         self.backend.reset(seed)?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5afe_57e9_0000_0001);
+        let mut rng_top = ChaCha8Rng::seed_from_u64(seed ^ 0x5afe_57e9_0000_0002);
         let lr0 = self.cfg.lr;
         self.layers = self
             .backend
@@ -166,6 +219,10 @@ impl Trainer {
             .into_iter()
             .map(|n| {
                 let direction = (0..n).map(|_| rng.random::<f32>() - 0.5).collect();
+                let direction_top = match self.cfg.statistics.sharpness {
+                    Sharpness::Magnitude => Vec::new(),
+                    Sharpness::Top => (0..n).map(|_| rng_top.random::<f32>() - 0.5).collect(),
+                };
                 let scheduler = HostScheduler::new(&self.sched, lr0).map_err(|error| {
                     TrainError::Controller {
                         layer: 0,
@@ -176,7 +233,9 @@ impl Trainer {
                 Ok(LayerControl {
                     scheduler,
                     power: PowerIteration::new(),
+                    power_top: PowerIteration::new(),
                     direction,
+                    direction_top,
                     hv: vec![0.0; n],
                     precond: vec![0.0; n],
                 })
@@ -185,6 +244,14 @@ impl Trainer {
         self.lrs = vec![lr0 as f32; self.layers.len()];
         self.t = 0;
         Ok(())
+    }
+
+    /// A new task begins: each layer's scheduler carries, resets its statistics, or also
+    /// restarts its lr, as `scheduler.boundary` says.
+    pub fn begin_task(&mut self) {
+        for layer in &mut self.layers {
+            layer.scheduler.begin_task(&self.sched);
+        }
     }
 
     /// The backend (for loading task data and evaluating).
@@ -207,17 +274,27 @@ impl Trainer {
         self.t
     }
 
-    /// One training step on the examples `batch` of the loaded task. Controller rows of an
-    /// event are appended to `rows`.
+    /// One training step on the examples `batch` of the loaded task (`population`
+    /// examples). The layers' controller events of this step are appended to `events`.
     pub fn step(
         &mut self,
         batch: &[u32],
         pos: TaskPosition,
         population: usize,
-        rows: &mut Vec<ControllerRow>,
+        events: &mut Vec<ControllerEvent>,
     ) -> Result<StepOutcome, TrainError> {
         let event = self.events && self.t > 0 && self.sched.is_event(self.t);
-        let out = self.backend.forward_backward(batch, event)?;
+        let fresh = event && self.cfg.statistics.noise_batch == NoiseBatch::Fresh;
+        let noise_source = if fresh {
+            Some(self.fresh_batch(batch.len(), population)?)
+        } else {
+            None
+        };
+        let out = self.backend.forward_backward(batch, event && !fresh)?;
+        let noise_batch = match noise_source {
+            Some(stats) => stats,
+            None => (out.batch, out.layers.clone()),
+        };
         let mut sharpness = Vec::new();
         if event {
             sharpness = self.sharpness()?;
@@ -228,57 +305,30 @@ impl Trainer {
         for (lr, layer) in self.lrs.iter_mut().zip(&self.layers) {
             *lr = (layer.scheduler.lr() * multiplier) as f32;
         }
+        let step = self.t;
         let stats = self
             .backend
-            .adam_step(&self.adam, &self.lrs, self.t + 1, &self.reg)?;
-        let step = self.t;
+            .adam_step(&self.adam, &self.lrs, step + 1, &self.reg)
+            .map_err(|e| match e {
+                BackendError::Optimizer { layer, error } => TrainError::Optimizer {
+                    layer,
+                    step: step + 1,
+                    error,
+                },
+                other => TrainError::Backend(other),
+            })?;
         self.t += 1;
         if event {
-            let sums = match out.sum_sample_sq_norms.as_deref() {
-                Some(sums) if sums.len() == self.layers.len() => sums,
-                other => {
-                    return Err(TrainError::Backend(BackendError::LengthMismatch {
-                        what: "per-sample gradient norms at a controller event",
-                        expected: self.layers.len(),
-                        found: other.map_or(0, <[f64]>::len),
-                    }))
-                }
-            };
-            let finite_population = self.cfg.scheduler.finite_population.then_some(population);
-            let progress = Progress {
-                step_in_task: pos.step_in_task,
-                steps_per_task: Some(pos.steps_per_task),
+            self.observe(
                 step,
-                total_steps: None,
-            };
-            for (l, layer) in self.layers.iter_mut().enumerate() {
-                let controller = |error| TrainError::Controller {
-                    layer: l,
-                    step,
-                    error,
-                };
-                let noise = NoiseStats::from_sample_sq_norms(
-                    out.mean_grad_sq[l],
-                    sums[l],
-                    out.batch,
-                    finite_population,
-                )
-                .map_err(controller)?;
-                let lr_used = f64::from(self.lrs[l]);
-                let obs = LayerObservation {
-                    alpha_agg: stats[l].alpha_agg(lr_used, self.cfg.adam.eps),
-                    mean_multiplier: stats[l].mean_multiplier(),
-                    sharpness: f64::from(sharpness[l]),
-                    noise,
-                    // The applied lr in f64 (before the engine's f32 rounding).
-                    lr_used: Some(layer.scheduler.lr() * multiplier),
-                };
-                let report = layer
-                    .scheduler
-                    .observe(&self.sched, &obs, progress)
-                    .map_err(controller)?;
-                rows.push(controller_row(step, pos.task, l, lr_used, &obs, &report));
-            }
+                pos,
+                population,
+                multiplier,
+                noise_batch,
+                &sharpness,
+                &stats,
+                events,
+            )?;
         }
         Ok(StepOutcome {
             loss: out.loss,
@@ -287,9 +337,103 @@ impl Trainer {
         })
     }
 
-    /// Each layer's sharpness λ (or preconditioned sharpness) by warm-started power iteration.
+    /// The engine statistics (with per-sample norms) of a fresh diagnostic minibatch of
+    /// `size` distinct examples, drawn from the step number alone (nothing to checkpoint).
+    fn fresh_batch(
+        &mut self,
+        size: usize,
+        population: usize,
+    ) -> Result<(usize, Vec<LayerBatchStats>), TrainError> {
+        let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(self.cfg.seed, FRESH_BATCH, self.t));
+        let picked: Vec<u32> = index::sample(&mut rng, population, size.min(population))
+            .into_iter()
+            .map(|i| i as u32)
+            .collect();
+        let out = self.backend.forward_backward(&picked, true)?;
+        Ok((out.batch, out.layers))
+    }
+
+    /// Hands each layer's statistics to its scheduler and records the events.
+    #[allow(clippy::too_many_arguments)]
+    fn observe(
+        &mut self,
+        step: u64,
+        pos: TaskPosition,
+        population: usize,
+        multiplier: f64,
+        (batch_size, batch_stats): (usize, Vec<LayerBatchStats>),
+        sharpness: &[f32],
+        stats: &[StepStats<f64>],
+        events: &mut Vec<ControllerEvent>,
+    ) -> Result<(), TrainError> {
+        let layers = self.layers.len();
+        if batch_stats.len() != layers {
+            return Err(TrainError::Backend(BackendError::LengthMismatch {
+                what: "per-layer batch statistics",
+                expected: layers,
+                found: batch_stats.len(),
+            }));
+        }
+        let finite_population = self.cfg.statistics.finite_population.then_some(population);
+        let progress = Progress {
+            step_in_task: pos.step_in_task,
+            steps_per_task: Some(pos.steps_per_task),
+            step,
+            total_steps: None,
+        };
+        for (l, layer) in self.layers.iter_mut().enumerate() {
+            let controller = |error| TrainError::Controller {
+                layer: l,
+                step,
+                error,
+            };
+            let Some(sum_sq) = batch_stats[l].sum_sample_sq_norms else {
+                return Err(TrainError::Backend(BackendError::LengthMismatch {
+                    what: "per-sample gradient norms at a controller event",
+                    expected: layers,
+                    found: l,
+                }));
+            };
+            let noise = NoiseStats::from_sample_sq_norms(
+                batch_stats[l].mean_grad_sq,
+                sum_sq,
+                batch_size,
+                finite_population,
+            )
+            .map_err(controller)?;
+            let lr_f32 = f64::from(self.lrs[l]);
+            // The applied lr in f64 (before the engine's f32 rounding).
+            let lr_applied = layer.scheduler.lr() * multiplier;
+            let observation = LayerObservation {
+                alpha_agg: stats[l].alpha_agg(lr_f32, self.cfg.adam.eps),
+                mean_multiplier: stats[l].mean_multiplier(),
+                sharpness: f64::from(sharpness[l]),
+                noise,
+                lr_used: Some(lr_applied),
+            };
+            let report = layer
+                .scheduler
+                .observe(&self.sched, &observation, progress)
+                .map_err(controller)?;
+            events.push(ControllerEvent {
+                step,
+                position: pos,
+                layer: l,
+                lr_applied,
+                batch: batch_stats[l],
+                step_stats: stats[l],
+                observation,
+                report,
+            });
+        }
+        Ok(())
+    }
+
+    /// Each layer's sharpness λ (or preconditioned sharpness) by warm-started power
+    /// iteration: the largest-magnitude eigenvalue, or the top one ([`Sharpness`]).
     fn sharpness(&mut self) -> Result<Vec<f32>, TrainError> {
         let preconditioned = self.sched.measure == StepMeasure::Preconditioned;
+        let top = self.cfg.statistics.sharpness == Sharpness::Top;
         let step = self.t;
         let mut out = Vec::with_capacity(self.layers.len());
         for (l, layer) in self.layers.iter_mut().enumerate() {
@@ -298,20 +442,32 @@ impl Trainer {
                 backend.precond_sqrt(l, &self.adam, self.t, &mut layer.precond)?;
             }
             let precond = preconditioned.then_some(layer.precond.as_slice());
-            let lambda = layer
-                .power
-                .estimate(
+            let hvp = |v: &[f32], hv: &mut [f32]| backend.hvp(l, v, hv);
+            let lambda = if top {
+                top_eigenvalue(
+                    &mut layer.power,
+                    &mut layer.power_top,
+                    &self.power_cfg,
+                    &mut layer.direction,
+                    &mut layer.direction_top,
+                    &mut layer.hv,
+                    precond,
+                    hvp,
+                )
+            } else {
+                layer.power.estimate(
                     &self.power_cfg,
                     &mut layer.direction,
                     &mut layer.hv,
                     precond,
-                    |v: &[f32], hv: &mut [f32]| backend.hvp(l, v, hv),
+                    hvp,
                 )
-                .map_err(|e| TrainError::Power {
-                    layer: l,
-                    step,
-                    message: format!("{e:?}"),
-                })?;
+            }
+            .map_err(|e| TrainError::Power {
+                layer: l,
+                step,
+                message: e.to_string(),
+            })?;
             out.push(lambda);
         }
         Ok(out)
@@ -330,77 +486,90 @@ impl Trainer {
             power: self
                 .layers
                 .iter()
-                .map(|l| (l.power.eigenvalue(), l.power.is_warm()))
+                .map(|l| {
+                    [
+                        (l.power.eigenvalue(), l.power.is_warm()),
+                        (l.power_top.eigenvalue(), l.power_top.is_warm()),
+                    ]
+                })
                 .collect(),
-            directions: self.layers.iter().map(|l| l.direction.clone()).collect(),
+            directions: self
+                .layers
+                .iter()
+                .map(|l| [l.direction.clone(), l.direction_top.clone()])
+                .collect(),
         })
     }
 
     /// Restores a snapshot taken by [`Trainer::export_state`] on the same configuration.
+    /// Everything is checked before anything changes.
     pub fn import_state(&mut self, state: &TrainerState) -> Result<(), TrainError> {
         let layers = self.layers.len();
-        let mismatch = |what, found| {
+        let mismatch = |what, expected, found| {
             TrainError::Backend(BackendError::LengthMismatch {
                 what,
-                expected: layers,
+                expected,
                 found,
             })
         };
         if state.schedulers.len() != layers {
-            return Err(mismatch("checkpoint schedulers", state.schedulers.len()));
+            return Err(mismatch(
+                "checkpoint schedulers",
+                layers,
+                state.schedulers.len(),
+            ));
         }
         if state.power.len() != layers || state.directions.len() != layers {
-            return Err(mismatch("checkpoint power iterations", state.power.len()));
+            return Err(mismatch(
+                "checkpoint power iterations",
+                layers,
+                state.power.len(),
+            ));
         }
-        self.backend.import_state(&state.backend)?;
-        for (l, layer) in self.layers.iter_mut().enumerate() {
-            if state.directions[l].len() != layer.direction.len() {
-                return Err(TrainError::Backend(BackendError::LengthMismatch {
-                    what: "checkpoint power direction",
-                    expected: layer.direction.len(),
-                    found: state.directions[l].len(),
+        let mut schedulers = Vec::with_capacity(layers);
+        for (l, layer) in self.layers.iter().enumerate() {
+            let [dir, dir_top] = &state.directions[l];
+            if dir.len() != layer.direction.len() {
+                return Err(mismatch(
+                    "checkpoint power direction",
+                    layer.direction.len(),
+                    dir.len(),
+                ));
+            }
+            if dir_top.len() != layer.direction_top.len() {
+                return Err(mismatch(
+                    "checkpoint top power direction",
+                    layer.direction_top.len(),
+                    dir_top.len(),
+                ));
+            }
+            if let Some(i) = dir.iter().chain(dir_top).position(|x| !x.is_finite()) {
+                return Err(TrainError::Backend(BackendError::NonFiniteInput {
+                    index: i,
+                    value: f32::NAN,
                 }));
             }
-            layer.scheduler = HostScheduler::from_state(&self.sched, &state.schedulers[l])
-                .map_err(|error| TrainError::Controller {
-                    layer: l,
-                    step: state.t,
-                    error,
-                })?;
-            let (eigenvalue, warm) = state.power[l];
+            schedulers.push(
+                HostScheduler::from_state(&self.sched, &state.schedulers[l]).map_err(|error| {
+                    TrainError::Controller {
+                        layer: l,
+                        step: state.t,
+                        error,
+                    }
+                })?,
+            );
+        }
+        self.backend.import_state(&state.backend)?;
+        for ((l, layer), scheduler) in self.layers.iter_mut().enumerate().zip(schedulers) {
+            layer.scheduler = scheduler;
+            let [(eigenvalue, warm), (eigenvalue_top, warm_top)] = state.power[l];
             layer.power = PowerIteration::from_parts(eigenvalue, warm);
-            layer.direction.copy_from_slice(&state.directions[l]);
+            layer.power_top = PowerIteration::from_parts(eigenvalue_top, warm_top);
+            let [dir, dir_top] = &state.directions[l];
+            layer.direction.copy_from_slice(dir);
+            layer.direction_top.copy_from_slice(dir_top);
         }
         self.t = state.t;
         Ok(())
-    }
-}
-
-fn controller_row(
-    step: u64,
-    task: usize,
-    layer: usize,
-    lr: f64,
-    obs: &LayerObservation<f64>,
-    report: &Report<f64>,
-) -> ControllerRow {
-    ControllerRow {
-        step,
-        task,
-        layer,
-        lr,
-        alpha_agg: obs.alpha_agg,
-        sharpness: obs.sharpness,
-        rho: report.rho,
-        mean_grad_sq: obs.noise.mean_grad_sq,
-        variance: obs.noise.variance,
-        grad_sq: obs.noise.unbiased_grad_sq,
-        snr_g: report.snr_g,
-        vol: report.vol,
-        rho_g: report.rho_g,
-        rho_vol: report.rho_vol,
-        rho_combined: report.rho_combined,
-        decision: report.decision.as_str().to_string(),
-        lr_next: report.lr_after,
     }
 }

@@ -29,8 +29,20 @@ use rand_chacha::ChaCha8Rng;
 
 use super::mnist::{DataError, Mnist};
 
-/// The continual-learning benchmarks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+/// The continual-learning benchmarks (named as on the command line and in `config.toml`).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum Benchmark {
     /// Random-label MNIST (the paper's main loss-of-trainability benchmark); the default.
     #[default]

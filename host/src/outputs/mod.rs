@@ -11,6 +11,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::trainer::ControllerEvent;
+
+pub mod record;
+use record::Record;
+
 /// Errors reading or writing a run folder; each names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
@@ -157,64 +162,63 @@ pub fn read_tasks_csv(path: &Path) -> Result<Vec<TaskRow>, OutputError> {
     Ok(rows)
 }
 
-/// One row of `controller.csv`: one layer at one controller event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ControllerRow {
-    /// Global optimizer step (steps completed before the event).
-    pub step: u64,
-    /// Task index.
-    pub task: usize,
-    /// Layer index (0 = first weight matrix).
-    pub layer: usize,
-    /// The layer's lr used at this event's step.
-    pub lr: f64,
-    /// Adam's step multiplier α_agg = lr/(sqrt(mean v̂)+ε).
-    pub alpha_agg: f64,
-    /// Sharpness λ (power iteration).
-    pub sharpness: f64,
-    /// The effective step ρ.
-    pub rho: f64,
-    /// ‖ḡ‖² of the minibatch mean gradient.
-    pub mean_grad_sq: f64,
-    /// Unbiased per-sample gradient variance S.
-    pub variance: f64,
-    /// Unbiased squared-gradient estimate G².
-    pub grad_sq: f64,
-    /// The SNR_g used by the bound.
-    pub snr_g: f64,
-    /// Curvature volatility Vol.
-    pub vol: f64,
-    /// Gradient-noise bound ρ*_g.
-    pub rho_g: f64,
-    /// Volatility bound ρ*_vol.
-    pub rho_vol: f64,
-    /// Combined bound ρ̃*.
-    pub rho_combined: f64,
-    /// cool | warm | hold.
-    pub decision: String,
-    /// The layer's lr after the decision.
-    pub lr_next: f64,
+/// The keys of a controller event, the first columns of `controller.csv`.
+#[derive(Serialize)]
+struct EventKeys {
+    step: u64,
+    step_in_task: u64,
+    task: usize,
+    layer: usize,
+    lr_applied: f64,
 }
 
-/// Appends `rows` as CSV to `out`, writing the header first when `out` is empty.
-pub fn append_controller_rows(out: &mut String, rows: &[ControllerRow]) {
-    let mut writer = csv::WriterBuilder::new()
-        .has_headers(out.is_empty())
-        .from_writer(Vec::new());
-    for row in rows {
-        // Serialising plain numbers and strings into memory cannot fail.
-        let _ = writer.serialize(row);
+/// One row of `controller.csv`: one layer at one controller event. Its columns are the
+/// fields of the types the trainer reports, in this order: the event's keys (`step`,
+/// `step_in_task`, `task`, `layer`, `lr_applied`), the engine's per-layer statistics
+/// ([`safestep_engine::LayerBatchStats`]), Adam's step statistics
+/// ([`safestep_core::adam::StepStats`]), the scheduler's observation
+/// ([`safestep_core::scheduler::LayerObservation`], its noise statistics flattened) and its
+/// report ([`safestep_core::scheduler::Report`]). A new field in any of them is a new column.
+pub fn controller_record(event: &ControllerEvent) -> Record {
+    let keys = EventKeys {
+        step: event.step,
+        step_in_task: event.position.step_in_task,
+        task: event.position.task,
+        layer: event.layer,
+        lr_applied: event.lr_applied,
+    };
+    let mut record = Record::default();
+    // Plain structs of numbers and unit variants always flatten.
+    let _ = record.push(&keys);
+    let _ = record.push(&event.batch);
+    let _ = record.push(&event.step_stats);
+    let _ = record.push(&event.observation);
+    let _ = record.push(&event.report);
+    // The observation's `lr_used` is `lr_applied`.
+    record.remove("lr_used");
+    record
+}
+
+/// The columns of `controller.csv`.
+pub fn controller_columns() -> Vec<&'static str> {
+    controller_record(&ControllerEvent::default())
+        .names()
+        .to_vec()
+}
+
+/// Appends `events` as CSV rows to `out`, writing the header first when `out` is empty.
+pub fn append_controller_events(out: &mut String, events: &[ControllerEvent]) {
+    let mut writer = csv::WriterBuilder::new().from_writer(Vec::new());
+    // Writing strings into memory cannot fail.
+    if out.is_empty() {
+        let _ = writer.write_record(controller_columns());
     }
-    if out.is_empty() && rows.is_empty() {
-        out.push_str(&controller_header());
+    for event in events {
+        let _ = writer.write_record(controller_record(event).values());
     }
     if let Ok(bytes) = writer.into_inner() {
         out.push_str(&String::from_utf8_lossy(&bytes));
     }
-}
-
-fn controller_header() -> String {
-    "step,task,layer,lr,alpha_agg,sharpness,rho,mean_grad_sq,variance,grad_sq,snr_g,vol,rho_g,rho_vol,rho_combined,decision,lr_next\n".to_string()
 }
 
 /// `summary.json`: the run's headline numbers.
@@ -319,32 +323,57 @@ mod tests {
     }
 
     #[test]
-    fn controller_header_matches_serialised_fields() {
+    fn controller_columns_derive_from_the_reported_types() {
         let mut out = String::new();
-        append_controller_rows(&mut out, &[]);
-        let row = ControllerRow {
+        append_controller_events(&mut out, &[]);
+        let header: Vec<&str> = out.trim_end().split(',').collect();
+        assert_eq!(header, controller_columns());
+        for name in [
+            "step",
+            "step_in_task",
+            "task",
+            "layer",
+            "lr_applied",
+            "mean_grad_sq",
+            "sum_sample_sq_norms",
+            "param_sq",
+            "alpha_agg",
+            "sharpness",
+            "batch",
+            "variance",
+            "unbiased_grad_sq",
+            "decision",
+            "lr_before",
+            "lr_after",
+            "rho",
+            "rho_combined",
+            "g2_ema",
+            "noise_ema",
+        ] {
+            assert!(header.contains(&name), "{name} missing from {header:?}");
+        }
+        assert!(!header.contains(&"lr_used"));
+        let event = ControllerEvent {
             step: 10,
-            task: 0,
             layer: 1,
-            lr: 1e-3,
-            alpha_agg: 0.1,
-            sharpness: 3.0,
-            rho: 0.3,
-            mean_grad_sq: 1.0,
-            variance: 2.0,
-            grad_sq: 0.5,
-            snr_g: 0.25,
-            vol: 0.0,
-            rho_g: 0.3,
-            rho_vol: 1.6,
-            rho_combined: 0.3,
-            decision: "hold".into(),
-            lr_next: 1e-3,
+            lr_applied: 1e-3,
+            ..ControllerEvent::default()
         };
         let mut fresh = String::new();
-        append_controller_rows(&mut fresh, std::slice::from_ref(&row));
+        append_controller_events(&mut fresh, std::slice::from_ref(&event));
         assert_eq!(fresh.lines().next(), out.lines().next());
-        append_controller_rows(&mut out, &[row]);
+        let row: Vec<&str> = fresh.lines().nth(1).unwrap().split(',').collect();
+        assert_eq!(row.len(), header.len());
+        assert_eq!(row[0], "10");
+        assert_eq!(
+            row[header.iter().position(|h| *h == "lr_applied").unwrap()],
+            "0.001"
+        );
+        assert_eq!(
+            row[header.iter().position(|h| *h == "decision").unwrap()],
+            "hold"
+        );
+        append_controller_events(&mut out, &[event]);
         assert_eq!(out, fresh);
     }
 

@@ -1,12 +1,12 @@
-//! MLP geometry and initialisation shared by every backend.
+//! The model every engine trains, and its seeded initialisation.
 //!
-//! [`ModelSpec`] (defined with the [`Backend`](crate::backend::Backend) trait) describes the
-//! network; this module resolves it into per-layer shapes ([`LayerShape`]), validates it,
-//! implements the CReLU width matching and draws the seeded initial parameters, so the CPU
-//! engine and the CUDA adapter start from bit-identical weights for the same seed.
+//! [`ModelSpec`] describes the network; this module resolves it into per-layer shapes
+//! ([`LayerShape`]), validates it, implements the CReLU width matching and draws the seeded
+//! initial parameters ([`init_params`]), so every engine starts from bit-identical weights
+//! for the same seed.
 //!
 //! ```
-//! use safestep_host::backend::{Activation, ModelSpec};
+//! use safestep_engine::{Activation, ModelSpec};
 //! let relu = ModelSpec::default();
 //! assert_eq!(relu.param_count().unwrap(), 784 * 256 + 256 + 256 * 256 + 256 + 256 * 10 + 10);
 //! let crelu = ModelSpec { activation: Activation::Crelu, crelu_match_params: true, ..relu.clone() };
@@ -17,7 +17,74 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::backend::{BackendError, ModelSpec};
+use crate::error::BackendError;
+
+/// Hidden-unit nonlinearity of the MLP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Activation {
+    /// `relu(x) = max(x, 0)`: a hidden layer of width `h` feeds `h` features forward.
+    Relu,
+    /// Concatenated ReLU (Abbas et al. 2023), `crelu(x) = [relu(x), relu(−x)]`: a hidden
+    /// layer of width `h` feeds `2h` features forward (positive half first).
+    Crelu,
+}
+
+impl Activation {
+    /// Features fed forward per hidden unit (1 for ReLU, 2 for CReLU).
+    pub fn expansion(self) -> usize {
+        match self {
+            Activation::Relu => 1,
+            Activation::Crelu => 2,
+        }
+    }
+
+    /// Lower-case name (`relu`, `crelu`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Activation::Relu => "relu",
+            Activation::Crelu => "crelu",
+        }
+    }
+}
+
+impl core::fmt::Display for Activation {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Architecture of the MLP: `input → hidden[0] → … → hidden[last] → classes`.
+///
+/// With [`Activation::Crelu`] each hidden layer feeds twice its width forward. Set
+/// `crelu_match_params` to shrink the hidden widths (by one common factor) so the parameter
+/// count stays as close as possible to the ReLU network of the same `hidden` widths, as
+/// Kumar et al. do; the widths actually used are given by [`ModelSpec::effective_hidden`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelSpec {
+    /// Input features (784 for MNIST).
+    pub input: usize,
+    /// Hidden widths (units per hidden layer, before any CReLU doubling).
+    pub hidden: Vec<usize>,
+    /// Output classes (10 for MNIST).
+    pub classes: usize,
+    /// Hidden nonlinearity.
+    pub activation: Activation,
+    /// With CReLU, shrink the hidden widths to match the ReLU network's parameter count.
+    pub crelu_match_params: bool,
+}
+
+impl Default for ModelSpec {
+    /// The paper's MLP: 784-256-256-10 with ReLU.
+    fn default() -> Self {
+        ModelSpec {
+            input: 784,
+            hidden: vec![256, 256],
+            classes: 10,
+            activation: Activation::Relu,
+            crelu_match_params: false,
+        }
+    }
+}
 
 /// Largest width accepted for any layer (input, hidden or classes).
 pub const MAX_WIDTH: usize = 1 << 20;
@@ -188,7 +255,6 @@ pub fn init_params(shapes: &[LayerShape], seed: u64) -> Vec<Vec<f32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::Activation;
 
     #[test]
     fn shapes_relu_and_crelu() {

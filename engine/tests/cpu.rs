@@ -2,13 +2,20 @@
 //! GEMM) checked itself against finite differences, materialised per-sample gradients, and
 //! central differences of the gradient for the Hessian-vector products; plus bit-identical
 //! determinism and the error paths.
-#![allow(clippy::needless_range_loop)] // the reference is plain index loops on purpose
+#![allow(clippy::needless_range_loop)] // finite differences index parameters directly
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use safestep_core::adam::AdamConfig;
-use safestep_host::backend::{Activation, Backend, BackendError, ModelSpec, Regularizer};
-use safestep_host::cpu::CpuBackend;
+use safestep_core::adam::{Adam, AdamConfig};
+use safestep_engine::reference::ReferenceMlp;
+use safestep_engine::{
+    Activation, Backend, BackendError, CpuBackend, LayerShape, ModelSpec, Regularizer,
+};
+
+/// Adam at its defaults.
+fn default_adam() -> Adam<f32> {
+    Adam::new(AdamConfig::default()).unwrap()
+}
 
 const B: usize = 7;
 const N: usize = 11;
@@ -34,21 +41,17 @@ fn batch() -> Vec<u32> {
     vec![3, 0, 7, 10, 5, 3, 1]
 }
 
-/// The naive f64 reference MLP.
+/// The engine's parameters, as seen by the shared f64 reference MLP.
+#[derive(Clone)]
 struct Reference {
-    /// (fan_in, fan_out, hidden)
-    shapes: Vec<(usize, usize, bool)>,
+    shapes: Vec<LayerShape>,
     act: Activation,
     params: Vec<Vec<f64>>,
 }
 
 impl Reference {
     fn of(cpu: &CpuBackend) -> Self {
-        let shapes = cpu
-            .shapes()
-            .iter()
-            .map(|s| (s.fan_in, s.fan_out, s.hidden))
-            .collect::<Vec<_>>();
+        let shapes = cpu.shapes().to_vec();
         let params = (0..shapes.len())
             .map(|l| {
                 cpu.layer_params(l)
@@ -65,102 +68,35 @@ impl Reference {
         }
     }
 
-    fn act(&self, z: &[f64]) -> Vec<f64> {
-        match self.act {
-            Activation::Relu => z.iter().map(|&v| v.max(0.0)).collect(),
-            Activation::Crelu => z
-                .iter()
-                .map(|&v| v.max(0.0))
-                .chain(z.iter().map(|&v| (-v).max(0.0)))
-                .collect(),
+    fn mlp<'a>(&'a self, x: &'a [f32], y: &'a [u8]) -> ReferenceMlp<'a> {
+        ReferenceMlp {
+            shapes: &self.shapes,
+            activation: self.act,
+            params: &self.params,
+            x,
+            y,
         }
     }
 
     /// Per-sample loss and per-layer gradient (weights row-major, then bias).
     fn sample(&self, x: &[f32], y: usize) -> (f64, Vec<Vec<f64>>) {
-        let mut inputs = vec![x.iter().map(|&v| v as f64).collect::<Vec<f64>>()];
-        let mut zs = Vec::new();
-        for (l, &(fi, fo, hidden)) in self.shapes.iter().enumerate() {
-            let p = &self.params[l];
-            let a = &inputs[l];
-            let z: Vec<f64> = (0..fo)
-                .map(|j| p[fi * fo + j] + (0..fi).map(|i| p[j * fi + i] * a[i]).sum::<f64>())
-                .collect();
-            if hidden {
-                inputs.push(self.act(&z));
-            }
-            zs.push(z);
-        }
-        let logits = zs.last().unwrap();
-        let max = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        let lse = max + logits.iter().map(|&v| (v - max).exp()).sum::<f64>().ln();
-        let loss = lse - logits[y];
-        let mut delta: Vec<f64> = logits
-            .iter()
-            .enumerate()
-            .map(|(j, &v)| (v - lse).exp() - if j == y { 1.0 } else { 0.0 })
-            .collect();
-        let mut grads = vec![Vec::new(); self.shapes.len()];
-        for l in (0..self.shapes.len()).rev() {
-            let (fi, fo, _) = self.shapes[l];
-            let a = &inputs[l];
-            let mut g = vec![0.0; fi * fo + fo];
-            for j in 0..fo {
-                for i in 0..fi {
-                    g[j * fi + i] = delta[j] * a[i];
-                }
-                g[fi * fo + j] = delta[j];
-            }
-            grads[l] = g;
-            if l > 0 {
-                let p = &self.params[l];
-                let da: Vec<f64> = (0..fi)
-                    .map(|i| (0..fo).map(|j| p[j * fi + i] * delta[j]).sum())
-                    .collect();
-                let z = &zs[l - 1];
-                delta = match self.act {
-                    Activation::Relu => z
-                        .iter()
-                        .zip(&da)
-                        .map(|(&zi, &g)| if zi > 0.0 { g } else { 0.0 })
-                        .collect(),
-                    Activation::Crelu => {
-                        let h = z.len();
-                        (0..h)
-                            .map(|k| {
-                                if z[k] > 0.0 {
-                                    da[k]
-                                } else if z[k] < 0.0 {
-                                    -da[k + h]
-                                } else {
-                                    0.0
-                                }
-                            })
-                            .collect()
-                    }
-                };
-            }
-        }
-        (loss, grads)
+        let y = [y as u8];
+        self.mlp(x, &y).loss_and_grads()
     }
 
+    /// Mean loss and gradient over the examples `idx`.
     fn mean(&self, xs: &[f32], ys: &[u8], idx: &[u32]) -> (f64, Vec<Vec<f64>>) {
-        let input = self.shapes[0].0;
-        let mut loss = 0.0;
-        let mut grads: Vec<Vec<f64>> = self.params.iter().map(|p| vec![0.0; p.len()]).collect();
-        for &i in idx {
-            let i = i as usize;
-            let (l, g) = self.sample(&xs[i * input..(i + 1) * input], ys[i] as usize);
-            loss += l;
-            for (acc, gl) in grads.iter_mut().zip(g) {
-                for (a, v) in acc.iter_mut().zip(gl) {
-                    *a += v;
-                }
-            }
-        }
-        let b = idx.len() as f64;
-        grads.iter_mut().flatten().for_each(|g| *g /= b);
-        (loss / b, grads)
+        let input = self.shapes[0].fan_in;
+        let x: Vec<f32> = idx
+            .iter()
+            .flat_map(|&i| {
+                xs[i as usize * input..(i as usize + 1) * input]
+                    .iter()
+                    .copied()
+            })
+            .collect();
+        let y: Vec<u8> = idx.iter().map(|&i| ys[i as usize]).collect();
+        self.mlp(&x, &y).loss_and_grads()
     }
 }
 
@@ -222,7 +158,7 @@ fn engine_loss_and_gradient_match_reference() {
             out.loss
         );
         assert_eq!(out.batch, B);
-        assert!(out.sum_sample_sq_norms.is_none());
+        assert!(out.layers.iter().all(|s| s.sum_sample_sq_norms.is_none()));
         for l in 0..g.len() {
             let eg: Vec<f64> = cpu
                 .layer_grad(l)
@@ -232,7 +168,7 @@ fn engine_loss_and_gradient_match_reference() {
                 .collect();
             assert!(rel_err(&eg, &g[l]) < 1e-5, "{act} layer {l}");
             let sq: f64 = g[l].iter().map(|v| v * v).sum();
-            assert!((out.mean_grad_sq[l] - sq).abs() < 1e-5 * sq + 1e-12);
+            assert!((out.layers[l].mean_grad_sq - sq).abs() < 1e-5 * sq + 1e-12);
         }
         // Correct count against the reference logits' arg-max is implied by evaluate below.
         let full: Vec<u32> = (0..N as u32).collect();
@@ -272,7 +208,11 @@ fn per_sample_norms_match_materialised_per_sample_gradients() {
             }
         }
         let out = cpu.forward_backward(&batch(), true).unwrap();
-        let got = out.sum_sample_sq_norms.unwrap();
+        let got: Vec<f64> = out
+            .layers
+            .iter()
+            .map(|s| s.sum_sample_sq_norms.unwrap())
+            .collect();
         for l in 0..layers {
             assert!(
                 (got[l] - ref_sum[l]).abs() < 1e-5 * ref_sum[l],
@@ -282,7 +222,7 @@ fn per_sample_norms_match_materialised_per_sample_gradients() {
             );
             assert!((got[l] - engine_sum[l]).abs() < 1e-5 * engine_sum[l]);
             // Σ‖g_i‖² ≥ B‖ḡ‖² (variance is non-negative).
-            assert!(got[l] >= B as f64 * out.mean_grad_sq[l] * (1.0 - 1e-6));
+            assert!(got[l] >= B as f64 * out.layers[l].mean_grad_sq * (1.0 - 1e-6));
         }
     }
 }
@@ -301,11 +241,7 @@ fn hvp_matches_central_differences_of_the_gradient() {
             cpu.hvp(l, &v, &mut hv).unwrap();
             let eps = 1e-5;
             let grad_at = |sign: f64| {
-                let mut r = Reference {
-                    shapes: base.shapes.clone(),
-                    act: base.act,
-                    params: base.params.clone(),
-                };
+                let mut r = base.clone();
                 for (p, &vi) in r.params[l].iter_mut().zip(&v) {
                     *p += sign * eps * vi as f64;
                 }
@@ -344,7 +280,7 @@ fn trajectory(act: Activation, seed: u64, threads: usize) -> Vec<u64> {
         .unwrap();
     let (x, y) = task(seed, N, s.input, s.classes);
     cpu.load_task(&x, &y).unwrap();
-    let adam = AdamConfig::<f32>::default();
+    let adam = default_adam();
     let reg = Regularizer { wasserstein: 0.01 };
     let mut bits = Vec::new();
     let layers = cpu.shapes().len();
@@ -354,11 +290,11 @@ fn trajectory(act: Activation, seed: u64, threads: usize) -> Vec<u64> {
             .collect();
         let out = cpu.forward_backward(&b, t % 2 == 0).unwrap();
         bits.push(out.loss.to_bits());
-        bits.extend(out.mean_grad_sq.iter().map(|v| v.to_bits()));
+        bits.extend(out.layers.iter().map(|s| s.mean_grad_sq.to_bits()));
         bits.extend(
-            out.sum_sample_sq_norms
+            out.layers
                 .iter()
-                .flatten()
+                .filter_map(|s| s.sum_sample_sq_norms)
                 .map(|v| v.to_bits()),
         );
         for l in 0..layers {
@@ -396,47 +332,10 @@ fn one_seed_gives_bit_identical_results() {
 }
 
 #[test]
-fn default_model_is_deterministic_with_threads() {
-    // The real shapes, where GEMM blocking and threading actually kick in.
-    let spec = ModelSpec::default();
-    let mnist = safestep_host::data::Mnist::embedded().unwrap();
-    let run = |threads: usize| {
-        let mut cpu = CpuBackend::new(&spec, 3)
-            .unwrap()
-            .with_threads(threads)
-            .unwrap();
-        cpu.load_task(&mnist.images[..300 * 784], &mnist.labels[..300])
-            .unwrap();
-        let adam = AdamConfig::<f32>::default();
-        let b: Vec<u32> = (0..256).collect();
-        let mut bits = Vec::new();
-        for t in 1..=3 {
-            let out = cpu.forward_backward(&b, true).unwrap();
-            bits.push(out.loss.to_bits());
-            bits.extend(out.sum_sample_sq_norms.unwrap().iter().map(|v| v.to_bits()));
-            cpu.adam_step(&adam, &[1e-3; 3], t, &Regularizer::default())
-                .unwrap();
-        }
-        bits.extend(
-            cpu.layer_params(0)
-                .unwrap()
-                .iter()
-                .map(|v| v.to_bits() as u64),
-        );
-        bits
-    };
-    let one = run(1);
-    assert_eq!(one, run(1));
-    assert_eq!(run(2), run(2));
-    // Threads only split output rows: the arithmetic per element is unchanged.
-    assert_eq!(one, run(2));
-}
-
-#[test]
 fn regulariser_changes_the_step_not_the_statistics() {
     let (mut a, _, _) = setup(Activation::Relu, 7);
     let (mut b, _, _) = setup(Activation::Relu, 7);
-    let adam = AdamConfig::<f32>::default();
+    let adam = default_adam();
     for t in 1..=3 {
         let oa = a.forward_backward(&batch(), true).unwrap();
         let ob = b.forward_backward(&batch(), true).unwrap();
@@ -449,34 +348,6 @@ fn regulariser_changes_the_step_not_the_statistics() {
             .unwrap();
     }
     assert_ne!(a.layer_params(0).unwrap(), b.layer_params(0).unwrap());
-}
-
-#[test]
-fn training_reduces_the_loss_on_real_digits() {
-    let spec = ModelSpec {
-        hidden: vec![32, 32],
-        ..ModelSpec::default()
-    };
-    let mnist = safestep_host::data::Mnist::embedded().unwrap();
-    let n = 200;
-    let mut cpu = CpuBackend::new(&spec, 1).unwrap();
-    cpu.load_task(&mnist.images[..n * 784], &mnist.labels[..n])
-        .unwrap();
-    let before = cpu.evaluate().unwrap();
-    let adam = AdamConfig::<f32>::default();
-    let mut t = 0;
-    for _epoch in 0..10 {
-        for start in (0..n).step_by(50) {
-            t += 1;
-            let b: Vec<u32> = (start as u32..(start + 50) as u32).collect();
-            cpu.forward_backward(&b, false).unwrap();
-            cpu.adam_step(&adam, &[3e-3; 3], t, &Regularizer::default())
-                .unwrap();
-        }
-    }
-    let after = cpu.evaluate().unwrap();
-    assert!(after.loss < 0.5 * before.loss, "{before:?} -> {after:?}");
-    assert!(after.accuracy() > 0.9, "{after:?}");
 }
 
 #[test]
@@ -499,7 +370,7 @@ fn errors_name_the_bad_input() {
         cpu.forward_backward(&[], false),
         Err(BackendError::EmptyBatch)
     ));
-    let adam = AdamConfig::<f32>::default();
+    let adam = default_adam();
     assert!(matches!(
         cpu.adam_step(&adam, &[0.1; 3], 1, &Regularizer::default()),
         Err(BackendError::NoBatch { .. })
@@ -571,17 +442,15 @@ fn non_finite_gradients_are_refused_without_touching_the_model() {
     huge.iter_mut().for_each(|x| *x = 3e38);
     cpu.set_layer_params(1, &huge).unwrap();
     let out = cpu.forward_backward(&batch(), false).unwrap();
-    assert!(out.mean_grad_sq.iter().any(|g| !g.is_finite()), "{out:?}");
+    assert!(
+        out.layers.iter().any(|s| !s.mean_grad_sq.is_finite()),
+        "{out:?}"
+    );
     let before: Vec<Vec<f32>> = (0..3)
         .map(|l| cpu.layer_params(l).unwrap().to_vec())
         .collect();
     let err = cpu
-        .adam_step(
-            &AdamConfig::default(),
-            &[0.1; 3],
-            1,
-            &Regularizer::default(),
-        )
+        .adam_step(&default_adam(), &[0.1; 3], 1, &Regularizer::default())
         .unwrap_err();
     assert!(matches!(err, BackendError::Optimizer { .. }), "{err}");
     for (l, b) in before.iter().enumerate() {
@@ -597,7 +466,7 @@ fn non_finite_gradients_are_refused_without_touching_the_model() {
 fn exported_state_continues_bit_identically() {
     let s = spec(Activation::Crelu);
     let (x, y) = task(3, N, s.input, s.classes);
-    let adam = AdamConfig::<f32>::default();
+    let adam = default_adam();
     let reg = Regularizer { wasserstein: 0.1 };
     let steps = |cpu: &mut CpuBackend, from: u64| -> Vec<u32> {
         let mut bits = Vec::new();

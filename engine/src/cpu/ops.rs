@@ -3,7 +3,7 @@
 //! All loops run over fixed-size row chunks in a fixed order on the calling thread, so
 //! their floating-point results do not depend on anything but their inputs.
 
-use crate::backend::Activation;
+use crate::spec::Activation;
 
 /// Writes each row of `z` (`rows × out`) as `bias` (the GEMM then accumulates onto it).
 pub fn fill_rows(z: &mut [f32], bias: &[f32], rows: usize) {

@@ -1,0 +1,170 @@
+//! The input checks every engine runs, written once: task data, minibatch indices, step
+//! arguments, layer indices and vector arguments.
+//!
+//! ```
+//! use safestep_engine::checks::Batch;
+//! use safestep_engine::BackendError;
+//! let batch = Batch::new(&[0, 3, 2], 4)?;
+//! assert_eq!(batch.len(), 3);
+//! assert!(matches!(Batch::new(&[4], 4), Err(BackendError::IndexOutOfRange { index: 4, examples: 4 })));
+//! assert!(matches!(Batch::new(&[], 4), Err(BackendError::EmptyBatch)));
+//! assert!(matches!(Batch::new(&[0], 0), Err(BackendError::NoTask)));
+//! # Ok::<(), BackendError>(())
+//! ```
+
+use crate::backend::Regularizer;
+use crate::error::BackendError;
+use crate::spec::ModelSpec;
+
+/// Minibatch indices checked against a task of `examples` examples: at least one, each
+/// below `examples`. Engines take their batches through this type, so the indices are
+/// checked once, however many layers of code read them.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    indices: &'a [u32],
+    examples: usize,
+}
+
+impl<'a> Batch<'a> {
+    /// Checks `indices` against a loaded task of `examples` examples.
+    ///
+    /// # Errors
+    /// [`BackendError::NoTask`] when no task is loaded (`examples == 0`),
+    /// [`BackendError::EmptyBatch`], or [`BackendError::IndexOutOfRange`] naming the first
+    /// index not below `examples`.
+    pub fn new(indices: &'a [u32], examples: usize) -> Result<Self, BackendError> {
+        if examples == 0 {
+            return Err(BackendError::NoTask);
+        }
+        if indices.is_empty() {
+            return Err(BackendError::EmptyBatch);
+        }
+        if let Some(&bad) = indices.iter().find(|&&i| i as usize >= examples) {
+            return Err(BackendError::IndexOutOfRange {
+                index: bad as usize,
+                examples,
+            });
+        }
+        Ok(Batch { indices, examples })
+    }
+
+    /// The indices (each below [`Batch::examples`]).
+    pub fn indices(&self) -> &'a [u32] {
+        self.indices
+    }
+
+    /// The number of examples of the task the indices were checked against.
+    pub fn examples(&self) -> usize {
+        self.examples
+    }
+
+    /// Number of samples (at least 1).
+    pub fn len(&self) -> usize {
+        self.indices.len()
+    }
+
+    /// Always false: a checked batch has at least one sample.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+/// Checks task data as every [`crate::Backend::load_task`] must: at least one example,
+/// `images` of `labels.len() × spec.input` finite values, every label below `spec.classes`.
+///
+/// # Errors
+/// [`BackendError::InvalidSpec`] (field `labels`) for no examples,
+/// [`BackendError::LengthMismatch`], [`BackendError::LabelOutOfRange`] or
+/// [`BackendError::NonFiniteInput`] naming the first bad entry.
+pub fn check_task(spec: &ModelSpec, images: &[f32], labels: &[u8]) -> Result<(), BackendError> {
+    if labels.is_empty() {
+        return Err(BackendError::InvalidSpec {
+            field: "labels",
+            value: "0 examples".to_string(),
+            allowed: "at least one example",
+        });
+    }
+    check_len("images", labels.len() * spec.input, images.len())?;
+    let classes = spec.classes;
+    if let Some((index, &label)) = labels
+        .iter()
+        .enumerate()
+        .find(|(_, &y)| y as usize >= classes)
+    {
+        return Err(BackendError::LabelOutOfRange {
+            label,
+            index,
+            classes,
+        });
+    }
+    check_finite(images)
+}
+
+/// Checks the arguments of [`crate::Backend::adam_step`] for a model of `layers` layers:
+/// one finite, non-negative lr per layer and a finite, non-negative regulariser strength.
+///
+/// # Errors
+/// [`BackendError::LengthMismatch`] (`lrs`), [`BackendError::BadLearningRate`] naming the
+/// layer, or [`BackendError::InvalidSpec`] (`wasserstein`).
+pub fn check_step(layers: usize, lrs: &[f32], reg: &Regularizer) -> Result<(), BackendError> {
+    check_len("lrs", layers, lrs.len())?;
+    if let Some((layer, &value)) = lrs
+        .iter()
+        .enumerate()
+        .find(|(_, lr)| !(lr.is_finite() && **lr >= 0.0))
+    {
+        return Err(BackendError::BadLearningRate { layer, value });
+    }
+    if !(reg.wasserstein.is_finite() && reg.wasserstein >= 0.0) {
+        return Err(BackendError::InvalidSpec {
+            field: "wasserstein",
+            value: reg.wasserstein.to_string(),
+            allowed: "finite and >= 0",
+        });
+    }
+    Ok(())
+}
+
+/// `Ok` when `layer < layers`, else [`BackendError::LayerOutOfRange`].
+pub fn check_layer(layer: usize, layers: usize) -> Result<(), BackendError> {
+    if layer < layers {
+        Ok(())
+    } else {
+        Err(BackendError::LayerOutOfRange { layer, layers })
+    }
+}
+
+/// Checks a vector argument of a layer (e.g. [`crate::Backend::hvp`]'s `v`): the layer's
+/// length and every entry finite.
+///
+/// # Errors
+/// [`BackendError::LengthMismatch`] or [`BackendError::NonFiniteInput`].
+pub fn check_vector(what: &'static str, expected: usize, v: &[f32]) -> Result<(), BackendError> {
+    check_len(what, expected, v.len())?;
+    check_finite(v)
+}
+
+/// `Ok` when every entry is finite, else [`BackendError::NonFiniteInput`] for the first.
+pub fn check_finite(values: &[f32]) -> Result<(), BackendError> {
+    match values.iter().position(|x| !x.is_finite()) {
+        None => Ok(()),
+        Some(index) => Err(BackendError::NonFiniteInput {
+            index,
+            value: values[index],
+        }),
+    }
+}
+
+/// `Ok` when a slice argument `what` has the `expected` length, else
+/// [`BackendError::LengthMismatch`].
+pub fn check_len(what: &'static str, expected: usize, found: usize) -> Result<(), BackendError> {
+    if expected == found {
+        Ok(())
+    } else {
+        Err(BackendError::LengthMismatch {
+            what,
+            expected,
+            found,
+        })
+    }
+}

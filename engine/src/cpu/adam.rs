@@ -1,0 +1,143 @@
+//! The Adam step of the CPU engine: safestep-core's fused Adam over fixed chunks of each
+//! layer, checked everywhere before anything is written.
+
+use rayon::prelude::*;
+use safestep_core::adam::{Adam, PreparedStep, StepStats};
+
+use super::{wasserstein, CpuBackend};
+use crate::backend::Regularizer;
+use crate::checks::check_step;
+use crate::error::BackendError;
+
+/// Parameters per call of the core's Adam: a layer is updated in these fixed chunks (the
+/// last one shorter), whose statistics are merged in chunk order in `f64`. The chunking and
+/// the merge order, and so every number, are the same for any thread count.
+const ADAM_CHUNK: usize = 1 << 14;
+
+/// `e` with the slice index it names moved by `offset` (a chunk's index → the layer's).
+fn at_offset(e: safestep_core::Error, offset: usize) -> safestep_core::Error {
+    use safestep_core::Error;
+    match e {
+        Error::NonFinite {
+            what,
+            index: Some(i),
+        } => Error::NonFinite {
+            what,
+            index: Some(i + offset),
+        },
+        Error::Overflow {
+            what,
+            index: Some(i),
+        } => Error::Overflow {
+            what,
+            index: Some(i + offset),
+        },
+        other => other,
+    }
+}
+
+/// One chunk of one layer, prepared: its layer and its checked step.
+type Chunk<'a> = (usize, PreparedStep<'a, f32>);
+
+impl CpuBackend {
+    /// [`crate::Backend::adam_step`]: the regulariser gradients, then every chunk of every
+    /// layer prepared (all checks; nothing written), then applied.
+    pub(super) fn adam_step_impl(
+        &mut self,
+        adam: &Adam<f32>,
+        lrs: &[f32],
+        t: u64,
+        reg: &Regularizer,
+    ) -> Result<Vec<StepStats<f64>>, BackendError> {
+        let layers = self.shapes.len();
+        check_step(layers, lrs, reg)?;
+        if !self.grads_ready {
+            return Err(BackendError::NoBatch { what: "adam_step" });
+        }
+        let lambda = reg.wasserstein;
+        if lambda > 0.0 {
+            if self.step_grads.len() != layers {
+                self.step_grads = self.grads.clone();
+            }
+            for l in 0..layers {
+                let nw = self.shapes[l].weights();
+                self.step_grads[l].copy_from_slice(&self.grads[l]);
+                let (pw, pb) = self.params[l].split_at(nw);
+                let (gw, gb) = self.step_grads[l].split_at_mut(nw);
+                let (sw, sb) = &self.theta0_sorted[l];
+                wasserstein::add_grad(pw, sw, lambda, &mut self.ranker, gw);
+                wasserstein::add_grad(pb, sb, lambda, &mut self.ranker, gb);
+                // A finite data gradient whose regularised sum is not: the regulariser overflowed.
+                let overflow = self.step_grads[l]
+                    .iter()
+                    .zip(&self.grads[l])
+                    .position(|(s, g)| !s.is_finite() && g.is_finite());
+                if let Some(index) = overflow {
+                    return Err(BackendError::Optimizer {
+                        layer: l,
+                        error: safestep_core::Error::Overflow {
+                            what: "wasserstein gradient",
+                            index: Some(index),
+                        },
+                    });
+                }
+            }
+        }
+        let grads = if lambda > 0.0 {
+            &self.step_grads
+        } else {
+            &self.grads
+        };
+        // Every chunk's slices, in layer and chunk order.
+        let mut slices = Vec::new();
+        for (l, (((p, g), m), v)) in self
+            .params
+            .iter_mut()
+            .zip(grads)
+            .zip(&mut self.m)
+            .zip(&mut self.v)
+            .enumerate()
+        {
+            let chunks = p
+                .chunks_mut(ADAM_CHUNK)
+                .zip(g.chunks(ADAM_CHUNK))
+                .zip(m.chunks_mut(ADAM_CHUNK))
+                .zip(v.chunks_mut(ADAM_CHUNK));
+            for (k, (((p, g), m), v)) in chunks.enumerate() {
+                slices.push((l, k * ADAM_CHUNK, p, g, m, v));
+            }
+        }
+        let prepare = |(l, offset, p, g, m, v): (usize, usize, _, _, _, _)| {
+            adam.prepare(lrs[l], t, p, g, m, v)
+                .map(|step| (l, step))
+                .map_err(|error| BackendError::Optimizer {
+                    layer: l,
+                    error: at_offset(error, offset),
+                })
+        };
+        let apply = |(l, step): Chunk<'_>| {
+            let mut stats = StepStats::new();
+            step.apply(&mut stats);
+            (l, stats)
+        };
+        let chunk_stats: Vec<(usize, StepStats<f32>)> = if self.pool.is_some() {
+            // Inside the backend's pool (see `in_pool`).
+            let prepared: Vec<Chunk<'_>> = slices
+                .into_par_iter()
+                .map(prepare)
+                .collect::<Result<_, _>>()?;
+            prepared.into_par_iter().map(apply).collect()
+        } else {
+            let prepared: Vec<Chunk<'_>> =
+                slices.into_iter().map(prepare).collect::<Result<_, _>>()?;
+            prepared.into_iter().map(apply).collect()
+        };
+        let mut out = vec![StepStats::<f64>::new(); layers];
+        for (l, stats) in chunk_stats {
+            out[l].merge(stats.cast::<f64>());
+        }
+        self.batch = None;
+        self.grads_ready = false;
+        Ok(out)
+    }
+}

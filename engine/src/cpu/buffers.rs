@@ -1,0 +1,79 @@
+//! The CPU engine's scratch buffers, sized on the first minibatch and grown only when a
+//! larger one comes, so the training loop does not allocate.
+
+use crate::spec::LayerShape;
+
+/// Per-layer activations and deltas of one minibatch (or evaluation chunk).
+#[derive(Debug, Default)]
+pub(super) struct Activations {
+    pub(super) cap: usize,
+    /// Pre-activations `z` per layer (`rows × fan_out`); the last layer's are the logits.
+    pub(super) z: Vec<Vec<f32>>,
+    /// Hidden activations per hidden layer (`rows × e·fan_out`).
+    pub(super) h: Vec<Vec<f32>>,
+    /// Per-sample deltas `∂ℓ_i/∂z` per layer (`rows × fan_out`).
+    pub(super) d: Vec<Vec<f32>>,
+    /// Scratch: deltas w.r.t. a layer's input (`rows × fan_in`).
+    pub(super) dh: Vec<f32>,
+    /// Scratch: per-row squared norms.
+    pub(super) a_sq: Vec<f64>,
+    pub(super) d_sq: Vec<f64>,
+}
+
+impl Activations {
+    pub(super) fn ensure(&mut self, shapes: &[LayerShape], expand: usize, rows: usize) {
+        if rows <= self.cap && self.z.len() == shapes.len() {
+            return;
+        }
+        let layers = shapes.len();
+        self.z.resize_with(layers, Vec::new);
+        self.d.resize_with(layers, Vec::new);
+        self.h.resize_with(layers.saturating_sub(1), Vec::new);
+        for (l, s) in shapes.iter().enumerate() {
+            self.z[l].resize(rows * s.fan_out, 0.0);
+            self.d[l].resize(rows * s.fan_out, 0.0);
+            if s.hidden {
+                self.h[l].resize(rows * expand * s.fan_out, 0.0);
+            }
+        }
+        let max_in = shapes.iter().map(|s| s.fan_in).max().unwrap_or(0);
+        self.dh.resize(rows * max_in, 0.0);
+        self.a_sq.resize(rows, 0.0);
+        self.d_sq.resize(rows, 0.0);
+        self.cap = rows;
+    }
+}
+
+/// Tangent (R-operator) buffers for [`Backend::hvp`].
+#[derive(Debug, Default)]
+pub(super) struct Tangents {
+    pub(super) cap: usize,
+    pub(super) rz: Vec<Vec<f32>>,
+    pub(super) rd: Vec<Vec<f32>>,
+    pub(super) rh: Vec<f32>,
+    pub(super) rdh: Vec<f32>,
+}
+
+impl Tangents {
+    pub(super) fn ensure(&mut self, shapes: &[LayerShape], expand: usize, rows: usize) {
+        if rows <= self.cap && self.rz.len() == shapes.len() {
+            return;
+        }
+        self.rz.resize_with(shapes.len(), Vec::new);
+        self.rd.resize_with(shapes.len(), Vec::new);
+        for (l, s) in shapes.iter().enumerate() {
+            self.rz[l].resize(rows * s.fan_out, 0.0);
+            self.rd[l].resize(rows * s.fan_out, 0.0);
+        }
+        let max_h = shapes
+            .iter()
+            .filter(|s| s.hidden)
+            .map(|s| expand * s.fan_out)
+            .max()
+            .unwrap_or(0);
+        let max_in = shapes.iter().map(|s| s.fan_in).max().unwrap_or(0);
+        self.rh.resize(rows * max_h, 0.0);
+        self.rdh.resize(rows * max_in, 0.0);
+        self.cap = rows;
+    }
+}

@@ -1,0 +1,474 @@
+//! The CPU engine: an MLP with softmax cross-entropy, exact per-sample gradient norms and
+//! per-layer Hessian-vector products, trained by safestep-core's Adam.
+//!
+//! Every dense product goes through [`gemm::matmul`] (the `gemm` crate; why, in that
+//! module). Per minibatch of B samples, with `a` a layer's input rows, `z` its
+//! pre-activations and `δ_i = ∂ℓ_i/∂z_i` the per-sample deltas of sample i's loss:
+//!
+//! * the mean gradient is `(1/B)·Δᵀ A` for the weights and `(1/B)·Σ_i δ_i` for the bias;
+//! * the per-sample gradient of sample i is `δ_i a_iᵀ` (plus `δ_i` for the bias), so its
+//!   squared norm is `‖δ_i‖²·(‖a_i‖² + 1)` — exact, without materialising it;
+//! * the Hessian-vector product of layer ℓ's diagonal block uses Pearlmutter's R-operator
+//!   restricted to that block: the tangent `R{z_ℓ} = A·V_Wᵀ + V_b` starts at layer ℓ (the
+//!   layers below do not depend on its parameters), is pushed forward through the fixed
+//!   activation masks (ReLU and CReLU have zero second derivative almost everywhere) to the
+//!   logits, through the softmax Jacobian `R{δ} = p ⊙ (R{z} − pᵀR{z})`, and back down to
+//!   layer ℓ only, where `H_ℓℓ v = (1/B)·R{Δ_ℓ}ᵀ A` (bias: column sums). The layers below ℓ
+//!   are never touched, so the last layer's product costs a sliver of a training step.
+//!
+//! Buffers are sized on the first minibatch (and grow only if a larger one comes), so the
+//! training loop does not allocate apart from the small per-layer vectors of its outputs.
+//! Every reduction runs in a fixed order: with several threads, GEMMs are split only into
+//! bands of output rows and Adam into fixed chunks whose statistics merge in chunk order, so
+//! one seed gives bit-identical results whatever the thread count.
+//!
+//! The module is split by concern: [`buffers`](self) (scratch), `pass` (forward and
+//! backward), `hvp` (the R-operator), `adam` (the chunked, all-or-nothing Adam step), and the
+//! kernels [`gemm`], [`ops`] and [`wasserstein`].
+//!
+//! ```
+//! use safestep_core::adam::{Adam, AdamConfig};
+//! use safestep_engine::{Backend, CpuBackend, ModelSpec, Regularizer};
+//! let spec = ModelSpec { input: 4, hidden: vec![8], classes: 3, ..ModelSpec::default() };
+//! let mut cpu = CpuBackend::new(&spec, 1)?;
+//! cpu.load_task(&[0.1; 4 * 6], &[0, 1, 2, 0, 1, 2])?;
+//! let out = cpu.forward_backward(&[0, 2, 4], true)?;
+//! assert_eq!(out.batch, 3);
+//! let adam = Adam::new(AdamConfig::default()).expect("default Adam is valid");
+//! let stats = cpu.adam_step(&adam, &[1e-3, 1e-3], 1, &Regularizer::default())?;
+//! assert_eq!(stats.len(), 2);
+//! # Ok::<(), safestep_engine::BackendError>(())
+//! ```
+
+mod adam;
+mod buffers;
+pub mod gemm;
+mod hvp;
+pub mod ops;
+mod pass;
+pub mod wasserstein;
+
+use safestep_core::adam::{Adam, StepStats};
+
+use crate::backend::{
+    Backend, BackendState, BatchOutput, EvalOutput, LayerBatchStats, Regularizer,
+};
+use crate::checks::{check_layer, check_len, check_task, check_vector, Batch};
+use crate::error::BackendError;
+use crate::spec::{init_params, Activation, LayerShape, ModelSpec};
+use buffers::{Activations, Tangents};
+use pass::{backward, forward};
+
+/// Rows per chunk of [`Backend::evaluate`].
+const EVAL_ROWS: usize = 256;
+
+/// Largest GEMM thread count accepted by [`CpuBackend::with_threads`].
+pub const MAX_THREADS: usize = 64;
+
+/// Default thread count: 1, the right choice when several runs (or other processes) share
+/// the cores. A single run on an idle 2-core machine is about 1.4× faster with
+/// [`CpuBackend::with_threads`]`(2)`, with bit-identical results (see
+/// `benches/peer/README.md`).
+pub const DEFAULT_THREADS: usize = 1;
+
+/// The CPU implementation of [`Backend`].
+#[derive(Debug)]
+pub struct CpuBackend {
+    spec: ModelSpec,
+    shapes: Vec<LayerShape>,
+    act: Activation,
+    threads: usize,
+    params: Vec<Vec<f32>>,
+    grads: Vec<Vec<f32>>,
+    m: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+    /// Initial parameters of the last reset.
+    theta0: Vec<Vec<f32>>,
+    /// Sorted initial weights and biases per layer (Wasserstein reference).
+    theta0_sorted: Vec<(Vec<f32>, Vec<f32>)>,
+    /// Data gradient plus regulariser gradient (allocated on first use).
+    step_grads: Vec<Vec<f32>>,
+    /// Thread pool for `threads > 1` (None: everything on the caller's thread).
+    pool: Option<std::sync::Arc<rayon::ThreadPool>>,
+    /// Scratch of the Wasserstein regulariser's ranking.
+    ranker: wasserstein::Ranker,
+    task_x: Vec<f32>,
+    task_y: Vec<u8>,
+    batch_x: Vec<f32>,
+    batch_y: Vec<u8>,
+    train: Activations,
+    eval: Activations,
+    tangents: Tangents,
+    /// Rows of the last forward_backward, while its state matches the parameters.
+    batch: Option<usize>,
+    /// Whether `grads` holds a gradient not yet consumed by adam_step.
+    grads_ready: bool,
+}
+
+impl CpuBackend {
+    /// Builds the model of `spec` with parameters drawn from `seed` (see
+    /// [`crate::model::init_params`]); GEMMs run on [`DEFAULT_THREADS`] threads.
+    pub fn new(spec: &ModelSpec, seed: u64) -> Result<Self, BackendError> {
+        let shapes = spec.layer_shapes()?;
+        let zeros = |s: &LayerShape| vec![0.0f32; s.params()];
+        let mut cpu = CpuBackend {
+            spec: spec.clone(),
+            act: spec.activation,
+            threads: DEFAULT_THREADS,
+            params: shapes.iter().map(zeros).collect(),
+            grads: shapes.iter().map(zeros).collect(),
+            m: shapes.iter().map(zeros).collect(),
+            v: shapes.iter().map(zeros).collect(),
+            theta0: Vec::new(),
+            theta0_sorted: Vec::new(),
+            step_grads: Vec::new(),
+            ranker: wasserstein::Ranker::default(),
+            pool: None,
+            task_x: Vec::new(),
+            task_y: Vec::new(),
+            batch_x: Vec::new(),
+            batch_y: Vec::new(),
+            train: Activations::default(),
+            eval: Activations::default(),
+            tangents: Tangents::default(),
+            batch: None,
+            grads_ready: false,
+            shapes,
+        };
+        cpu.reset(seed)?;
+        Ok(cpu)
+    }
+
+    /// Sets the number of threads each large GEMM may use (1..=[`MAX_THREADS`]). Only the
+    /// speed changes: every output element is summed in the same order whatever the count.
+    pub fn with_threads(mut self, threads: usize) -> Result<Self, BackendError> {
+        if threads == 0 || threads > MAX_THREADS {
+            return Err(BackendError::InvalidSpec {
+                field: "threads",
+                value: threads.to_string(),
+                allowed: "1..=64",
+            });
+        }
+        self.pool = if threads > 1 {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .thread_name(|i| format!("safestep-cpu-{i}"))
+                .build()
+                .map_err(|e| BackendError::InvalidSpec {
+                    field: "threads",
+                    value: format!("{threads} ({e})"),
+                    allowed: "a thread count the system can start",
+                })?;
+            Some(std::sync::Arc::new(pool))
+        } else {
+            None
+        };
+        self.threads = threads;
+        Ok(self)
+    }
+
+    /// The model's spec.
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    /// Resolved per-layer shapes.
+    pub fn shapes(&self) -> &[LayerShape] {
+        &self.shapes
+    }
+
+    /// Current parameters of `layer` (weights row-major `fan_out × fan_in`, then bias).
+    pub fn layer_params(&self, layer: usize) -> Result<&[f32], BackendError> {
+        self.check_layer(layer)?;
+        Ok(&self.params[layer])
+    }
+
+    /// Overwrites the parameters of `layer` (same layout); invalidates the last batch.
+    pub fn set_layer_params(&mut self, layer: usize, values: &[f32]) -> Result<(), BackendError> {
+        self.check_layer(layer)?;
+        check_vector("values", self.params[layer].len(), values)?;
+        self.params[layer].copy_from_slice(values);
+        self.batch = None;
+        self.grads_ready = false;
+        Ok(())
+    }
+
+    /// Mean data gradient of `layer` from the last [`Backend::forward_backward`].
+    pub fn layer_grad(&self, layer: usize) -> Result<&[f32], BackendError> {
+        self.check_layer(layer)?;
+        if !self.grads_ready {
+            return Err(BackendError::NoBatch { what: "layer_grad" });
+        }
+        Ok(&self.grads[layer])
+    }
+
+    /// Mean data loss on the task examples `batch`, forward only (leaves the state of the
+    /// last `forward_backward` intact).
+    pub fn batch_loss(&mut self, batch: &[u32]) -> Result<f64, BackendError> {
+        let batch = Batch::new(batch, self.task_y.len())?.indices();
+        let rows = batch.len();
+        let input = self.spec.input;
+        let mut x = vec![0.0f32; rows * input];
+        let mut y = vec![0u8; rows];
+        for (k, &i) in batch.iter().enumerate() {
+            let i = i as usize;
+            x[k * input..(k + 1) * input].copy_from_slice(&self.task_x[i * input..(i + 1) * input]);
+            y[k] = self.task_y[i];
+        }
+        self.eval.ensure(&self.shapes, self.act.expansion(), rows);
+        forward(
+            &self.shapes,
+            self.act,
+            &self.params,
+            &x,
+            &mut self.eval,
+            rows,
+            self.threads,
+        );
+        let logits = &self.eval.z[self.shapes.len() - 1];
+        let classes = self.spec.classes;
+        let loss: f64 = logits[..rows * classes]
+            .chunks_exact(classes)
+            .zip(&y)
+            .map(|(z, &yi)| ops::xent_row(z, None, yi as usize).0)
+            .sum();
+        Ok(loss / rows as f64)
+    }
+
+    /// Recomputes the sorted Wasserstein reference from `theta0`.
+    fn sort_theta0(&mut self) {
+        self.theta0_sorted = self
+            .shapes
+            .iter()
+            .zip(&self.theta0)
+            .map(|(s, p)| {
+                let (w, b) = p.split_at(s.weights());
+                (wasserstein::sorted(w), wasserstein::sorted(b))
+            })
+            .collect();
+    }
+
+    fn check_layer(&self, layer: usize) -> Result<(), BackendError> {
+        check_layer(layer, self.shapes.len())
+    }
+}
+
+/// The bodies of the heavy [`Backend`] methods, run inside the backend's thread pool.
+impl CpuBackend {
+    /// Runs `f` on the backend's own thread pool when it has one (threads > 1), so the
+    /// `rayon::join` splits inside start on a pool thread instead of paying a hand-off from
+    /// the caller's thread on every product.
+    fn in_pool<R: Send>(&mut self, f: impl FnOnce(&mut Self) -> R + Send) -> R {
+        match self.pool.clone() {
+            Some(pool) => pool.install(|| f(self)),
+            None => f(self),
+        }
+    }
+
+    fn forward_backward_impl(
+        &mut self,
+        batch: &[u32],
+        sample_norms: bool,
+    ) -> Result<BatchOutput, BackendError> {
+        let batch = Batch::new(batch, self.task_y.len())?.indices();
+        let rows = batch.len();
+        let input = self.spec.input;
+        let classes = self.spec.classes;
+        let layers = self.shapes.len();
+        self.train.ensure(&self.shapes, self.act.expansion(), rows);
+        self.batch_x.resize(rows * input, 0.0);
+        self.batch_y.resize(rows, 0);
+        for (k, &i) in batch.iter().enumerate() {
+            let i = i as usize;
+            self.batch_x[k * input..(k + 1) * input]
+                .copy_from_slice(&self.task_x[i * input..(i + 1) * input]);
+            self.batch_y[k] = self.task_y[i];
+        }
+        forward(
+            &self.shapes,
+            self.act,
+            &self.params,
+            &self.batch_x,
+            &mut self.train,
+            rows,
+            self.threads,
+        );
+        let last = layers - 1;
+        let (loss_sum, correct) = ops::softmax_xent(
+            &self.train.z[last][..rows * classes],
+            &self.batch_y[..rows],
+            &mut self.train.d[last][..rows * classes],
+            classes,
+        );
+        let mut sample_sq = if sample_norms {
+            Some(vec![0.0f64; layers])
+        } else {
+            None
+        };
+        backward(
+            &self.shapes,
+            self.act,
+            &self.params,
+            &self.batch_x,
+            &mut self.train,
+            rows,
+            &mut self.grads,
+            sample_sq.as_deref_mut(),
+            self.threads,
+        );
+        let layer_stats = self
+            .grads
+            .iter()
+            .enumerate()
+            .map(|(l, g)| LayerBatchStats {
+                mean_grad_sq: ops::sq_norm(g),
+                sum_sample_sq_norms: sample_sq.as_ref().map(|sq| sq[l]),
+            })
+            .collect();
+        self.batch = Some(rows);
+        self.grads_ready = true;
+        Ok(BatchOutput {
+            loss: loss_sum / rows as f64,
+            correct,
+            batch: rows,
+            layers: layer_stats,
+        })
+    }
+
+    fn evaluate_impl(&mut self) -> Result<EvalOutput, BackendError> {
+        let n = self.task_y.len();
+        if n == 0 {
+            return Err(BackendError::NoTask);
+        }
+        let input = self.spec.input;
+        let classes = self.spec.classes;
+        let last = self.shapes.len() - 1;
+        self.eval
+            .ensure(&self.shapes, self.act.expansion(), EVAL_ROWS.min(n));
+        let mut loss = 0.0f64;
+        let mut correct = 0usize;
+        let mut start = 0;
+        while start < n {
+            let rows = EVAL_ROWS.min(n - start);
+            forward(
+                &self.shapes,
+                self.act,
+                &self.params,
+                &self.task_x[start * input..(start + rows) * input],
+                &mut self.eval,
+                rows,
+                self.threads,
+            );
+            for (z, &y) in self.eval.z[last][..rows * classes]
+                .chunks_exact(classes)
+                .zip(&self.task_y[start..start + rows])
+            {
+                let (l, ok) = ops::xent_row(z, None, y as usize);
+                loss += l;
+                correct += usize::from(ok);
+            }
+            start += rows;
+        }
+        Ok(EvalOutput {
+            loss: loss / n as f64,
+            correct,
+            count: n,
+        })
+    }
+}
+
+impl Backend for CpuBackend {
+    fn forward_backward(
+        &mut self,
+        batch: &[u32],
+        sample_norms: bool,
+    ) -> Result<BatchOutput, BackendError> {
+        self.in_pool(|cpu| cpu.forward_backward_impl(batch, sample_norms))
+    }
+
+    fn hvp(&mut self, layer: usize, v: &[f32], out: &mut [f32]) -> Result<(), BackendError> {
+        self.in_pool(|cpu| cpu.hvp_impl(layer, v, out))
+    }
+
+    fn adam_step(
+        &mut self,
+        adam: &Adam<f32>,
+        lrs: &[f32],
+        t: u64,
+        reg: &Regularizer,
+    ) -> Result<Vec<StepStats<f64>>, BackendError> {
+        self.in_pool(|cpu| cpu.adam_step_impl(adam, lrs, t, reg))
+    }
+
+    fn evaluate(&mut self) -> Result<EvalOutput, BackendError> {
+        self.in_pool(|cpu| cpu.evaluate_impl())
+    }
+
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn layer_param_counts(&self) -> Vec<usize> {
+        self.shapes.iter().map(LayerShape::params).collect()
+    }
+
+    fn reset(&mut self, seed: u64) -> Result<(), BackendError> {
+        self.params = init_params(&self.shapes, seed);
+        for l in 0..self.shapes.len() {
+            self.m[l].fill(0.0);
+            self.v[l].fill(0.0);
+            self.grads[l].fill(0.0);
+        }
+        self.theta0 = self.params.clone();
+        self.sort_theta0();
+        self.batch = None;
+        self.grads_ready = false;
+        Ok(())
+    }
+
+    fn load_task(&mut self, images: &[f32], labels: &[u8]) -> Result<(), BackendError> {
+        check_task(&self.spec, images, labels)?;
+        self.task_x.clear();
+        self.task_x.extend_from_slice(images);
+        self.task_y.clear();
+        self.task_y.extend_from_slice(labels);
+        self.batch = None;
+        Ok(())
+    }
+
+    fn precond_sqrt(
+        &mut self,
+        layer: usize,
+        adam: &Adam<f32>,
+        t: u64,
+        out: &mut [f32],
+    ) -> Result<(), BackendError> {
+        self.check_layer(layer)?;
+        check_len("out", self.v[layer].len(), out.len())?;
+        let cfg = adam.config();
+        safestep_core::adam::preconditioner_sqrt(&self.v[layer], cfg.beta2, t, cfg.eps, out)
+            .map_err(|error| BackendError::Optimizer { layer, error })
+    }
+
+    fn export_state(&mut self) -> Result<BackendState, BackendError> {
+        Ok(BackendState {
+            params: self.params.clone(),
+            m: self.m.clone(),
+            v: self.v.clone(),
+            theta0: self.theta0.clone(),
+        })
+    }
+
+    fn import_state(&mut self, state: &BackendState) -> Result<(), BackendError> {
+        let counts: Vec<usize> = self.shapes.iter().map(|s| s.params()).collect();
+        state.validate(&counts)?;
+        self.params.clone_from(&state.params);
+        self.m.clone_from(&state.m);
+        self.v.clone_from(&state.v);
+        self.theta0.clone_from(&state.theta0);
+        self.sort_theta0();
+        self.batch = None;
+        self.grads_ready = false;
+        Ok(())
+    }
+}

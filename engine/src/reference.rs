@@ -1,0 +1,263 @@
+//! A whole MLP in `f64` with naive loops: the independent oracle the engines' tests compare
+//! with (mean loss and gradient, materialised per-sample gradients, and the exact
+//! layer-block Hessian-vector product). Deliberately plain, so it is easy to trust; it is
+//! itself checked against finite differences in the CPU engine's tests.
+//!
+//! # Panics
+//! Being a test oracle, it indexes its slices directly: it panics when `params`, `x` or `y`
+//! do not match `shapes`.
+//!
+//! ```
+//! use safestep_engine::reference::ReferenceMlp;
+//! use safestep_engine::{Activation, ModelSpec};
+//! let spec = ModelSpec { input: 2, hidden: vec![3], classes: 2, ..ModelSpec::default() };
+//! let shapes = spec.layer_shapes()?;
+//! let params: Vec<Vec<f64>> = shapes.iter().map(|s| vec![0.1; s.params()]).collect();
+//! let mlp = ReferenceMlp { shapes: &shapes, activation: Activation::Relu, params: &params, x: &[0.5, 1.0], y: &[1] };
+//! let (loss, grads) = mlp.loss_and_grads();
+//! assert!((loss - 2f64.ln()).abs() < 1e-12); // equal logits: log 2
+//! assert_eq!(grads.len(), 2);
+//! # Ok::<(), safestep_engine::BackendError>(())
+//! ```
+#![allow(clippy::needless_range_loop)] // plain index loops on purpose
+
+use crate::spec::{Activation, LayerShape};
+
+/// A whole MLP in `f64` (naive loops): the mean cross-entropy, its gradient and the exact
+/// layer-block Hessian-vector product, as the references every engine's tests compare with.
+///
+/// `params[l]` is layer `l`'s vector (weights row-major `fan_out × fan_in`, then bias);
+/// `x` is `rows × input`, `y` holds `rows` labels.
+pub struct ReferenceMlp<'a> {
+    /// The layers' shapes, input layer first.
+    pub shapes: &'a [LayerShape],
+    /// The hidden nonlinearity.
+    pub activation: Activation,
+    /// Parameters per layer.
+    pub params: &'a [Vec<f64>],
+    /// Inputs, row-major.
+    pub x: &'a [f32],
+    /// Labels.
+    pub y: &'a [u8],
+}
+
+struct Pass {
+    /// Inputs to each layer (a_{l-1}), rows × fan_in(l).
+    inputs: Vec<Vec<f64>>,
+    /// Pre-activations per layer, rows × fan_out(l).
+    z: Vec<Vec<f64>>,
+    probs: Vec<f64>,
+    loss: f64,
+}
+
+impl ReferenceMlp<'_> {
+    fn rows(&self) -> usize {
+        self.y.len()
+    }
+
+    fn classes(&self) -> usize {
+        self.shapes.last().map_or(0, |s| s.fan_out)
+    }
+
+    fn act_fwd(&self, z: &[f64], cols: usize) -> Vec<f64> {
+        let e = self.activation.expansion();
+        let rows = z.len() / cols;
+        let mut a = vec![0.0; rows * cols * e];
+        for r in 0..rows {
+            for c in 0..cols {
+                let v = z[r * cols + c];
+                a[r * cols * e + c] = v.max(0.0);
+                if e == 2 {
+                    a[r * cols * 2 + cols + c] = (-v).max(0.0);
+                }
+            }
+        }
+        a
+    }
+
+    /// `dz` from `da` through the activation at `z` (the same map gives the backward pass;
+    /// its transpose, [`Self::act_jvp`], the forward-mode product).
+    fn act_bwd(&self, z: &[f64], da: &[f64], cols: usize) -> Vec<f64> {
+        let e = self.activation.expansion();
+        let rows = z.len() / cols;
+        let mut dz = vec![0.0; rows * cols];
+        for r in 0..rows {
+            for c in 0..cols {
+                let v = z[r * cols + c];
+                dz[r * cols + c] = if v > 0.0 {
+                    da[r * cols * e + c]
+                } else if v < 0.0 && e == 2 {
+                    -da[r * cols * 2 + cols + c]
+                } else {
+                    0.0
+                };
+            }
+        }
+        dz
+    }
+
+    fn act_jvp(&self, z: &[f64], rz: &[f64], cols: usize) -> Vec<f64> {
+        let e = self.activation.expansion();
+        let rows = z.len() / cols;
+        let mut ra = vec![0.0; rows * cols * e];
+        for r in 0..rows {
+            for c in 0..cols {
+                let (v, d) = (z[r * cols + c], rz[r * cols + c]);
+                ra[r * cols * e + c] = if v > 0.0 { d } else { 0.0 };
+                if e == 2 {
+                    ra[r * cols * 2 + cols + c] = if v < 0.0 { -d } else { 0.0 };
+                }
+            }
+        }
+        ra
+    }
+
+    /// `out[r, j] = Σ_i a[r, i]·W[j, i] (+ b[j])` for layer `l`'s weights `w`.
+    fn dense(&self, l: usize, a: &[f64], w: &[f64], bias: Option<&[f64]>) -> Vec<f64> {
+        let (fi, fo, rows) = (self.shapes[l].fan_in, self.shapes[l].fan_out, self.rows());
+        let mut out = vec![0.0; rows * fo];
+        for r in 0..rows {
+            for j in 0..fo {
+                let mut s = bias.map_or(0.0, |b| b[j]);
+                for i in 0..fi {
+                    s += a[r * fi + i] * w[j * fi + i];
+                }
+                out[r * fo + j] = s;
+            }
+        }
+        out
+    }
+
+    /// `out[r, i] = Σ_j d[r, j]·W[j, i]`.
+    fn dense_t(&self, l: usize, d: &[f64], w: &[f64]) -> Vec<f64> {
+        let (fi, fo, rows) = (self.shapes[l].fan_in, self.shapes[l].fan_out, self.rows());
+        let mut out = vec![0.0; rows * fi];
+        for r in 0..rows {
+            for j in 0..fo {
+                let dj = d[r * fo + j];
+                for i in 0..fi {
+                    out[r * fi + i] += dj * w[j * fi + i];
+                }
+            }
+        }
+        out
+    }
+
+    /// Layer `l`'s parameter-space gradient from the output gradient `d` and its input `a`.
+    fn param_grad(&self, l: usize, d: &[f64], a: &[f64]) -> Vec<f64> {
+        let (fi, fo, rows) = (self.shapes[l].fan_in, self.shapes[l].fan_out, self.rows());
+        let mut g = vec![0.0; fi * fo + fo];
+        for r in 0..rows {
+            for j in 0..fo {
+                let dj = d[r * fo + j];
+                for i in 0..fi {
+                    g[j * fi + i] += dj * a[r * fi + i];
+                }
+                g[fi * fo + j] += dj;
+            }
+        }
+        g
+    }
+
+    fn forward(&self) -> Pass {
+        let n = self.shapes.len();
+        let x: Vec<f64> = self.x.iter().map(|&v| f64::from(v)).collect();
+        let mut inputs = vec![x];
+        let mut zs = Vec::new();
+        for l in 0..n {
+            let nw = self.shapes[l].fan_in * self.shapes[l].fan_out;
+            let (w, b) = self.params[l].split_at(nw);
+            let z = self.dense(l, &inputs[l], w, Some(b));
+            if l + 1 < n {
+                inputs.push(self.act_fwd(&z, self.shapes[l].fan_out));
+            }
+            zs.push(z);
+        }
+        let (rows, k) = (self.rows(), self.classes());
+        let mut probs = vec![0.0; rows * k];
+        let mut loss = 0.0;
+        let logits = &zs[n - 1];
+        for r in 0..rows {
+            let row = &logits[r * k..(r + 1) * k];
+            let mx = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let s: f64 = row.iter().map(|v| (v - mx).exp()).sum();
+            for c in 0..k {
+                probs[r * k + c] = (row[c] - mx).exp() / s;
+            }
+            loss += s.ln() - (row[self.y[r] as usize] - mx);
+        }
+        Pass {
+            inputs,
+            z: zs,
+            probs,
+            loss: loss / rows as f64,
+        }
+    }
+
+    /// Mean cross-entropy and the gradient of every layer.
+    pub fn loss_and_grads(&self) -> (f64, Vec<Vec<f64>>) {
+        let p = self.forward();
+        let n = self.shapes.len();
+        let (rows, k) = (self.rows(), self.classes());
+        let mut d: Vec<f64> = p.probs.clone();
+        for r in 0..rows {
+            d[r * k + self.y[r] as usize] -= 1.0;
+        }
+        d.iter_mut().for_each(|v| *v /= rows as f64);
+        let mut grads = vec![Vec::new(); n];
+        for l in (0..n).rev() {
+            grads[l] = self.param_grad(l, &d, &p.inputs[l]);
+            if l > 0 {
+                let nw = self.shapes[l].fan_in * self.shapes[l].fan_out;
+                let da = self.dense_t(l, &d, &self.params[l][..nw]);
+                d = self.act_bwd(&p.z[l - 1], &da, self.shapes[l - 1].fan_out);
+            }
+        }
+        (p.loss, grads)
+    }
+
+    /// `H_ll·v` for layer `layer`'s diagonal Hessian block (exact R-operator).
+    pub fn hvp(&self, layer: usize, v: &[f64]) -> Vec<f64> {
+        let p = self.forward();
+        let n = self.shapes.len();
+        let (rows, k) = (self.rows(), self.classes());
+        let nw = self.shapes[layer].fan_in * self.shapes[layer].fan_out;
+        let mut rz = self.dense(layer, &p.inputs[layer], &v[..nw], Some(&v[nw..]));
+        for l in layer + 1..n {
+            let ra = self.act_jvp(&p.z[l - 1], &rz, self.shapes[l - 1].fan_out);
+            let nwl = self.shapes[l].fan_in * self.shapes[l].fan_out;
+            rz = self.dense(l, &ra, &self.params[l][..nwl], None);
+        }
+        let mut rd = vec![0.0; rows * k];
+        for r in 0..rows {
+            let pr = &p.probs[r * k..(r + 1) * k];
+            let zr = &rz[r * k..(r + 1) * k];
+            let dot: f64 = pr.iter().zip(zr).map(|(a, b)| a * b).sum();
+            for c in 0..k {
+                rd[r * k + c] = pr[c] * (zr[c] - dot) / rows as f64;
+            }
+        }
+        for l in (layer + 1..n).rev() {
+            let nwl = self.shapes[l].fan_in * self.shapes[l].fan_out;
+            let da = self.dense_t(l, &rd, &self.params[l][..nwl]);
+            rd = self.act_bwd(&p.z[l - 1], &da, self.shapes[l - 1].fan_out);
+        }
+        self.param_grad(layer, &rd, &p.inputs[layer])
+    }
+
+    /// Each sample's loss and per-layer gradient (the materialised per-sample gradients the
+    /// engines' exact per-sample norms are checked against).
+    pub fn sample_grads(&self) -> Vec<(f64, Vec<Vec<f64>>)> {
+        let input = self.shapes.first().map_or(0, |s| s.fan_in);
+        (0..self.rows())
+            .map(|r| {
+                ReferenceMlp {
+                    x: &self.x[r * input..(r + 1) * input],
+                    y: &self.y[r..r + 1],
+                    ..*self
+                }
+                .loss_and_grads()
+            })
+            .collect()
+    }
+}
