@@ -386,7 +386,7 @@ impl<T: Real> SchedulerConfig<T> {
     /// assert!(cfg.is_event(0) && cfg.is_event(20) && !cfg.is_event(7));
     /// ```
     pub fn is_event(&self, step: u64) -> bool {
-        self.interval != 0 && step % self.interval as u64 == 0
+        self.interval != 0 && step.is_multiple_of(self.interval as u64)
     }
 }
 

@@ -122,6 +122,10 @@ pub struct RunArgs {
     /// Stop after N tasks of this invocation; continue later with --resume DIR.
     #[arg(long, value_name = "N")]
     pub stop_after: Option<usize>,
+    /// GEMM threads of the CPU engine [default: the number of cores]. The results do not
+    /// depend on it (bit-identical for any count).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
 }
 
 /// `safestep compare`.
@@ -158,6 +162,10 @@ pub struct CompareArgs {
     /// Re-run combinations whose folder already holds a finished run.
     #[arg(long)]
     pub force: bool,
+    /// Combinations run at once, one thread each [default: the number of cores]. The
+    /// results do not depend on it.
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
 }
 
 /// `safestep plot`.
@@ -264,7 +272,10 @@ impl RunArgs {
     }
 }
 
-/// Parses `A..B` (B excluded) or `a,b,c` into seeds.
+/// Most seeds one `--seeds` may name.
+pub const MAX_SEEDS: usize = 10_000;
+
+/// Parses `A..B` (B excluded) or `a,b,c` into seeds (at most [`MAX_SEEDS`]).
 ///
 /// ```
 /// use safestep_host::cli::parse_seeds;
@@ -285,6 +296,14 @@ pub fn parse_seeds(text: &str) -> Result<Vec<u64>, ConfigError> {
             a.trim().parse().map_err(|_| bad())?,
             b.trim().parse().map_err(|_| bad())?,
         );
+        // Refuse a huge range before materialising it.
+        if b.saturating_sub(a) > MAX_SEEDS as u64 {
+            return Err(ConfigError::new(
+                "seeds",
+                text,
+                &format!("at most {MAX_SEEDS} seeds"),
+            ));
+        }
         (a..b).collect()
     } else {
         text.split(',')

@@ -9,12 +9,14 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 
 use safestep_core::scheduler::Mode;
 
-use crate::config::RunConfig;
+use crate::config::{ConfigError, RunConfig};
 use crate::methods::Method;
 use crate::outputs::{read_summary, write_atomic, OutputError, Summary};
 use crate::runner::{run, RunError, RunOptions};
@@ -51,6 +53,10 @@ pub struct CompareRow {
     pub all_mean: f64,
     /// Its standard error over seeds.
     pub all_se: f64,
+    /// Mean over seeds of the mean online accuracy (over every task's minibatches).
+    pub online_mean: f64,
+    /// Its standard error over seeds.
+    pub online_se: f64,
     /// Mean wall seconds per run.
     pub wall_seconds: f64,
     /// Whether this lr is the best (by last-5 accuracy) for its method and scheduler.
@@ -78,16 +84,61 @@ pub fn mean_se(values: &[f64]) -> (f64, f64) {
     (mean, (var / n as f64).sqrt())
 }
 
-/// Runs every combination (reusing finished runs unless `force`) and aggregates them.
-pub fn compare(
+/// Most combinations one comparison may plan (a typo like `--seeds 0..1000000` is refused
+/// before anything is allocated or run).
+pub const MAX_COMBINATIONS: usize = 100_000;
+
+/// One combination with its resolved configuration and run folder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedRun {
+    /// The combination.
+    pub combo: Combination,
+    /// Its full configuration (validated).
+    pub config: RunConfig,
+    /// Its run folder.
+    pub dir: PathBuf,
+}
+
+/// How [`compare`] runs its combinations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompareOptions {
+    /// Combinations run at once (each on its own thread; at least 1).
+    pub jobs: usize,
+    /// No per-run lines.
+    pub quiet: bool,
+    /// Re-run combinations whose folder already holds a finished run.
+    pub force: bool,
+}
+
+impl Default for CompareOptions {
+    fn default() -> Self {
+        CompareOptions {
+            jobs: 1,
+            quiet: false,
+            force: false,
+        }
+    }
+}
+
+/// Resolves and validates every combination before any runs, so a bad value fails at once.
+///
+/// # Errors
+/// [`RunError::Config`] for more than [`MAX_COMBINATIONS`] combinations or the first
+/// combination whose configuration is invalid.
+pub fn plan(
     base: &RunConfig,
     combos: &[Combination],
     out: &Path,
-    quiet: bool,
-    force: bool,
-) -> Result<Vec<CompareRow>, RunError> {
-    // Validate every combination before running any, so a bad value fails at once.
-    let configs = combos
+) -> Result<Vec<PlannedRun>, RunError> {
+    if combos.len() > MAX_COMBINATIONS {
+        return Err(ConfigError::new(
+            "combinations",
+            combos.len(),
+            &format!("at most {MAX_COMBINATIONS} (methods × schedulers × lrs × seeds)"),
+        )
+        .into());
+    }
+    combos
         .iter()
         .map(|combo| {
             let mut cfg = base.clone();
@@ -95,47 +146,102 @@ pub fn compare(
             cfg.scheduler.mode = combo.scheduler;
             cfg.lr = combo.lr;
             cfg.seed = combo.seed;
-            cfg.validate().map(|()| cfg)
+            cfg.validate()?;
+            Ok(PlannedRun {
+                combo: combo.clone(),
+                dir: out.join(cfg.label()),
+                config: cfg,
+            })
         })
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut done: Vec<(Combination, Summary)> = Vec::with_capacity(combos.len());
-    for (i, (combo, cfg)) in combos.iter().zip(&configs).enumerate() {
-        let dir = out.join(cfg.label());
-        // A finished run of exactly this configuration is reused.
-        let earlier = read_summary(&dir).ok().filter(|s| {
-            !force
-                && s.finished
-                && RunConfig::from_toml_file(&dir.join(crate::outputs::CONFIG_FILE))
-                    .is_ok_and(|earlier| earlier == *cfg)
-        });
-        if !quiet {
-            eprintln!(
-                "[{}/{}] {}{}",
-                i + 1,
-                combos.len(),
-                cfg.label(),
-                if earlier.is_some() {
-                    " (finished earlier, reused)"
-                } else {
-                    ""
-                }
-            );
-        }
-        let summary = match earlier {
-            Some(summary) => summary,
-            None => {
-                let opts = RunOptions {
-                    out: dir,
-                    quiet,
-                    resume: false,
-                    force: true,
-                    stop_after: None,
-                    threads: 1,
-                };
-                run(cfg, &opts)?
-            }
+        .collect()
+}
+
+/// The summary of a finished run of exactly `cfg` in `dir`, if there is one.
+pub fn finished_run(dir: &Path, cfg: &RunConfig) -> Option<Summary> {
+    read_summary(dir).ok().filter(|s| {
+        s.finished
+            && RunConfig::from_toml_file(&dir.join(crate::outputs::CONFIG_FILE))
+                .is_ok_and(|earlier| earlier == *cfg)
+    })
+}
+
+/// Runs one planned combination (or reuses its finished run) and returns its summary.
+fn run_planned(p: &PlannedRun, opts: &CompareOptions, label: &str) -> Result<Summary, RunError> {
+    let earlier = if opts.force {
+        None
+    } else {
+        finished_run(&p.dir, &p.config)
+    };
+    if !opts.quiet {
+        let note = if earlier.is_some() {
+            " (finished earlier, reused)"
+        } else {
+            ""
         };
-        done.push((combo.clone(), summary));
+        eprintln!("{label} {}{note}", p.config.label());
+    }
+    match earlier {
+        Some(summary) => Ok(summary),
+        None => run(
+            &p.config,
+            &RunOptions {
+                out: p.dir.clone(),
+                quiet: opts.quiet || opts.jobs > 1,
+                resume: false,
+                force: true,
+                stop_after: None,
+                threads: 1,
+            },
+        ),
+    }
+}
+
+/// Runs every combination (reusing finished runs unless `force`), `jobs` at a time, and
+/// aggregates them. The results do not depend on `jobs`: every run is deterministic and
+/// writes only its own folder.
+///
+/// # Errors
+/// The first invalid combination (before anything runs), or the first run that fails
+/// (the runs already started finish first).
+pub fn compare(
+    base: &RunConfig,
+    combos: &[Combination],
+    out: &Path,
+    opts: &CompareOptions,
+) -> Result<Vec<CompareRow>, RunError> {
+    let planned = plan(base, combos, out)?;
+    let total = planned.len();
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let results: Vec<Mutex<Option<Result<Summary, RunError>>>> =
+        (0..total).map(|_| Mutex::new(None)).collect();
+    let worker = || loop {
+        if failed.load(Ordering::SeqCst) {
+            break;
+        }
+        let i = next.fetch_add(1, Ordering::SeqCst);
+        let Some(p) = planned.get(i) else { break };
+        let result = run_planned(p, opts, &format!("[{}/{total}]", i + 1));
+        if result.is_err() {
+            failed.store(true, Ordering::SeqCst);
+        }
+        if let Ok(mut slot) = results[i].lock() {
+            *slot = Some(result);
+        }
+    };
+    std::thread::scope(|scope| {
+        for _ in 1..opts.jobs.clamp(1, total.max(1)) {
+            scope.spawn(worker);
+        }
+        worker();
+    });
+    let mut done = Vec::with_capacity(total);
+    for (p, slot) in planned.iter().zip(results) {
+        match slot.into_inner().ok().flatten() {
+            Some(Ok(summary)) => done.push((p.combo.clone(), summary)),
+            Some(Err(e)) => return Err(e),
+            None => {} // not started after a failure elsewhere
+        }
     }
     let rows = aggregate(&done);
     write_tables(out, &rows)?;
@@ -163,6 +269,8 @@ pub fn aggregate(done: &[(Combination, Summary)]) -> Vec<CompareRow> {
             let all: Vec<f64> = runs.iter().map(|s| s.mean_train_accuracy).collect();
             let (last5_mean, last5_se) = mean_se(&last5);
             let (all_mean, all_se) = mean_se(&all);
+            let online: Vec<f64> = runs.iter().map(|s| s.mean_online_accuracy).collect();
+            let (online_mean, online_se) = mean_se(&online);
             CompareRow {
                 method,
                 scheduler,
@@ -172,6 +280,8 @@ pub fn aggregate(done: &[(Combination, Summary)]) -> Vec<CompareRow> {
                 last5_se,
                 all_mean,
                 all_se,
+                online_mean,
+                online_se,
                 wall_seconds: runs.iter().map(|s| s.wall_seconds).sum::<f64>()
                     / runs.len().max(1) as f64,
                 best_lr: false,
@@ -191,18 +301,19 @@ pub fn aggregate(done: &[(Combination, Summary)]) -> Vec<CompareRow> {
     rows
 }
 
-const HEADER: [&str; 8] = [
+const HEADER: [&str; 9] = [
     "method",
     "scheduler",
     "lr",
     "seeds",
     "acc last 5 tasks",
     "acc all tasks",
+    "acc online",
     "s/run",
     "best lr",
 ];
 
-fn cells(r: &CompareRow) -> [String; 8] {
+fn cells(r: &CompareRow) -> [String; 9] {
     [
         r.method.name().to_string(),
         r.scheduler.to_string(),
@@ -210,6 +321,7 @@ fn cells(r: &CompareRow) -> [String; 8] {
         r.seeds.to_string(),
         format!("{:.4} ± {:.4}", r.last5_mean, r.last5_se),
         format!("{:.4} ± {:.4}", r.all_mean, r.all_se),
+        format!("{:.4} ± {:.4}", r.online_mean, r.online_se),
         format!("{:.1}", r.wall_seconds),
         if r.best_lr { "*".into() } else { String::new() },
     ]
@@ -241,12 +353,12 @@ pub fn render_markdown(rows: &[CompareRow]) -> String {
 /// The comparison as CSV (one row per method, scheduler and lr).
 pub fn render_csv(rows: &[CompareRow]) -> String {
     let mut csv = String::from(
-        "method,scheduler,lr,seeds,last5_mean,last5_se,all_mean,all_se,wall_seconds,best_lr\n",
+        "method,scheduler,lr,seeds,last5_mean,last5_se,all_mean,all_se,online_mean,online_se,wall_seconds,best_lr\n",
     );
     for r in rows {
         let _ = writeln!(
             csv,
-            "{},{},{},{},{},{},{},{},{:.3},{}",
+            "{},{},{},{},{},{},{},{},{},{},{:.3},{}",
             r.method.name(),
             r.scheduler,
             r.lr,
@@ -255,6 +367,8 @@ pub fn render_csv(rows: &[CompareRow]) -> String {
             r.last5_se,
             r.all_mean,
             r.all_se,
+            r.online_mean,
+            r.online_se,
             r.wall_seconds,
             r.best_lr
         );
@@ -324,7 +438,7 @@ mod tests {
         assert!(!rows[0].best_lr && rows[1].best_lr);
         let md = render_markdown(&rows);
         assert!(
-            md.contains("| adam | off | 0.001 | 2 | 0.6000 ± 0.1000 |"),
+            md.contains("| adam | off | 0.001 | 2 | 0.6000 ± 0.1000 | 0.7000 ± 0.1000 |"),
             "{md}"
         );
     }

@@ -5,10 +5,13 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod checkpoint;
 pub mod cli;
 pub mod compare;
 pub mod config;
 pub mod data;
+pub mod error;
+pub mod folder;
 pub mod methods;
 pub mod outputs;
 pub mod plot;

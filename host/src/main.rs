@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use safestep_host::cli::{parse_seeds, BenchArgs, Cli, Command, CompareArgs, PlotArgs, RunArgs};
-use safestep_host::compare::{compare, render_table, Combination};
+use safestep_host::compare::{
+    compare, render_table, Combination, CompareOptions, MAX_COMBINATIONS,
+};
 use safestep_host::config::ConfigError;
 use safestep_host::runner::{run, RunError, RunOptions};
 
@@ -28,6 +30,11 @@ fn main() -> ExitCode {
 
 type CmdResult = Result<(), (u8, String)>;
 
+/// The number of cores this process may use (1 when unknown).
+fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 fn run_error(e: RunError) -> (u8, String) {
     (e.exit_code() as u8, e.to_string())
 }
@@ -48,7 +55,7 @@ fn cmd_run(args: &RunArgs) -> CmdResult {
         resume: args.resume.is_some(),
         force: args.force,
         stop_after: args.stop_after,
-        threads: 1,
+        threads: args.threads.unwrap_or_else(available_cores),
     };
     let summary = run(&cfg, &opts).map_err(run_error)?;
     if !summary.finished {
@@ -82,6 +89,14 @@ fn cmd_run(args: &RunArgs) -> CmdResult {
 fn cmd_compare(args: &CompareArgs) -> CmdResult {
     let base = args.common.resolve().map_err(config_error)?;
     let seeds = parse_seeds(&args.seeds).map_err(config_error)?;
+    let count = args.methods.len() * args.schedulers.len() * args.lrs.len() * seeds.len();
+    if count > MAX_COMBINATIONS {
+        return Err(config_error(ConfigError::new(
+            "combinations",
+            count,
+            &format!("at most {MAX_COMBINATIONS} (methods × schedulers × lrs × seeds)"),
+        )));
+    }
     let mut combos = Vec::new();
     for &method in &args.methods {
         for &scheduler in &args.schedulers {
@@ -97,8 +112,12 @@ fn cmd_compare(args: &CompareArgs) -> CmdResult {
             }
         }
     }
-    let rows =
-        compare(&base, &combos, &args.out, args.common.quiet, args.force).map_err(run_error)?;
+    let opts = CompareOptions {
+        jobs: args.jobs.unwrap_or_else(available_cores),
+        quiet: args.common.quiet,
+        force: args.force,
+    };
+    let rows = compare(&base, &combos, &args.out, &opts).map_err(run_error)?;
     println!("{}", render_table(&rows));
     println!(
         "written {} and {}",

@@ -8,7 +8,7 @@ use clap::ValueEnum;
 use safestep_core::adam::WeightDecay;
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigError;
+use crate::error::ConfigError;
 
 /// The constants of the baseline methods.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

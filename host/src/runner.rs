@@ -15,19 +15,20 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 
 use safestep_engine::{Activation, Backend, BackendError, ModelSpec};
 
+use crate::checkpoint::{self, Checkpoint};
 use crate::config::{BackendKind, ConfigError, RunConfig};
 use crate::data::mnist::Mnist;
 use crate::data::streams::TaskStream;
+use crate::folder::{FolderError, RunFolder};
 use crate::outputs::{
-    self, append_controller_events, mean_last, tasks_csv, write_atomic, OutputError, Summary,
-    TaskRow, CHECKPOINT_FILE, CONFIG_FILE, CONTROLLER_FILE, SUMMARY_FILE, TASKS_FILE,
+    self, append_controller_events, mean_last, tasks_csv, OutputError, Summary, TaskRow,
+    CHECKPOINT_FILE, CONFIG_FILE, CONTROLLER_FILE, SUMMARY_FILE, TASKS_FILE,
 };
 use crate::seeds::{derive_seed, RESET, SHUFFLE};
-use crate::trainer::{TaskPosition, TrainError, Trainer, TrainerState};
+use crate::trainer::{TaskPosition, TrainError, Trainer};
 
 /// What can stop a run.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +59,18 @@ pub enum RunError {
     /// Writing the outputs failed.
     #[error(transparent)]
     Output(#[from] OutputError),
+    /// The output folder is in use by another run (exit status 2).
+    #[error(transparent)]
+    Busy(FolderError),
+}
+
+impl From<FolderError> for RunError {
+    fn from(e: FolderError) -> Self {
+        match e {
+            FolderError::Io(e) => RunError::Output(e),
+            busy => RunError::Busy(busy),
+        }
+    }
 }
 
 impl From<BackendError> for RunError {
@@ -73,7 +86,8 @@ impl RunError {
             RunError::Config(_)
             | RunError::Data(_)
             | RunError::OutputExists { .. }
-            | RunError::Resume { .. } => 2,
+            | RunError::Resume { .. }
+            | RunError::Busy(_) => 2,
             RunError::Train(_) | RunError::Output(_) => 1,
         }
     }
@@ -95,26 +109,6 @@ pub struct RunOptions {
     /// GEMM threads of the CPU engine (0 is taken as 1; results do not depend on it).
     pub threads: usize,
 }
-
-/// The resume checkpoint, written after every finished task.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Checkpoint {
-    /// Format version of this file.
-    format: u32,
-    /// The resolved configuration, as written to `config.toml`.
-    config: String,
-    /// The first task not yet finished.
-    next_task: usize,
-    /// Rows of the finished tasks.
-    task_rows: Vec<TaskRow>,
-    /// Bytes of `controller.csv` that belong to finished tasks.
-    controller_len: usize,
-    /// Trainer state at the end of the last finished task.
-    trainer: TrainerState,
-}
-
-/// 2: the scheduler state holds `lr0` and the trainer both power iterations.
-const CHECKPOINT_FORMAT: u32 = 2;
 
 /// The model a configuration describes.
 pub fn model_spec(cfg: &RunConfig) -> ModelSpec {
@@ -189,27 +183,42 @@ pub fn epoch_batches(n: usize, batch: usize) -> impl Iterator<Item = std::ops::R
 }
 
 /// Runs (or resumes) a whole configured run into `opts.out` and returns its summary.
+///
+/// Everything is checked before the folder is touched: the configuration, the data, the
+/// backend. The folder is then locked for the run's lifetime ([`RunFolder`]), and after
+/// every finished task all its files are replaced together as one snapshot.
+///
+/// # Errors
+/// [`RunError`]: exit status 2 for bad input (configuration, data, an existing run without
+/// `force`, a damaged or mismatched checkpoint, a folder in use), 1 for failures of
+/// training or writing.
 pub fn run(cfg: &RunConfig, opts: &RunOptions) -> Result<Summary, RunError> {
     cfg.validate()?;
-    let out = &opts.out;
-    let config_text = cfg.to_toml();
-    let checkpoint = if opts.resume {
-        Some(read_checkpoint(out, cfg)?)
-    } else {
-        prepare_fresh_folder(out, opts.force)?;
-        write_atomic(&out.join(CONFIG_FILE), config_text.as_bytes())?;
-        None
-    };
-
     // The stream keeps its own copy of the digits it uses; the full set is freed here.
     let stream = task_stream(cfg, &load_digits(cfg)?)?;
-    let mut trainer = Trainer::new(cfg, make_backend(cfg, opts.threads)?)?;
+    let mut trainer = Trainer::new(cfg, make_backend(cfg, opts.threads.max(1))?)?;
     let layers = trainer.layer_count();
 
+    let out = &opts.out;
+    let folder = RunFolder::open(out)?;
+    let checkpoint = if opts.resume {
+        read_checkpoint(&folder, cfg, layers)?
+    } else {
+        if folder.holds_run() {
+            if !opts.force {
+                return Err(RunError::OutputExists {
+                    path: out.to_path_buf(),
+                });
+            }
+            folder.clear()?;
+        }
+        None
+    };
+    let config_text = cfg.to_toml();
     let (start_task, mut task_rows, mut controller_csv) = match &checkpoint {
         Some(ck) => {
             trainer.import_state(&ck.trainer)?;
-            let csv = read_controller_prefix(&out.join(CONTROLLER_FILE), ck.controller_len)?;
+            let csv = read_text(&out.join(CONTROLLER_FILE))?;
             (ck.next_task, ck.task_rows.clone(), csv)
         }
         None => {
@@ -220,7 +229,15 @@ pub fn run(cfg: &RunConfig, opts: &RunOptions) -> Result<Summary, RunError> {
     };
     let wall_offset = task_rows.last().map_or(0.0, |r| r.wall_seconds);
     if checkpoint.is_none() {
-        write_files(out, cfg, &task_rows, &controller_csv, layers)?;
+        commit(
+            &folder,
+            cfg,
+            &config_text,
+            &task_rows,
+            &controller_csv,
+            layers,
+            None,
+        )?;
     }
 
     let examples = cfg.examples;
@@ -232,7 +249,7 @@ pub fn run(cfg: &RunConfig, opts: &RunOptions) -> Result<Summary, RunError> {
 
     let end_task = opts
         .stop_after
-        .map_or(cfg.tasks, |n| cfg.tasks.min(start_task + n));
+        .map_or(cfg.tasks, |n| cfg.tasks.min(start_task.saturating_add(n)));
     for task in start_task..end_task {
         if cfg.method.resets_each_task() && task > 0 {
             trainer.reset(derive_seed(cfg.seed, RESET, task as u64))?;
@@ -282,105 +299,108 @@ pub fn run(cfg: &RunConfig, opts: &RunOptions) -> Result<Summary, RunError> {
         task_rows.push(row);
         append_controller_events(&mut controller_csv, &rows);
         rows.clear();
-        write_files(out, cfg, &task_rows, &controller_csv, layers)?;
         let ck = Checkpoint {
-            format: CHECKPOINT_FORMAT,
             config: config_text.clone(),
             next_task: task + 1,
             task_rows: task_rows.clone(),
             controller_len: controller_csv.len(),
             trainer: trainer.export_state()?,
         };
-        let bytes = postcard::to_stdvec(&ck).map_err(|e| OutputError::Invalid {
-            path: out.join(CHECKPOINT_FILE),
-            problem: e.to_string(),
-        })?;
-        write_atomic(&out.join(CHECKPOINT_FILE), &bytes)?;
+        commit(
+            &folder,
+            cfg,
+            &config_text,
+            &task_rows,
+            &controller_csv,
+            layers,
+            Some(&ck),
+        )?;
     }
     progress.finish_and_clear();
     Ok(summary(cfg, &task_rows))
 }
 
-fn prepare_fresh_folder(out: &Path, force: bool) -> Result<(), RunError> {
-    let ours = [
-        CONFIG_FILE,
-        TASKS_FILE,
-        CONTROLLER_FILE,
-        SUMMARY_FILE,
-        CHECKPOINT_FILE,
-    ];
-    if !force && ours.iter().any(|f| out.join(f).exists()) {
-        return Err(RunError::OutputExists {
-            path: out.to_path_buf(),
-        });
-    }
-    fs::create_dir_all(out).map_err(|source| OutputError::Write {
-        path: out.to_path_buf(),
-        source,
-    })?;
-    if force {
-        let _ = fs::remove_file(out.join(CHECKPOINT_FILE));
-    }
-    Ok(())
-}
-
-fn read_checkpoint(out: &Path, cfg: &RunConfig) -> Result<Checkpoint, RunError> {
-    let path = out.join(CHECKPOINT_FILE);
+/// The checkpoint of the run in `folder`, checked against `cfg` and against the folder's
+/// other files; `None` when the run had not finished its first task (it starts over).
+fn read_checkpoint(
+    folder: &RunFolder,
+    cfg: &RunConfig,
+    layers: usize,
+) -> Result<Option<Checkpoint>, RunError> {
+    let out = folder.dir();
     let resume_err = |problem: String| RunError::Resume {
         path: out.to_path_buf(),
         problem,
     };
-    let bytes = fs::read(&path)
-        .map_err(|e| resume_err(format!("no checkpoint at {} ({e})", path.display())))?;
-    let ck: Checkpoint = postcard::from_bytes(&bytes).map_err(|e| {
-        resume_err(format!(
-            "{} is not a valid checkpoint ({e})",
-            path.display()
-        ))
-    })?;
-    if ck.format != CHECKPOINT_FORMAT {
-        return Err(resume_err(format!(
-            "checkpoint format {} (this safestep writes {CHECKPOINT_FORMAT})",
-            ck.format
-        )));
-    }
-    if RunConfig::from_toml_str(&ck.config).ok().as_ref() != Some(cfg) {
+    let on_disk = RunConfig::from_toml_file(&out.join(CONFIG_FILE))
+        .map_err(|e| resume_err(format!("no usable {CONFIG_FILE} ({e})")))?;
+    if on_disk != *cfg {
         return Err(resume_err(format!(
             "the configuration differs from the one in {}",
             out.join(CONFIG_FILE).display()
         )));
     }
-    Ok(ck)
+    let path = out.join(CHECKPOINT_FILE);
+    let tasks = read_text(&out.join(TASKS_FILE))?;
+    outputs::read_tasks_csv(&out.join(TASKS_FILE)).map_err(|e| resume_err(e.to_string()))?;
+    let bytes = match fs::read(&path) {
+        Ok(bytes) => bytes,
+        // Killed during the first task: nothing to continue from, start it over.
+        Err(_) if tasks.lines().count() <= 1 => return Ok(None),
+        Err(e) => {
+            return Err(resume_err(format!(
+                "no checkpoint at {} ({e})",
+                path.display()
+            )))
+        }
+    };
+    let ck = checkpoint::decode(&bytes)
+        .map_err(|e| resume_err(format!("{} is not usable: {e}", path.display())))?;
+    if RunConfig::from_toml_str(&ck.config).ok().as_ref() != Some(cfg) {
+        return Err(resume_err(format!(
+            "{} was written for another configuration",
+            path.display()
+        )));
+    }
+    let controller = read_text(&out.join(CONTROLLER_FILE))?;
+    ck.check_folder(&tasks, layers, &controller, cfg.method.resets_each_task())
+        .map_err(|e| resume_err(format!("{} disagrees with the folder: {e}", path.display())))?;
+    Ok(Some(ck))
 }
 
-fn read_controller_prefix(path: &Path, len: usize) -> Result<String, RunError> {
-    let text = fs::read_to_string(path).map_err(|source| OutputError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    text.get(..len)
-        .map(str::to_string)
-        .ok_or_else(|| RunError::Resume {
+fn read_text(path: &Path) -> Result<String, RunError> {
+    fs::read_to_string(path).map_err(|source| {
+        OutputError::Read {
             path: path.to_path_buf(),
-            problem: format!(
-                "shorter ({} bytes) than the checkpoint records ({len})",
-                text.len()
-            ),
-        })
+            source,
+        }
+        .into()
+    })
 }
 
-fn write_files(
-    out: &Path,
+/// Writes every file of the run as the folder's new snapshot.
+fn commit(
+    folder: &RunFolder,
     cfg: &RunConfig,
+    config_text: &str,
     rows: &[TaskRow],
     controller_csv: &str,
     layers: usize,
+    checkpoint: Option<&Checkpoint>,
 ) -> Result<(), RunError> {
-    write_atomic(&out.join(TASKS_FILE), tasks_csv(rows, layers).as_bytes())?;
-    write_atomic(&out.join(CONTROLLER_FILE), controller_csv.as_bytes())?;
-    let summary = summary(cfg, rows);
-    let json = serde_json::to_string_pretty(&summary).unwrap_or_default();
-    write_atomic(&out.join(SUMMARY_FILE), json.as_bytes())?;
+    let tasks = tasks_csv(rows, layers);
+    let summary = serde_json::to_string_pretty(&summary(cfg, rows)).unwrap_or_default();
+    let ck = checkpoint.map(checkpoint::encode);
+    let mut files: Vec<(&str, &[u8])> = vec![
+        (CONFIG_FILE, config_text.as_bytes()),
+        (TASKS_FILE, tasks.as_bytes()),
+        (CONTROLLER_FILE, controller_csv.as_bytes()),
+        (SUMMARY_FILE, summary.as_bytes()),
+    ];
+    if let Some(ck) = &ck {
+        files.push((CHECKPOINT_FILE, ck));
+    }
+    folder.commit(&files)?;
     Ok(())
 }
 

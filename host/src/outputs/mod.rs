@@ -56,11 +56,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), OutputError> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
-    let mut file = fs::File::create(&tmp).map_err(err)?;
-    file.write_all(bytes).map_err(err)?;
-    file.sync_all().map_err(err)?;
-    drop(file);
-    fs::rename(&tmp, path).map_err(err)
+    let written = fs::File::create(&tmp)
+        .and_then(|mut file| {
+            file.write_all(bytes)?;
+            file.sync_all()
+        })
+        .and_then(|()| fs::rename(&tmp, path));
+    if written.is_err() {
+        // A full disk must not stay full of our temporary file.
+        let _ = fs::remove_file(&tmp);
+    }
+    written.map_err(err)
 }
 
 /// One row of `tasks.csv`: the state at the end of a task.
@@ -287,6 +293,15 @@ pub const CONTROLLER_FILE: &str = "controller.csv";
 pub const SUMMARY_FILE: &str = "summary.json";
 /// Name of the resume checkpoint in a run folder.
 pub const CHECKPOINT_FILE: &str = "checkpoint.bin";
+
+/// The files of a run folder (each a link into its current snapshot).
+pub const RUN_FILES: [&str; 5] = [
+    CONFIG_FILE,
+    TASKS_FILE,
+    CONTROLLER_FILE,
+    SUMMARY_FILE,
+    CHECKPOINT_FILE,
+];
 
 #[cfg(test)]
 mod tests {
