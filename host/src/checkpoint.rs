@@ -7,7 +7,8 @@
 //!
 //! ```
 //! use safestep_host::checkpoint::{decode, CheckpointError};
-//! assert!(matches!(decode(b"not a checkpoint"), Err(CheckpointError::BadMagic)));
+//! assert!(matches!(decode(b"short"), Err(CheckpointError::TooShort(5))));
+//! assert!(matches!(decode(&[b'x'; 64]), Err(CheckpointError::BadMagic)));
 //! ```
 
 use serde::{Deserialize, Serialize};
