@@ -52,9 +52,18 @@ impl<T: Real, const N: usize> CurvatureWindow<T, N> {
     /// Appends `rho`, dropping the oldest value when the window is full.
     ///
     /// # Errors
-    /// [`Error::NonFinite`] (the window is unchanged) if `rho` is not finite.
+    /// [`Error::NonFinite`] if `rho` is not finite; [`Error::Overflow`] if the window's
+    /// mean, variance or volatility would not be finite (values near the type's largest).
+    /// The window is unchanged on error, so [`CurvatureWindow::volatility`] is always finite.
     pub fn push(&mut self, rho: T) -> Result<(), Error> {
         check_finite("rho", rho)?;
+        let (_, mean, var) = self.stats_with(Some(rho));
+        if !(mean.is_finite() && var.is_finite() && self.volatility_after(rho).is_finite()) {
+            return Err(Error::Overflow {
+                what: "volatility window",
+                index: None,
+            });
+        }
         if self.buf.len() >= self.w {
             self.buf.pop_front();
         }
@@ -107,7 +116,8 @@ impl<T: Real, const N: usize> CurvatureWindow<T, N> {
     }
 
     /// The volatility the window would have after `push(rho)`, without changing it
-    /// (lets a caller commit the push only once everything else succeeded).
+    /// (lets a caller commit the push only once everything else succeeded). Not finite
+    /// exactly when that push would fail with [`Error::Overflow`].
     ///
     /// ```
     /// use safestep_core::window::CurvatureWindow;
@@ -269,17 +279,22 @@ impl<T: Real> EmaVolatility<T> {
         let delta = rho - self.mean;
         let mean = self.mean + delta / weight;
         let m2 = d * self.m2 + delta * (rho - mean);
-        if !(delta.is_finite() && mean.is_finite() && m2.is_finite()) {
+        let next = EmaVolatility {
+            weight,
+            weight_sq,
+            mean,
+            m2,
+            count: self.count.saturating_add(1),
+            ..*self
+        };
+        if !(delta.is_finite() && mean.is_finite() && m2.is_finite() && next.variance().is_finite())
+        {
             return Err(Error::Overflow {
                 what: "volatility estimate",
                 index: None,
             });
         }
-        self.weight = weight;
-        self.weight_sq = weight_sq;
-        self.mean = mean;
-        self.m2 = m2;
-        self.count = self.count.saturating_add(1);
+        *self = next;
         Ok(())
     }
 

@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::cli::BenchArgs;
 use crate::config::{ConfigError, RunConfig};
-use crate::runner::{epoch_batches, load_digits, make_backend, task_stream, RunError};
+use crate::runner::{epoch_batches, load_stream, make_backend, RunError};
 use crate::trainer::{run_adam, TaskPosition, Trainer};
 
 /// One scheduler mode's figures.
@@ -172,8 +172,7 @@ pub fn bench(args: &BenchArgs) -> Result<BenchReport, RunError> {
     for &mode in &args.schedulers {
         let cfg = bench_config(args, mode);
         cfg.validate()?;
-        let digits = load_digits(&cfg)?;
-        let task = task_stream(&cfg, &digits)?.task(0);
+        let task = load_stream(&cfg)?.task(0);
         let mut trainer = Trainer::new(&cfg, make_backend(&cfg, args.threads)?)?;
         trainer
             .backend_mut()

@@ -20,8 +20,8 @@ use safestep_engine::{Activation, Backend, BackendError, ModelSpec};
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::config::{BackendKind, ConfigError, RunConfig};
-use crate::data::mnist::Mnist;
-use crate::data::streams::TaskStream;
+use crate::data::mnist::{DataError, Mnist};
+use crate::data::streams::{subset_order, TaskStream};
 use crate::folder::{FolderError, RunFolder};
 use crate::outputs::{
     self, append_controller_events, mean_last, tasks_csv, OutputError, Summary, TaskRow,
@@ -144,23 +144,37 @@ pub fn make_backend(cfg: &RunConfig, threads: usize) -> Result<Box<dyn Backend>,
     }
 }
 
-/// Loads the digits the configuration asks for.
-pub fn load_digits(cfg: &RunConfig) -> Result<Mnist, RunError> {
-    match &cfg.mnist_dir {
-        Some(dir) => Mnist::load_dir(dir).map_err(|e| RunError::Data(e.to_string())),
-        None => Mnist::embedded().map_err(|e| RunError::Data(e.to_string())),
-    }
-}
-
-/// The task stream a configuration describes.
-pub fn task_stream(cfg: &RunConfig, digits: &Mnist) -> Result<TaskStream, RunError> {
-    TaskStream::new(cfg.benchmark, digits, cfg.examples, cfg.seed).map_err(|e| {
-        RunError::Config(ConfigError::new(
+/// The task stream a configuration describes, over the embedded digits or the files in
+/// `mnist_dir` (of which only the stream's digits are read into memory).
+///
+/// # Errors
+/// [`RunError::Config`] (field `examples`) for more examples than digits;
+/// [`RunError::Data`] naming the file and the problem.
+pub fn load_stream(cfg: &RunConfig) -> Result<TaskStream, RunError> {
+    let too_many = |e: DataError| match e {
+        DataError::BadExampleCount { .. } => RunError::Config(ConfigError::new(
             "examples",
             cfg.examples,
             &format!("at most the digits available ({e})"),
-        ))
-    })
+        )),
+        other => RunError::Data(other.to_string()),
+    };
+    match &cfg.mnist_dir {
+        Some(dir) => {
+            let digits = Mnist::load_subset(dir, |n| subset_order(n, cfg.examples, cfg.seed))
+                .map_err(too_many)?;
+            Ok(TaskStream::from_subset(
+                cfg.benchmark,
+                digits.images,
+                digits.labels,
+                cfg.seed,
+            ))
+        }
+        None => {
+            let digits = Mnist::embedded().map_err(|e| RunError::Data(e.to_string()))?;
+            TaskStream::new(cfg.benchmark, &digits, cfg.examples, cfg.seed).map_err(too_many)
+        }
+    }
 }
 
 /// The minibatches of one epoch over `n` shuffled examples, as index ranges: every example
@@ -194,8 +208,7 @@ pub fn epoch_batches(n: usize, batch: usize) -> impl Iterator<Item = std::ops::R
 /// training or writing.
 pub fn run(cfg: &RunConfig, opts: &RunOptions) -> Result<Summary, RunError> {
     cfg.validate()?;
-    // The stream keeps its own copy of the digits it uses; the full set is freed here.
-    let stream = task_stream(cfg, &load_digits(cfg)?)?;
+    let stream = load_stream(cfg)?;
     let mut trainer = Trainer::new(cfg, make_backend(cfg, opts.threads.max(1))?)?;
     let layers = trainer.layer_count();
 

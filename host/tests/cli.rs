@@ -1,54 +1,7 @@
 //! End-to-end tests of the `safestep` binary: outputs, determinism, resume, bad input.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn safestep(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_safestep"))
-        .args(args)
-        .output()
-        .expect("the safestep binary starts")
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("safestep-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
-/// `tasks.csv` without the wall-clock column (the only one that may differ between runs).
-fn tasks_without_time(dir: &Path) -> Vec<String> {
-    std::fs::read_to_string(dir.join("tasks.csv"))
-        .expect("tasks.csv")
-        .lines()
-        .map(|line| {
-            let mut cols: Vec<&str> = line.split(',').collect();
-            cols.remove(5);
-            cols.join(",")
-        })
-        .collect()
-}
-
-const SMALL: [&str; 10] = [
-    "--tasks",
-    "3",
-    "--epochs",
-    "2",
-    "--examples",
-    "200",
-    "--batch-size",
-    "32",
-    "--quiet",
-    "--force",
-];
-
-fn run_small(out: &Path, extra: &[&str]) -> Output {
-    let out = out.to_str().expect("utf-8 temp path");
-    let mut args = vec!["run", "--out", out];
-    args.extend(SMALL);
-    args.extend(extra);
-    safestep(&args)
-}
+mod common;
+use common::{run_small, safestep, scratch, tasks_without_time};
 
 #[test]
 fn run_writes_every_output_and_is_deterministic() {

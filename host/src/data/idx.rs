@@ -157,27 +157,161 @@ pub fn read_idx_file(path: &Path, kind: IdxKind) -> Result<IdxArray, IdxError> {
 /// Parses IDX content (raw or gzip, detected by the `1f 8b` magic) from a reader; `file`
 /// names the source in errors.
 pub fn parse_idx<R: Read>(reader: R, file: &str, kind: IdxKind) -> Result<IdxArray, IdxError> {
-    let mut reader = reader;
-    let mut head = [0u8; 2];
-    let n = read_full(&mut reader, &mut head, file, "magic number", false)?;
-    if n < head.len() {
-        return Err(IdxError::Truncated {
-            file: file.to_string(),
-            what: "magic number",
-            expected: 4,
-            found: n,
-        });
+    let mut stream = IdxStream::open(reader, file, kind)?;
+    let mut data = vec![0u8; stream.elements()];
+    stream.read_elements(&mut data)?;
+    stream.finish()?;
+    Ok(IdxArray {
+        dims: stream.dims().to_vec(),
+        data,
+    })
+}
+
+/// An IDX file read as a stream: the header first (so its shape can be checked before any
+/// element is read or inflated), then the elements in pieces, then [`IdxStream::finish`],
+/// which reads the rest in fixed-size pieces to check the file holds exactly what the
+/// header announces. Memory stays bounded by what the caller keeps, whatever the file claims.
+pub struct IdxStream<'a> {
+    reader: Box<dyn Read + 'a>,
+    file: String,
+    gz: bool,
+    dims: Vec<usize>,
+    remaining: usize,
+}
+
+impl std::fmt::Debug for IdxStream<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdxStream")
+            .field("file", &self.file)
+            .field("dims", &self.dims)
+            .field("remaining", &self.remaining)
+            .finish()
     }
-    let chained = io::Cursor::new(head).chain(reader);
-    if head == [0x1f, 0x8b] {
-        parse_raw(flate2::read::GzDecoder::new(chained), file, kind, true)
-    } else {
-        parse_raw(chained, file, kind, false)
+}
+
+/// Opens an IDX file as a stream (see [`IdxStream`]).
+pub fn open_idx_file(path: &Path, kind: IdxKind) -> Result<IdxStream<'static>, IdxError> {
+    let file = path.display().to_string();
+    let f = File::open(path).map_err(|source| IdxError::Open {
+        file: file.clone(),
+        source,
+    })?;
+    IdxStream::open(BufReader::new(f), &file, kind)
+}
+
+impl<'a> IdxStream<'a> {
+    /// Reads and checks the header (magic number, dimensions) from `reader`, raw or gzip.
+    ///
+    /// # Errors
+    /// [`IdxError`] naming `file`: truncated header, bad magic, zero or too many elements.
+    pub fn open<R: Read + 'a>(reader: R, file: &str, kind: IdxKind) -> Result<Self, IdxError> {
+        let mut reader = reader;
+        let mut head = [0u8; 2];
+        let n = read_full(&mut reader, &mut head, file, "magic number", false)?;
+        if n < head.len() {
+            return Err(IdxError::Truncated {
+                file: file.to_string(),
+                what: "magic number",
+                expected: 4,
+                found: n,
+            });
+        }
+        let chained = io::Cursor::new(head).chain(reader);
+        let (mut reader, gz): (Box<dyn Read + 'a>, bool) = if head == [0x1f, 0x8b] {
+            (Box::new(flate2::read::GzDecoder::new(chained)), true)
+        } else {
+            (Box::new(chained), false)
+        };
+        let dims = read_header(&mut reader, file, kind, gz)?;
+        let remaining = dims.iter().product();
+        Ok(IdxStream {
+            reader,
+            file: file.to_string(),
+            gz,
+            dims,
+            remaining,
+        })
+    }
+
+    /// Dimension sizes, outermost first.
+    pub fn dims(&self) -> &[usize] {
+        &self.dims
+    }
+
+    /// Elements the header announces in all.
+    pub fn elements(&self) -> usize {
+        self.dims.iter().product()
+    }
+
+    /// Reads the next `buf.len()` elements.
+    ///
+    /// # Errors
+    /// [`IdxError::Truncated`] when the file ends first (or `buf` asks for more than the
+    /// header announces); read or gzip errors naming the file.
+    pub fn read_elements(&mut self, buf: &mut [u8]) -> Result<(), IdxError> {
+        let want = buf.len().min(self.remaining);
+        let n = read_full(
+            &mut self.reader,
+            &mut buf[..want],
+            &self.file,
+            "elements",
+            self.gz,
+        )?;
+        if n < buf.len() {
+            return Err(IdxError::Truncated {
+                file: self.file.clone(),
+                what: "elements",
+                expected: self.elements(),
+                found: self.elements() - self.remaining + n,
+            });
+        }
+        self.remaining -= n;
+        Ok(())
+    }
+
+    /// Skips the next `count` elements (read in fixed-size pieces and dropped).
+    ///
+    /// # Errors
+    /// As [`IdxStream::read_elements`].
+    pub fn skip_elements(&mut self, count: usize) -> Result<(), IdxError> {
+        let mut scratch = [0u8; 1 << 16];
+        let mut left = count;
+        while left > 0 {
+            let k = left.min(scratch.len());
+            self.read_elements(&mut scratch[..k])?;
+            left -= k;
+        }
+        Ok(())
+    }
+
+    /// Reads what is left of the announced elements and checks nothing follows them.
+    ///
+    /// # Errors
+    /// [`IdxError::Truncated`], [`IdxError::TrailingData`], or a read/gzip error (a CRC
+    /// mismatch of the gzip layer shows here).
+    pub fn finish(&mut self) -> Result<(), IdxError> {
+        self.skip_elements(self.remaining)?;
+        let mut extra = [0u8; 64];
+        let n = read_full(
+            &mut self.reader,
+            &mut extra,
+            &self.file,
+            "end of file",
+            self.gz,
+        )?;
+        if n > 0 {
+            return Err(IdxError::TrailingData {
+                file: self.file.clone(),
+                expected: self.elements(),
+                extra: n,
+            });
+        }
+        Ok(())
     }
 }
 
 /// Reads into `buf` until it is full or the input ends; returns the bytes read.
-fn read_full<R: Read>(
+fn read_full<R: Read + ?Sized>(
     reader: &mut R,
     buf: &mut [u8],
     file: &str,
@@ -209,14 +343,15 @@ fn read_full<R: Read>(
     Ok(filled)
 }
 
-fn parse_raw<R: Read>(
-    mut reader: R,
+/// The magic number and dimensions, checked.
+fn read_header<R: Read + ?Sized>(
+    reader: &mut R,
     file: &str,
     kind: IdxKind,
     gz: bool,
-) -> Result<IdxArray, IdxError> {
+) -> Result<Vec<usize>, IdxError> {
     let mut magic = [0u8; 4];
-    let n = read_full(&mut reader, &mut magic, file, "magic number", gz)?;
+    let n = read_full(reader, &mut magic, file, "magic number", gz)?;
     if n < 4 {
         return Err(IdxError::Truncated {
             file: file.to_string(),
@@ -236,7 +371,7 @@ fn parse_raw<R: Read>(
     }
     let ndims = kind.dims();
     let mut raw_dims = vec![0u8; 4 * ndims];
-    let n = read_full(&mut reader, &mut raw_dims, file, "dimensions", gz)?;
+    let n = read_full(reader, &mut raw_dims, file, "dimensions", gz)?;
     if n < raw_dims.len() {
         return Err(IdxError::Truncated {
             file: file.to_string(),
@@ -269,29 +404,7 @@ fn parse_raw<R: Read>(
             }
         };
     }
-    let mut data = vec![0u8; total];
-    let n = read_full(&mut reader, &mut data, file, "elements", gz)?;
-    if n < total {
-        return Err(IdxError::Truncated {
-            file: file.to_string(),
-            what: "elements",
-            expected: total,
-            found: n,
-        });
-    }
-    let mut extra = [0u8; 64];
-    let n = read_full(&mut reader, &mut extra, file, "end of file", gz)?;
-    if n > 0 {
-        return Err(IdxError::TrailingData {
-            file: file.to_string(),
-            expected: total,
-            extra: n,
-        });
-    }
-    Ok(IdxArray {
-        dims: dims32.into_iter().map(|d| d as usize).collect(),
-        data,
-    })
+    Ok(dims32.into_iter().map(|d| d as usize).collect())
 }
 
 #[cfg(test)]

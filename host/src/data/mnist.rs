@@ -121,18 +121,8 @@ impl Mnist {
     /// Like [`Mnist::load_dir`], keeping only the first `limit` digits (all when `None` or
     /// when the files hold fewer); the files are still validated in full.
     pub fn load_dir_limited(dir: &Path, limit: Option<usize>) -> Result<Self, DataError> {
-        let find = |names: &[&str]| -> Result<PathBuf, DataError> {
-            names
-                .iter()
-                .map(|n| dir.join(n))
-                .find(|p| p.is_file())
-                .ok_or_else(|| DataError::MissingFile {
-                    dir: dir.to_path_buf(),
-                    tried: names.iter().map(|s| s.to_string()).collect(),
-                })
-        };
-        let ip = find(&IMAGE_FILES)?;
-        let lp = find(&LABEL_FILES)?;
+        let ip = find_file(dir, &IMAGE_FILES)?;
+        let lp = find_file(dir, &LABEL_FILES)?;
         let mut m = Self::load_files(&ip, &lp)?;
         if let Some(limit) = limit {
             m.truncate(limit);
@@ -150,6 +140,55 @@ impl Mnist {
             l,
             &labels.display().to_string(),
         )
+    }
+
+    /// The digits `pick(n)` chooses from the standard files in `dir` (see
+    /// [`Mnist::load_dir`] for the names), read without loading the rest: the headers are
+    /// checked first (28×28 images, equal counts) before anything is inflated, then the
+    /// files are streamed once, converting only the chosen digits (in `pick`'s order) and
+    /// checking the rest (every label a digit, nothing missing or appended). Peak memory is
+    /// the chosen digits plus `pick`'s list, whatever size the files claim.
+    ///
+    /// # Errors
+    /// [`DataError`] naming the file and the problem, or `pick`'s own error.
+    pub fn load_subset(
+        dir: &Path,
+        pick: impl FnOnce(usize) -> Result<Vec<usize>, DataError>,
+    ) -> Result<Self, DataError> {
+        let (ip, lp) = (find_file(dir, &IMAGE_FILES)?, find_file(dir, &LABEL_FILES)?);
+        let (iname, lname) = (ip.display().to_string(), lp.display().to_string());
+        let mut images = idx::open_idx_file(&ip, IdxKind::Images)?;
+        let mut labels = idx::open_idx_file(&lp, IdxKind::Labels)?;
+        let n = check_shapes(images.dims(), &iname, labels.dims()[0], &lname)?;
+        let order = pick(n)?;
+        // Where each chosen digit goes, in file order.
+        let mut wanted: Vec<(usize, usize)> =
+            order.iter().enumerate().map(|(k, &i)| (i, k)).collect();
+        wanted.sort_unstable();
+        let mut out = vec![0.0f32; order.len() * Self::PIXELS];
+        let mut pixels = [0u8; Self::PIXELS];
+        let mut at = 0;
+        for &(i, k) in &wanted {
+            images.skip_elements((i - at) * Self::PIXELS)?;
+            images.read_elements(&mut pixels)?;
+            for (o, &b) in out[k * Self::PIXELS..(k + 1) * Self::PIXELS]
+                .iter_mut()
+                .zip(&pixels)
+            {
+                *o = f32::from(b) / 255.0;
+            }
+            at = i + 1;
+        }
+        images.finish()?;
+        let mut all_labels = vec![0u8; n];
+        labels.read_elements(&mut all_labels)?;
+        labels.finish()?;
+        check_labels(&all_labels, &lname)?;
+        Ok(Mnist {
+            images: out,
+            labels: order.iter().map(|&i| all_labels[i]).collect(),
+            n: order.len(),
+        })
     }
 
     /// Keeps the first `n` digits (no effect when `n >= self.n`) and frees the rest.
@@ -171,43 +210,8 @@ impl Mnist {
         labels: IdxArray,
         labels_name: &str,
     ) -> Result<Self, DataError> {
-        let (n, rows, cols) = match images.dims[..] {
-            [n, r, c] => (n, r, c),
-            _ => {
-                return Err(DataError::BadImageShape {
-                    file: images_name.to_string(),
-                    rows: 0,
-                    cols: 0,
-                })
-            }
-        };
-        if rows != 28 || cols != 28 {
-            return Err(DataError::BadImageShape {
-                file: images_name.to_string(),
-                rows,
-                cols,
-            });
-        }
-        if labels.data.len() != n {
-            return Err(DataError::CountMismatch {
-                images: images_name.to_string(),
-                image_count: n,
-                labels: labels_name.to_string(),
-                label_count: labels.data.len(),
-            });
-        }
-        if let Some((index, &label)) = labels
-            .data
-            .iter()
-            .enumerate()
-            .find(|(_, &l)| l as usize >= Self::CLASSES)
-        {
-            return Err(DataError::BadLabel {
-                file: labels_name.to_string(),
-                index,
-                label,
-            });
-        }
+        let n = check_shapes(&images.dims, images_name, labels.data.len(), labels_name)?;
+        check_labels(&labels.data, labels_name)?;
         let images = images.data.iter().map(|&b| f32::from(b) / 255.0).collect();
         Ok(Mnist {
             images,
@@ -219,6 +223,69 @@ impl Mnist {
     /// Pixels of digit `i` (784 values). Panics if `i >= n`.
     pub fn image(&self, i: usize) -> &[f32] {
         &self.images[i * Self::PIXELS..(i + 1) * Self::PIXELS]
+    }
+}
+
+/// The first of `names` that is a file in `dir`.
+fn find_file(dir: &Path, names: &[&str]) -> Result<PathBuf, DataError> {
+    names
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.is_file())
+        .ok_or_else(|| DataError::MissingFile {
+            dir: dir.to_path_buf(),
+            tried: names.iter().map(|s| s.to_string()).collect(),
+        })
+}
+
+/// Checks image dimensions `[n, 28, 28]` and a label count equal to `n`; returns `n`.
+fn check_shapes(
+    dims: &[usize],
+    images_name: &str,
+    label_count: usize,
+    labels_name: &str,
+) -> Result<usize, DataError> {
+    let (n, rows, cols) = match dims {
+        &[n, r, c] => (n, r, c),
+        _ => {
+            return Err(DataError::BadImageShape {
+                file: images_name.to_string(),
+                rows: 0,
+                cols: 0,
+            })
+        }
+    };
+    if rows != 28 || cols != 28 {
+        return Err(DataError::BadImageShape {
+            file: images_name.to_string(),
+            rows,
+            cols,
+        });
+    }
+    if label_count != n {
+        return Err(DataError::CountMismatch {
+            images: images_name.to_string(),
+            image_count: n,
+            labels: labels_name.to_string(),
+            label_count,
+        });
+    }
+    Ok(n)
+}
+
+/// Checks every label is a digit 0–9.
+fn check_labels(labels: &[u8], labels_name: &str) -> Result<(), DataError> {
+    match labels
+        .iter()
+        .enumerate()
+        .find(|(_, &l)| l as usize >= Mnist::CLASSES)
+    {
+        Some((index, &label)) => Err(DataError::BadLabel {
+            file: labels_name.to_string(),
+            index,
+            label,
+        }),
+        None => Ok(()),
     }
 }
 

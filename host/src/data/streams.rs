@@ -120,6 +120,25 @@ impl Task {
 const SUBSET_DOMAIN: u64 = 0x5afe_57e9_0000_0001;
 const TASK_DOMAIN: u64 = 0x5afe_57e9_0000_0002;
 
+/// The digits a stream of `examples` draws from a data set of `n` (seeded, without
+/// replacement), in the stream's order.
+///
+/// # Errors
+/// [`DataError::BadExampleCount`] when `examples` is 0 or exceeds `n`.
+pub fn subset_order(n: usize, examples: usize, seed: u64) -> Result<Vec<usize>, DataError> {
+    if examples == 0 || examples > n {
+        return Err(DataError::BadExampleCount {
+            requested: examples,
+            available: n,
+        });
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ SUBSET_DOMAIN);
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut rng);
+    order.truncate(examples);
+    Ok(order)
+}
+
 /// A deterministic sequence of tasks over a fixed subset of digits.
 #[derive(Debug, Clone)]
 pub struct TaskStream {
@@ -138,28 +157,25 @@ impl TaskStream {
         examples: usize,
         seed: u64,
     ) -> Result<Self, DataError> {
-        if examples == 0 || examples > data.n {
-            return Err(DataError::BadExampleCount {
-                requested: examples,
-                available: data.n,
-            });
-        }
-        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ SUBSET_DOMAIN);
-        let mut order: Vec<usize> = (0..data.n).collect();
-        order.shuffle(&mut rng);
-        order.truncate(examples);
+        let order = subset_order(data.n, examples, seed)?;
         let mut images = Vec::with_capacity(examples * Mnist::PIXELS);
         let mut labels = Vec::with_capacity(examples);
         for &i in &order {
             images.extend_from_slice(data.image(i));
             labels.push(data.labels[i]);
         }
-        Ok(TaskStream {
+        Ok(Self::from_subset(benchmark, images, labels, seed))
+    }
+
+    /// The stream over digits already drawn by [`subset_order`] (in its order), e.g. by
+    /// [`Mnist::load_subset`], which reads only them from the files.
+    pub fn from_subset(benchmark: Benchmark, images: Vec<f32>, labels: Vec<u8>, seed: u64) -> Self {
+        TaskStream {
             benchmark,
             seed,
             images,
             labels,
-        })
+        }
     }
 
     /// The benchmark.
