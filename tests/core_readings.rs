@@ -229,7 +229,9 @@ fn adam_refuses_overflowing_steps_and_changes_nothing() {
         ..AdamConfig::default()
     };
     let plain = AdamConfig::<f32>::default();
-    let cases: [(&AdamConfig<f32>, f32, [f32; 2], [f32; 2]); 3] = [
+    // (config, lr, parameters, gradient)
+    type Case<'a> = (&'a AdamConfig<f32>, f32, [f32; 2], [f32; 2]);
+    let cases: [Case; 3] = [
         (&l2, 1e-3, [1e10, 0.5], [0.1, 0.1]),    // g + λθ = 1e40
         (&plain, 1e-3, [0.5, 0.5], [2e19, 0.1]), // g² = 4e38 into v
         (&plain, 1e30, [3e38, 0.5], [1.0, 1.0]), // θ − lr·m̂/(√v̂+ε) beyond f32
