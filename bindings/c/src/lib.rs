@@ -23,8 +23,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use safestep_core::bounds::{Bounds, StepMeasure};
 use safestep_core::noise::NoiseStats;
 use safestep_core::scheduler::{
-    Control, Decision, LayerObservation, LayerScheduler, Mode, NoiseAveraging, Progress,
-    Report, SchedulerConfig, SnrEstimator, TaskBoundary, Threshold, VolatilityEstimator,
+    Control, Decision, LayerObservation, LayerScheduler, Mode, NoiseAveraging, Progress, Report,
+    SchedulerConfig, SnrEstimator, TaskBoundary, Threshold, VolatilityEstimator,
 };
 
 /// The volatility window capacity of every scheduler (a config's `window` may be at most this).
@@ -396,7 +396,12 @@ unsafe fn slice<'a, T>(what: &'static str, p: *const T, len: usize) -> Result<&'
 // Config conversion: exhaustive in both directions, so a field added to the core's config
 // fails to compile here until the C struct has it too.
 
-fn option<E: Copy>(field: &'static str, all: &'static [E], names: &[&str], v: u32) -> Result<E, Failure> {
+fn option<E: Copy>(
+    field: &'static str,
+    all: &'static [E],
+    names: &[&str],
+    v: u32,
+) -> Result<E, Failure> {
     all.get(v as usize).copied().ok_or_else(|| {
         Failure::Invalid(format!(
             "config field {field} = {v}: must be 0..{} ({})",
@@ -438,7 +443,12 @@ fn to_core(c: &SafestepConfig) -> Result<SchedulerConfig<f64>, Failure> {
         beta,
         window,
         snr_ema_decay,
-        snr_estimator: option("snr_estimator", SnrEstimator::ALL, SnrEstimator::NAMES, snr_estimator)?,
+        snr_estimator: option(
+            "snr_estimator",
+            SnrEstimator::ALL,
+            SnrEstimator::NAMES,
+            snr_estimator,
+        )?,
         volatility_estimator: option(
             "volatility_estimator",
             VolatilityEstimator::ALL,
@@ -668,8 +678,13 @@ pub unsafe extern "C" fn safestep_scheduler_import_state(
 ) -> SafestepStatus {
     guard(|| {
         // SAFETY: the caller's contract for the pointers.
-        let (config, state, out) =
-            unsafe { (get("config", config)?, slice("state", state, len)?, get_mut("out", out)?) };
+        let (config, state, out) = unsafe {
+            (
+                get("config", config)?,
+                slice("state", state, len)?,
+                get_mut("out", out)?,
+            )
+        };
         let cfg = to_core(config)?;
         let inner = Core::from_state(&cfg, state)?;
         *out = Box::into_raw(Box::new(SafestepScheduler { cfg, inner }));
@@ -790,10 +805,14 @@ pub unsafe extern "C" fn safestep_scheduler_observe(
 /// # Safety
 /// `scheduler` null or valid and not used concurrently.
 #[no_mangle]
-pub unsafe extern "C" fn safestep_scheduler_reset_task(scheduler: *mut SafestepScheduler) -> SafestepStatus {
+pub unsafe extern "C" fn safestep_scheduler_reset_task(
+    scheduler: *mut SafestepScheduler,
+) -> SafestepStatus {
     guard(|| {
         // SAFETY: the caller's contract.
-        unsafe { get_mut("scheduler", scheduler) }?.inner.reset_task();
+        unsafe { get_mut("scheduler", scheduler) }?
+            .inner
+            .reset_task();
         Ok(())
     })
 }
@@ -803,7 +822,9 @@ pub unsafe extern "C" fn safestep_scheduler_reset_task(scheduler: *mut SafestepS
 /// # Safety
 /// `scheduler` null or valid and not used concurrently.
 #[no_mangle]
-pub unsafe extern "C" fn safestep_scheduler_begin_task(scheduler: *mut SafestepScheduler) -> SafestepStatus {
+pub unsafe extern "C" fn safestep_scheduler_begin_task(
+    scheduler: *mut SafestepScheduler,
+) -> SafestepStatus {
     guard(|| {
         // SAFETY: the caller's contract.
         let s = unsafe { get_mut("scheduler", scheduler) }?;
@@ -831,7 +852,9 @@ pub unsafe extern "C" fn safestep_scheduler_export_state(
         let need = s.inner.state_len();
         *written = need;
         if len < need {
-            return Err(Failure::TooSmall(format!("buf: length {len}, the state needs {need}")));
+            return Err(Failure::TooSmall(format!(
+                "buf: length {len}, the state needs {need}"
+            )));
         }
         if buf.is_null() {
             return Err(Failure::Null("buf"));
@@ -860,7 +883,8 @@ pub unsafe extern "C" fn safestep_noise_from_variance(
     guard(|| {
         // SAFETY: the caller's contract.
         let out = unsafe { get_mut("out", out) }?;
-        let n = NoiseStats::from_variance(mean_grad_sq, variance, batch, self::population(population))?;
+        let n =
+            NoiseStats::from_variance(mean_grad_sq, variance, batch, self::population(population))?;
         *out = noise_to_c(&n);
         Ok(())
     })
@@ -910,11 +934,13 @@ pub unsafe extern "C" fn safestep_noise_from_sample_grads(
 ) -> SafestepStatus {
     guard(|| {
         if params == 0 {
-            return Err(Failure::Invalid("params = 0: a layer has at least one parameter".into()));
+            return Err(Failure::Invalid(
+                "params = 0: a layer has at least one parameter".into(),
+            ));
         }
-        let total = batch
-            .checked_mul(params)
-            .ok_or_else(|| Failure::Invalid(format!("batch × params = {batch} × {params} overflows")))?;
+        let total = batch.checked_mul(params).ok_or_else(|| {
+            Failure::Invalid(format!("batch × params = {batch} × {params} overflows"))
+        })?;
         // SAFETY: the caller's contract for the pointers and lengths.
         let (mean, samples, out) = unsafe {
             (
@@ -923,7 +949,11 @@ pub unsafe extern "C" fn safestep_noise_from_sample_grads(
                 get_mut("out", out)?,
             )
         };
-        let n = NoiseStats::from_sample_grads(mean, samples.chunks_exact(params), self::population(population))?;
+        let n = NoiseStats::from_sample_grads(
+            mean,
+            samples.chunks_exact(params),
+            self::population(population),
+        )?;
         *out = noise_to_c(&n);
         Ok(())
     })
@@ -934,7 +964,10 @@ pub unsafe extern "C" fn safestep_noise_from_sample_grads(
 /// # Safety
 /// `noise` null or valid; `out` null or writable.
 #[no_mangle]
-pub unsafe extern "C" fn safestep_noise_snr(noise: *const SafestepNoiseStats, out: *mut f64) -> SafestepStatus {
+pub unsafe extern "C" fn safestep_noise_snr(
+    noise: *const SafestepNoiseStats,
+    out: *mut f64,
+) -> SafestepStatus {
     guard(|| {
         // SAFETY: the caller's contract.
         let (n, out) = unsafe { (get("noise", noise)?, get_mut("out", out)?) };
@@ -980,7 +1013,9 @@ mod tests {
 
     fn last_error() -> String {
         // SAFETY: safestep_last_error returns a valid C string.
-        unsafe { CStr::from_ptr(safestep_last_error()) }.to_string_lossy().into_owned()
+        unsafe { CStr::from_ptr(safestep_last_error()) }
+            .to_string_lossy()
+            .into_owned()
     }
 
     /// The C enums' values are the core's declaration order (the conversion relies on it).
@@ -994,22 +1029,85 @@ mod tests {
                 assert_eq!(norm(names[i]), n.to_lowercase());
             }
         };
-        check(Mode::NAMES, &[("off", SafestepMode::Off as u32), ("gradient", SafestepMode::Gradient as u32), ("volatility", SafestepMode::Volatility as u32), ("combined", SafestepMode::Combined as u32)]);
-        check(StepMeasure::NAMES, &[("normalized", SafestepMeasure::Normalized as u32), ("preconditioned", SafestepMeasure::Preconditioned as u32), ("mean", SafestepMeasure::Mean as u32)]);
-        check(SnrEstimator::NAMES, &[("ema", SafestepSnrEstimator::Ema as u32), ("raw", SafestepSnrEstimator::Raw as u32)]);
-        check(VolatilityEstimator::NAMES, &[("window", SafestepVolatilityEstimator::Window as u32), ("ema", SafestepVolatilityEstimator::Ema as u32)]);
-        check(TaskBoundary::NAMES, &[("carry", SafestepBoundary::Carry as u32), ("resetstats", SafestepBoundary::ResetStats as u32), ("resetlr", SafestepBoundary::ResetLr as u32)]);
-        check(Threshold::NAMES, &[("sgd", SafestepThreshold::Sgd as u32), ("momentum", SafestepThreshold::Momentum as u32)]);
-        check(NoiseAveraging::NAMES, &[("minibatch", SafestepNoiseAveraging::Minibatch as u32), ("momentum", SafestepNoiseAveraging::Momentum as u32)]);
-        check(Control::NAMES, &[("earlywarm", SafestepControl::EarlyWarm as u32), ("symmetric", SafestepControl::Symmetric as u32), ("proportional", SafestepControl::Proportional as u32)]);
-        check(Decision::NAMES, &[("cool", SafestepDecision::Cool as u32), ("warm", SafestepDecision::Warm as u32), ("hold", SafestepDecision::Hold as u32)]);
+        check(
+            Mode::NAMES,
+            &[
+                ("off", SafestepMode::Off as u32),
+                ("gradient", SafestepMode::Gradient as u32),
+                ("volatility", SafestepMode::Volatility as u32),
+                ("combined", SafestepMode::Combined as u32),
+            ],
+        );
+        check(
+            StepMeasure::NAMES,
+            &[
+                ("normalized", SafestepMeasure::Normalized as u32),
+                ("preconditioned", SafestepMeasure::Preconditioned as u32),
+                ("mean", SafestepMeasure::Mean as u32),
+            ],
+        );
+        check(
+            SnrEstimator::NAMES,
+            &[
+                ("ema", SafestepSnrEstimator::Ema as u32),
+                ("raw", SafestepSnrEstimator::Raw as u32),
+            ],
+        );
+        check(
+            VolatilityEstimator::NAMES,
+            &[
+                ("window", SafestepVolatilityEstimator::Window as u32),
+                ("ema", SafestepVolatilityEstimator::Ema as u32),
+            ],
+        );
+        check(
+            TaskBoundary::NAMES,
+            &[
+                ("carry", SafestepBoundary::Carry as u32),
+                ("resetstats", SafestepBoundary::ResetStats as u32),
+                ("resetlr", SafestepBoundary::ResetLr as u32),
+            ],
+        );
+        check(
+            Threshold::NAMES,
+            &[
+                ("sgd", SafestepThreshold::Sgd as u32),
+                ("momentum", SafestepThreshold::Momentum as u32),
+            ],
+        );
+        check(
+            NoiseAveraging::NAMES,
+            &[
+                ("minibatch", SafestepNoiseAveraging::Minibatch as u32),
+                ("momentum", SafestepNoiseAveraging::Momentum as u32),
+            ],
+        );
+        check(
+            Control::NAMES,
+            &[
+                ("earlywarm", SafestepControl::EarlyWarm as u32),
+                ("symmetric", SafestepControl::Symmetric as u32),
+                ("proportional", SafestepControl::Proportional as u32),
+            ],
+        );
+        check(
+            Decision::NAMES,
+            &[
+                ("cool", SafestepDecision::Cool as u32),
+                ("warm", SafestepDecision::Warm as u32),
+                ("hold", SafestepDecision::Hold as u32),
+            ],
+        );
     }
 
     #[test]
     fn default_config_round_trips() {
         let mut c = std::mem::MaybeUninit::<SafestepConfig>::uninit();
         // SAFETY: a valid out pointer.
-        assert_eq!(unsafe { safestep_config_default(c.as_mut_ptr()) }, SafestepStatus::Ok);
+        assert_eq!(
+            unsafe { safestep_config_default(c.as_mut_ptr()) },
+            SafestepStatus::Ok
+        );
         // SAFETY: written by the call above.
         let c = unsafe { c.assume_init() };
         assert_eq!(to_core(&c).unwrap(), SchedulerConfig::default());
@@ -1020,21 +1118,36 @@ mod tests {
     fn nulls_and_bad_values_are_errors_with_messages() {
         // SAFETY: null pointers are the point of the test.
         unsafe {
-            assert_eq!(safestep_config_default(std::ptr::null_mut()), SafestepStatus::NullPointer);
+            assert_eq!(
+                safestep_config_default(std::ptr::null_mut()),
+                SafestepStatus::NullPointer
+            );
             assert_eq!(last_error(), "out: null pointer");
             let mut c = from_core(&SchedulerConfig::default());
             c.mode = 9;
-            assert_eq!(safestep_config_validate(&c), SafestepStatus::InvalidArgument);
+            assert_eq!(
+                safestep_config_validate(&c),
+                SafestepStatus::InvalidArgument
+            );
             assert!(last_error().contains("mode = 9"), "{}", last_error());
             c.mode = 0;
             c.cool = 2.0;
-            assert_eq!(safestep_config_validate(&c), SafestepStatus::InvalidArgument);
+            assert_eq!(
+                safestep_config_validate(&c),
+                SafestepStatus::InvalidArgument
+            );
             assert_eq!(last_error(), "config field cool = 2: must be in (0, 1]");
             let mut s = std::ptr::null_mut();
-            assert_eq!(safestep_scheduler_new(&c, 1e-3, &mut s), SafestepStatus::InvalidArgument);
+            assert_eq!(
+                safestep_scheduler_new(&c, 1e-3, &mut s),
+                SafestepStatus::InvalidArgument
+            );
             assert!(s.is_null());
             let mut lr = 0.0;
-            assert_eq!(safestep_scheduler_lr(std::ptr::null(), &mut lr), SafestepStatus::NullPointer);
+            assert_eq!(
+                safestep_scheduler_lr(std::ptr::null(), &mut lr),
+                SafestepStatus::NullPointer
+            );
             safestep_scheduler_free(std::ptr::null_mut());
         }
     }
@@ -1046,19 +1159,38 @@ mod tests {
         unsafe {
             let mut a = std::ptr::null_mut();
             assert_eq!(safestep_scheduler_new(&c, 1e-3, &mut a), SafestepStatus::Ok);
-            let mut obs = SafestepObservation { alpha_agg: 0.5, sharpness: 10.0, ..Default::default() };
-            assert_eq!(safestep_noise_from_variance(1.0, 64.0, 32, 0, &mut obs.noise), SafestepStatus::Ok);
+            let mut obs = SafestepObservation {
+                alpha_agg: 0.5,
+                sharpness: 10.0,
+                ..Default::default()
+            };
+            assert_eq!(
+                safestep_noise_from_variance(1.0, 64.0, 32, 0, &mut obs.noise),
+                SafestepStatus::Ok
+            );
             let p = SafestepProgress::default();
             let mut r = SafestepReport::default();
-            assert_eq!(safestep_scheduler_observe(a, &obs, &p, &mut r), SafestepStatus::Ok);
+            assert_eq!(
+                safestep_scheduler_observe(a, &obs, &p, &mut r),
+                SafestepStatus::Ok
+            );
             assert_eq!(r.decision, SafestepDecision::Cool as u32);
             assert_eq!(r.lr_after, 1e-3 * 0.99);
             let mut need = 0;
-            assert_eq!(safestep_scheduler_export_state(a, std::ptr::null_mut(), 0, &mut need), SafestepStatus::BufferTooSmall);
+            assert_eq!(
+                safestep_scheduler_export_state(a, std::ptr::null_mut(), 0, &mut need),
+                SafestepStatus::BufferTooSmall
+            );
             let mut buf = vec![0.0; need];
-            assert_eq!(safestep_scheduler_export_state(a, buf.as_mut_ptr(), need, &mut need), SafestepStatus::Ok);
+            assert_eq!(
+                safestep_scheduler_export_state(a, buf.as_mut_ptr(), need, &mut need),
+                SafestepStatus::Ok
+            );
             let mut b = std::ptr::null_mut();
-            assert_eq!(safestep_scheduler_import_state(&c, buf.as_ptr(), need, &mut b), SafestepStatus::Ok);
+            assert_eq!(
+                safestep_scheduler_import_state(&c, buf.as_ptr(), need, &mut b),
+                SafestepStatus::Ok
+            );
             let (mut ra, mut rb) = (SafestepReport::default(), SafestepReport::default());
             for k in 0..5 {
                 obs.sharpness = 1.0 + k as f64;

@@ -8,7 +8,7 @@ use crate::convert::{core_err, repr_fields};
 
 /// All three bounds and their SNRs for one layer at one event.
 #[pyclass(module = "safestep._safestep", name = "Bounds", frozen, eq)]
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Bounds {
     inner: CoreBounds<f64>,
 }

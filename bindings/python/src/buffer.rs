@@ -80,7 +80,9 @@ fn memoryview<'py>(what: &str, obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, P
 fn dtype_of(what: &str, mv: &Bound<'_, PyAny>) -> PyResult<Dtype> {
     let format: String = mv.getattr("format")?.extract()?;
     let native_prefix = |c: char| {
-        c == '@' || c == '=' || (cfg!(target_endian = "little") && c == '<')
+        c == '@'
+            || c == '='
+            || (cfg!(target_endian = "little") && c == '<')
             || (cfg!(target_endian = "big") && (c == '>' || c == '!'))
     };
     let code = format.trim_start_matches(native_prefix);
@@ -190,13 +192,18 @@ impl<'py> Writable<'py> {
     }
 }
 
-/// `values` as a `bytes` object of native-endian floats.
-pub fn encode<'py, T: Element>(py: Python<'py>, values: &[T]) -> Bound<'py, PyBytes> {
-    let mut out = Vec::with_capacity(values.len() * std::mem::size_of::<T>());
+/// The native-endian bytes of `values`.
+fn to_bytes<T: Element>(values: &[T]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(std::mem::size_of_val(values));
     for &x in values {
         x.push_bytes(&mut out);
     }
-    PyBytes::new(py, &out)
+    out
+}
+
+/// `values` as a `bytes` object of native-endian floats.
+pub fn encode<'py, T: Element>(py: Python<'py>, values: &[T]) -> Bound<'py, PyBytes> {
+    PyBytes::new(py, &to_bytes(values))
 }
 
 /// A fresh, writable 1-D array holding `values`, for a callback: a NumPy array of the
@@ -207,14 +214,14 @@ pub fn new_array<'py, T: Element>(
     numpy: Option<&Bound<'py, PyModule>>,
     values: &[T],
 ) -> PyResult<Bound<'py, PyAny>> {
-    let mut raw = Vec::with_capacity(values.len() * std::mem::size_of::<T>());
-    for &x in values {
-        x.push_bytes(&mut raw);
-    }
-    let owned = PyByteArray::new(py, &raw);
+    let owned = PyByteArray::new(py, &to_bytes(values));
     match numpy {
         Some(np) => {
-            let dtype = if T::DTYPE == Dtype::F64 { "float64" } else { "float32" };
+            let dtype = if T::DTYPE == Dtype::F64 {
+                "float64"
+            } else {
+                "float32"
+            };
             np.call_method1("frombuffer", (owned, dtype))
         }
         None => memoryview("x", owned.as_any())?.call_method1("cast", (T::FORMAT,)),

@@ -125,10 +125,9 @@ impl SchedulerConfig {
     }
 
     fn __getattr__<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
-        self.fields
-            .bind(py)
-            .get_item(name)?
-            .ok_or_else(|| PyAttributeError::new_err(format!("SchedulerConfig has no field {name}")))
+        self.fields.bind(py).get_item(name)?.ok_or_else(|| {
+            PyAttributeError::new_err(format!("SchedulerConfig has no field {name}"))
+        })
     }
 
     fn __dir__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyList>> {

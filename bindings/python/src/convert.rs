@@ -50,7 +50,9 @@ pub fn finite(what: &str, x: f64) -> PyResult<f64> {
     if x.is_finite() {
         Ok(x)
     } else {
-        Err(PyValueError::new_err(format!("{what} = {x}: must be finite")))
+        Err(PyValueError::new_err(format!(
+            "{what} = {x}: must be finite"
+        )))
     }
 }
 

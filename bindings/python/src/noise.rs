@@ -14,7 +14,7 @@ use crate::convert::{core_err, from_dict, repr_fields, to_dict};
 /// `population=N` applies the finite-population factor `(N−B)/N` for minibatches drawn
 /// without replacement from `N` examples.
 #[pyclass(module = "safestep._safestep", name = "NoiseStats", frozen, eq)]
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NoiseStats {
     /// The core statistics.
     pub inner: CoreNoise<f64>,
@@ -63,8 +63,11 @@ fn population(p: Option<i64>) -> PyResult<Option<usize>> {
 
 /// A batch size argument (`>= 0`; the core requires `>= 2`).
 fn batch(b: i64) -> PyResult<usize> {
-    usize::try_from(b)
-        .map_err(|_| PyValueError::new_err(format!("batch = {b}: must be >= 2 (a variance needs two samples)")))
+    usize::try_from(b).map_err(|_| {
+        PyValueError::new_err(format!(
+            "batch = {b}: must be >= 2 (a variance needs two samples)"
+        ))
+    })
 }
 
 #[pymethods]
@@ -197,7 +200,9 @@ impl NoiseStats {
     }
 
     /// Pickling: `NoiseStats.from_dict(self.to_dict())`.
-    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyTuple>)> {
+    fn __reduce__<'py>(
+        slf: &Bound<'py, Self>,
+    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyTuple>)> {
         let py = slf.py();
         let ctor = slf.get_type().getattr("from_dict")?;
         let args = PyTuple::new(py, [slf.get().to_dict(py)?])?;

@@ -54,7 +54,13 @@ fn call_hvp<T: Element>(
 fn precond_of<T: Element>(precond: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Vec<T>>> {
     precond
         .filter(|p| !p.is_none())
-        .map(|p| Ok(buffer::read("precond", p)?.data.into_iter().map(T::of).collect()))
+        .map(|p| {
+            Ok(buffer::read("precond", p)?
+                .data
+                .into_iter()
+                .map(T::of)
+                .collect())
+        })
         .transpose()
 }
 
@@ -109,9 +115,13 @@ impl PowerIteration {
         let mut hv = vec![T::zero(); dir.len()];
         let d = precond_of::<T>(precond)?;
         let mut p = self.core::<T>();
-        let result = p.estimate(&self.cfg::<T>(), &mut dir, &mut hv, d.as_deref(), |x, out| {
-            call_hvp(hvp, np.as_ref(), x, out)
-        });
+        let result = p.estimate(
+            &self.cfg::<T>(),
+            &mut dir,
+            &mut hv,
+            d.as_deref(),
+            |x, out| call_hvp(hvp, np.as_ref(), x, out),
+        );
         // The core leaves `v` holding a finite direction on success and on error alike.
         v.set(&dir)?;
         let lambda = result.map_err(power_err)?;
