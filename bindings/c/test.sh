@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the C ABI (release), compiles the C test and example with the system compiler
-# against both the static and the shared library, and runs them. Also checks that the
-# header compiles as C++ (when g++ is there) and is current (check-header.sh).
+# against both the static and the shared library, and runs them; checks that the header
+# also compiles as C++ (when g++ is there). That the header is current is check-header.sh's
+# job (it builds cbindgen, which takes minutes on a cold cache).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -33,5 +34,4 @@ for e in "$out"/embed-static; do
     echo "== $(basename "$e")"
     "$e" || status=1
 done
-"$here/check-header.sh" || status=1
 exit $status

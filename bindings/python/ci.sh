@@ -30,7 +30,7 @@ fi
 
 step "maturin build --release"
 "$venv/bin/maturin" build --release --quiet -m "$here/Cargo.toml" -o "$work/wheels"
-"${pip[@]}" install --force-reinstall --no-deps "$work"/wheels/safestep-*.whl
+"${pip[@]}" install --force-reinstall "$work"/wheels/safestep-*.whl
 
 step "pytest"
 # Run from a copy-free location so `import safestep` is the installed wheel, not the source.

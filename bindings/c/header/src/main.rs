@@ -1,4 +1,4 @@
-//! `cargo run -p safestep-c-header [OUT]`: writes the C header of `bindings/c` (default
+//! `cargo run --manifest-path bindings/c/header/Cargo.toml [OUT]`: writes the C header of `bindings/c` (default
 //! `bindings/c/include/safestep.h`), configured by `bindings/c/cbindgen.toml`.
 
 use std::path::PathBuf;

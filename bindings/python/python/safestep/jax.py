@@ -21,16 +21,20 @@ scheduler rewrites between steps (scalars only; the jitted step is unchanged). T
 ``config.interval`` steps from step ``interval`` on) :meth:`SafeStepOptax.statistics` runs
 two jitted functions at the parameters the step will use: per-sample gradient squared
 norms by ``jax.vmap(jax.grad)`` (reduced to one number per layer and sample inside the
-jit) with ``‖ḡ‖²``, and, per layer, Hessian-vector products ``H_ll v`` by ``jax.jvp`` of
+jit, so only scalars leave the device) with ``‖ḡ‖²``, and, per layer, Hessian-vector
+products ``H_ll v`` by ``jax.jvp`` of
 ``jax.grad`` restricted to the layer, driven by the core's warm-started power iteration
 (one product per event after the first). :meth:`SafeStepOptax.step` reads Adam's ``nu``
 from the optimizer state for ``α_agg = lr/(sqrt(mean v̂)+ε)`` and writes each layer's new
 rate into its ``inject_hyperparams`` state.
 
-Cost per event: one per-sample-gradient pass (vmap: about ``B`` gradients' arithmetic,
-reduced in place) plus one Hessian-vector product per layer (a forward-over-reverse pass;
+Cost per event: one per-sample-gradient pass (vmap: about ``B`` gradients' arithmetic;
+XLA may materialise the ``B`` per-sample gradients before reducing them, so memory up to
+``B × P`` floats) plus one Hessian-vector product per layer (a forward-over-reverse pass;
 up to ``power_max_iters`` at a layer's first event) plus a host copy of the layer's
-parameter vector per product. Ordinary steps cost nothing extra.
+parameter vector per product. Ordinary steps cost nothing extra. With ``mode="off"``
+there are no events (plain Adam at constant rates). Statistics are computed in the
+parameters' dtype (float32 by default) and summed per layer inside the jit.
 """
 
 from __future__ import annotations

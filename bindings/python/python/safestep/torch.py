@@ -36,6 +36,8 @@ backward of memory), plus one Hessian-vector product per layer (a double backwar
 plus two host copies of each layer's parameter vector per product (the power iteration
 runs in the core on the CPU). Ordinary steps cost nothing extra (the hooks return at once).
 
+With ``mode="off"`` there are no events: the loop is plain Adam at constant rates.
+
 Limits: ``nn.Linear`` layers with 2-D inputs (B × in), each applied once per forward;
 ``amsgrad=False``; the loss must be the mean over the minibatch.
 """
