@@ -96,3 +96,10 @@ def test_bad_params_are_rejected():
     _, loss_fn = model()
     with pytest.raises(ValueError, match="dict"):
         SafeStepOptax(loss_fn, [1.0, 2.0])
+
+
+def test_noise_stats_take_a_memoryview_of_a_jax_array():
+    g = jnp.array([[1.0, 0.0], [3.0, 2.0]], dtype=jnp.float32)
+    m = g.mean(axis=0)
+    n = safestep.NoiseStats.from_sample_grads(memoryview(np.asarray(m)), memoryview(np.asarray(g)))
+    assert (n.batch, n.variance) == (2, 4.0)

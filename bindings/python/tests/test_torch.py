@@ -156,3 +156,12 @@ def test_bad_setups_are_rejected():
         SafeStepScheduler(
             torch.optim.Adam([{"params": l.parameters()} for l in layers], amsgrad=True), layers
         )
+
+
+def test_noise_stats_take_a_memoryview_of_a_cpu_tensor():
+    g = torch.tensor([[1.0, 0.0], [3.0, 2.0]], dtype=torch.float32)
+    m = g.mean(dim=0)
+    n = safestep.NoiseStats.from_sample_grads(memoryview(m.numpy()), memoryview(g.numpy()))
+    assert (n.batch, n.variance) == (2, 4.0)
+    with pytest.raises(TypeError, match="buffer protocol"):
+        safestep.NoiseStats.from_sample_grads(m, g)  # a tensor itself has no buffer protocol
