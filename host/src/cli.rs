@@ -30,12 +30,14 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// The subcommands.
+/// The subcommands (parsed once per process: their sizes do not matter).
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run one continual-learning benchmark and write its results into a folder.
     Run(RunArgs),
-    /// Run every combination of methods, schedulers, lrs and seeds and tabulate them.
+    /// Run every combination of methods, schedulers, lrs and seeds and tabulate them (or
+    /// plan them for Slurm, run a planned sweep's lines, collect its table).
     Compare(CompareArgs),
     /// Draw accuracy-per-task and per-layer lr plots (PNG and SVG) of finished runs.
     Plot(PlotArgs),
@@ -166,6 +168,60 @@ pub struct CompareArgs {
     /// results do not depend on it.
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
+    /// Plan the combinations into DIR for Slurm (manifest, job array, dependent table
+    /// step, submit.sh) instead of running them.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["collect", "manifest"])]
+    pub slurm: Option<PathBuf>,
+    /// With --slurm DIR: write DIR/resubmit.sbatch, an array of only the lines that have not
+    /// finished (the combination flags are not needed).
+    #[arg(long, requires = "slurm")]
+    pub resubmit: bool,
+    /// Slurm: --partition of the jobs.
+    #[arg(long, requires = "slurm")]
+    pub partition: Option<String>,
+    /// Slurm: --time limit of each array task (e.g. 02:00:00).
+    #[arg(long, requires = "slurm")]
+    pub time: Option<String>,
+    /// Slurm: --cpus-per-task [default: 1].
+    #[arg(long, requires = "slurm")]
+    pub cpus_per_task: Option<usize>,
+    /// Slurm: --mem of each array task (e.g. 2G).
+    #[arg(long, requires = "slurm")]
+    pub mem: Option<String>,
+    /// Slurm: at most N array tasks at once (`--array=…%N`).
+    #[arg(long, value_name = "N", requires = "slurm")]
+    pub throttle: Option<usize>,
+    /// Slurm: --account to charge.
+    #[arg(long, requires = "slurm")]
+    pub account: Option<String>,
+    /// Slurm: an extra #SBATCH line, verbatim (repeatable), e.g. --sbatch=--qos=long.
+    #[arg(
+        long = "sbatch",
+        value_name = "OPTION",
+        requires = "slurm",
+        allow_hyphen_values = true
+    )]
+    pub sbatch_extra: Vec<String>,
+    /// Build the table and plots of a planned sweep from whatever has finished, listing what
+    /// is missing or failed.
+    #[arg(long, value_name = "DIR", conflicts_with = "manifest")]
+    pub collect: Option<PathBuf>,
+    /// A planned sweep (from --slurm DIR) to run lines of: with --line N (what an array
+    /// task runs) or --worker.
+    #[arg(long, value_name = "DIR")]
+    pub manifest: Option<PathBuf>,
+    /// With --manifest: run line N (finished: kept; interrupted: resumed).
+    #[arg(
+        long,
+        value_name = "N",
+        requires = "manifest",
+        conflicts_with = "worker"
+    )]
+    pub line: Option<usize>,
+    /// With --manifest: work through every line that is neither finished nor held by
+    /// another process (several workers may share one folder, on one or many machines).
+    #[arg(long, requires = "manifest")]
+    pub worker: bool,
 }
 
 /// `safestep plot`.

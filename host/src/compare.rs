@@ -376,7 +376,8 @@ pub fn render_csv(rows: &[CompareRow]) -> String {
     csv
 }
 
-fn write_tables(out: &Path, rows: &[CompareRow]) -> Result<(), OutputError> {
+/// Writes `compare.csv` and `compare.md` into `out`.
+pub fn write_tables(out: &Path, rows: &[CompareRow]) -> Result<(), OutputError> {
     write_atomic(&out.join("compare.csv"), render_csv(rows).as_bytes())?;
     write_atomic(&out.join("compare.md"), render_markdown(rows).as_bytes())
 }

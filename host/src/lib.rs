@@ -17,4 +17,5 @@ pub mod outputs;
 pub mod plot;
 pub mod runner;
 pub mod seeds;
+pub mod sweep;
 pub mod trainer;

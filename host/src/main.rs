@@ -6,10 +6,11 @@ use std::process::ExitCode;
 use clap::Parser;
 use safestep_host::cli::{parse_seeds, BenchArgs, Cli, Command, CompareArgs, PlotArgs, RunArgs};
 use safestep_host::compare::{
-    compare, render_table, Combination, CompareOptions, MAX_COMBINATIONS,
+    compare, plan, render_table, Combination, CompareOptions, MAX_COMBINATIONS,
 };
 use safestep_host::config::ConfigError;
 use safestep_host::runner::{run, RunError, RunOptions};
+use safestep_host::sweep::{self, SlurmOptions};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -86,7 +87,85 @@ fn cmd_run(args: &RunArgs) -> CmdResult {
     Ok(())
 }
 
+fn slurm_options(args: &CompareArgs) -> SlurmOptions {
+    SlurmOptions {
+        partition: args.partition.clone(),
+        time: args.time.clone(),
+        cpus_per_task: args.cpus_per_task,
+        mem: args.mem.clone(),
+        throttle: args.throttle,
+        account: args.account.clone(),
+        extra: args.sbatch_extra.clone(),
+    }
+}
+
+/// `compare --collect`, `--manifest`, and `--slurm … --resubmit`: the sweep-folder forms.
+fn cmd_sweep(args: &CompareArgs) -> Option<CmdResult> {
+    if let Some(dir) = &args.collect {
+        return Some((|| {
+            let (rows, missing) = sweep::collect(dir).map_err(run_error)?;
+            println!("{}", render_table(&rows));
+            for m in &missing {
+                let state = if m.started {
+                    "unfinished"
+                } else {
+                    "not started"
+                };
+                println!("missing line {} ({}): {state}", m.line, m.label);
+                for l in m.stderr_tail.lines() {
+                    println!("    {l}");
+                }
+            }
+            println!(
+                "{} of {} runs finished; plots in {}",
+                rows.iter().map(|r| r.seeds).sum::<usize>(),
+                rows.iter().map(|r| r.seeds).sum::<usize>() + missing.len(),
+                dir.join("plots").display()
+            );
+            Ok(())
+        })());
+    }
+    if let Some(dir) = &args.manifest {
+        return Some((|| {
+            let manifest = sweep::read_manifest(dir).map_err(run_error)?;
+            if args.worker {
+                let ran = sweep::work(&manifest, args.common.quiet).map_err(run_error)?;
+                println!("worker {}: ran {ran} lines; none left", std::process::id());
+            } else if let Some(line) = args.line {
+                let outcome =
+                    sweep::run_line(&manifest, line, args.common.quiet).map_err(run_error)?;
+                println!("line {line}: {outcome:?}");
+            } else {
+                return Err(config_error(ConfigError::new(
+                    "--manifest",
+                    dir.display(),
+                    "with --line N or --worker",
+                )));
+            }
+            Ok(())
+        })());
+    }
+    if let (Some(dir), true) = (&args.slurm, args.resubmit) {
+        return Some((|| {
+            match sweep::write_resubmit(dir, &slurm_options(args)).map_err(run_error)? {
+                (Some(script), lines) => println!(
+                    "{} unfinished lines {lines:?}: {} written; submit with {}",
+                    lines.len(),
+                    script.display(),
+                    dir.join("submit-resubmit.sh").display()
+                ),
+                (None, _) => println!("every line has finished: nothing to resubmit"),
+            }
+            Ok(())
+        })());
+    }
+    None
+}
+
 fn cmd_compare(args: &CompareArgs) -> CmdResult {
+    if let Some(result) = cmd_sweep(args) {
+        return result;
+    }
     let base = args.common.resolve().map_err(config_error)?;
     let seeds = parse_seeds(&args.seeds).map_err(config_error)?;
     let count = args.methods.len() * args.schedulers.len() * args.lrs.len() * seeds.len();
@@ -111,6 +190,20 @@ fn cmd_compare(args: &CompareArgs) -> CmdResult {
                 }
             }
         }
+    }
+    if let Some(dir) = &args.slurm {
+        let planned = plan(&base, &combos, &args.out).map_err(run_error)?;
+        let files = sweep::write_slurm(dir, &planned, &args.out, &slurm_options(args))
+            .map_err(run_error)?;
+        for f in files {
+            println!("{}", f.display());
+        }
+        println!(
+            "planned {} runs; submit with {}",
+            planned.len(),
+            dir.join("submit.sh").display()
+        );
+        return Ok(());
     }
     let opts = CompareOptions {
         jobs: args.jobs.unwrap_or_else(available_cores),

@@ -207,13 +207,37 @@ pub fn epoch_batches(n: usize, batch: usize) -> impl Iterator<Item = std::ops::R
 /// `force`, a damaged or mismatched checkpoint, a folder in use), 1 for failures of
 /// training or writing.
 pub fn run(cfg: &RunConfig, opts: &RunOptions) -> Result<Summary, RunError> {
+    let (stream, trainer) = prepare(cfg, opts)?;
+    let folder = RunFolder::open(&opts.out)?;
+    run_prepared(cfg, opts, stream, trainer, folder)
+}
+
+/// [`run`] in a folder whose lock the caller already holds (`opts.out` is ignored).
+///
+/// # Errors
+/// As [`run`].
+pub fn run_in(folder: RunFolder, cfg: &RunConfig, opts: &RunOptions) -> Result<Summary, RunError> {
+    let (stream, trainer) = prepare(cfg, opts)?;
+    run_prepared(cfg, opts, stream, trainer, folder)
+}
+
+/// Everything that can fail on bad input, before any folder is touched.
+fn prepare(cfg: &RunConfig, opts: &RunOptions) -> Result<(TaskStream, Trainer), RunError> {
     cfg.validate()?;
     let stream = load_stream(cfg)?;
-    let mut trainer = Trainer::new(cfg, make_backend(cfg, opts.threads.max(1))?)?;
-    let layers = trainer.layer_count();
+    let trainer = Trainer::new(cfg, make_backend(cfg, opts.threads.max(1))?)?;
+    Ok((stream, trainer))
+}
 
-    let out = &opts.out;
-    let folder = RunFolder::open(out)?;
+fn run_prepared(
+    cfg: &RunConfig,
+    opts: &RunOptions,
+    stream: TaskStream,
+    mut trainer: Trainer,
+    folder: RunFolder,
+) -> Result<Summary, RunError> {
+    let layers = trainer.layer_count();
+    let out = &folder.dir().to_path_buf();
     let checkpoint = if opts.resume {
         read_checkpoint(&folder, cfg, layers)?
     } else {
