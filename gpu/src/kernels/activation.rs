@@ -2,10 +2,11 @@
 //! CReLU forward, their backward and forward-mode (R-operator) products, and column sums
 //! (bias gradients).
 
+use safestep_engine::Activation;
+
 use crate::device::{arg, Family, Gpu, View};
 use crate::error::{GpuError, GpuResult};
 use crate::shape::{check_at_least, THREADS};
-use crate::spec::Act;
 
 use super::{elementwise_grid, Indices};
 
@@ -55,7 +56,7 @@ impl Gpu {
         b: View<f32>,
         rows: usize,
         cols: usize,
-        act: Option<Act>,
+        act: Option<Activation>,
         a: Option<View<f32>>,
     ) -> GpuResult<()> {
         let op = "bias_act_forward";
@@ -88,7 +89,7 @@ impl Gpu {
                 check_at_least(op, "a", rows * cols * act.expansion(), a.len())?;
                 let pa = a.ptr();
                 let args = [arg(&pz), arg(&pb), arg(&r), arg(&c), arg(&pa)];
-                let name = if act == Act::Relu {
+                let name = if act == Activation::Relu {
                     "bias_relu_forward"
                 } else {
                     "bias_crelu_forward"
@@ -106,7 +107,7 @@ impl Gpu {
     /// [`GpuError::Length`] for a short buffer; [`GpuError::Driver`] if the launch fails.
     pub fn act_backward(
         &self,
-        act: Act,
+        act: Activation,
         z: View<f32>,
         da: View<f32>,
         rows: usize,
@@ -133,7 +134,7 @@ impl Gpu {
     /// [`GpuError::Length`] for a short buffer; [`GpuError::Driver`] if the launch fails.
     pub fn act_jvp(
         &self,
-        act: Act,
+        act: Activation,
         z: View<f32>,
         rz: View<f32>,
         rows: usize,
@@ -146,7 +147,7 @@ impl Gpu {
     #[allow(clippy::too_many_arguments)]
     fn act_pair(
         &self,
-        act: Act,
+        act: Activation,
         relu: &'static str,
         crelu: &'static str,
         z: View<f32>,
@@ -156,7 +157,7 @@ impl Gpu {
         out: View<f32>,
         forward: bool,
     ) -> GpuResult<()> {
-        let name = if act == Act::Relu { relu } else { crelu };
+        let name = if act == Activation::Relu { relu } else { crelu };
         let wide = rows * cols * act.expansion();
         check_at_least(name, "z", rows * cols, z.len())?;
         check_at_least(

@@ -2,6 +2,8 @@
 //! the scheduler's per-layer statistics, Adam's `D^½`, and elementwise scaling; with the
 //! kernel's hyper-parameters ([`AdamHyper`]).
 
+use safestep_core::adam::{Adam, WeightDecay};
+
 use crate::device::{arg, Family, Gpu, View};
 use crate::error::{GpuError, GpuResult};
 use crate::shape::{check_at_least, check_exact, reduce_blocks, THREADS};
@@ -146,23 +148,12 @@ pub struct AdamHyper {
 }
 
 impl AdamHyper {
-    /// From safestep-core's [`AdamConfig`](safestep_core::adam::AdamConfig), a learning
-    /// rate and the 1-based step `t` (bias corrections computed as core does, in `f32`).
+    /// From a validated safestep-core [`Adam`] configuration, a learning rate and the
+    /// 1-based step `t` (bias corrections computed as core does, in `f32`).
     ///
     /// # Errors
-    /// [`GpuError::InvalidArgument`] for `t = 0`, a negative or non-finite `lr`, or a
-    /// configuration core rejects.
-    pub fn new(
-        cfg: &safestep_core::adam::AdamConfig<f32>,
-        lr: f32,
-        t: u64,
-    ) -> GpuResult<AdamHyper> {
-        cfg.validate().map_err(|e| GpuError::InvalidArgument {
-            op: "AdamHyper",
-            what: "adam config",
-            value: e.to_string(),
-            allowed: "beta1, beta2 in [0, 1); eps > 0; weight decay >= 0",
-        })?;
+    /// [`GpuError::InvalidArgument`] for `t = 0` or a negative or non-finite `lr`.
+    pub fn new(adam: &Adam<f32>, lr: f32, t: u64) -> GpuResult<AdamHyper> {
         if t == 0 {
             return Err(GpuError::InvalidArgument {
                 op: "AdamHyper",
@@ -179,7 +170,7 @@ impl AdamHyper {
                 allowed: "finite and >= 0",
             });
         }
-        use safestep_core::adam::WeightDecay;
+        let cfg = adam.config();
         let (wd_mode, wd) = match cfg.weight_decay {
             WeightDecay::None => (0, 0.0),
             WeightDecay::CoupledL2(l) => (1, l),

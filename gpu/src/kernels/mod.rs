@@ -3,7 +3,7 @@
 //! buffer length it passes to the device before its `unsafe` launch, and reports a failed
 //! launch as [`GpuError::Driver`] naming the kernel and the sizes.
 //!
-//! This module holds what the families share: the row [`Indices`] the gathers read
+//! This module holds what the families share: the minibatch [`Indices`] the gathers read
 //! through, the [`SortScratch`] of the device sort, and the grid helpers.
 //!
 //! - `gemm`: the tiled SGEMM and its split-K reduction;
@@ -26,6 +26,8 @@ mod wasserstein;
 
 pub use adam::{bias_correction, AdamHyper, ADAM_STATS};
 
+use safestep_engine::checks::Batch;
+
 use crate::device::{Gpu, GpuBuffer, View};
 use crate::error::{GpuError, GpuResult};
 use crate::shape::{blocks_for, check_at_least, check_dim, sort_len, THREADS};
@@ -33,8 +35,9 @@ use crate::shape::{blocks_for, check_at_least, check_dim, sort_len, THREADS};
 /// Warps per block of the one-warp-per-row kernels.
 const ROW_THREADS: u32 = 256;
 
-/// Row indices into a data set, validated on the host (`index < bound`) before upload, so
-/// the gathers that read through them stay inside the data.
+/// Row indices into a data set, uploaded from a [`Batch`] (so every index is below the
+/// number of examples it was checked against, [`Indices::bound`]): the gathers that read
+/// through them stay inside the data once their wrappers check the data holds `bound` rows.
 #[derive(Debug)]
 pub struct Indices {
     buf: GpuBuffer<u32>,
@@ -55,24 +58,16 @@ impl Indices {
         })
     }
 
-    /// Uploads `idx` after checking every entry is below `bound`.
+    /// Uploads a checked minibatch; its task size becomes [`Indices::bound`].
     ///
     /// # Errors
-    /// [`GpuError::InvalidArgument`] naming the first index out of range;
-    /// [`GpuError::Length`] if `idx` exceeds the capacity.
-    pub fn set(&mut self, idx: &[u32], bound: usize) -> GpuResult<()> {
-        check_at_least("Indices::set", "capacity", idx.len(), self.buf.len())?;
-        if let Some((pos, &i)) = idx.iter().enumerate().find(|(_, &i)| i as usize >= bound) {
-            return Err(GpuError::InvalidArgument {
-                op: "Indices::set",
-                what: "index",
-                value: format!("{i} at position {pos}"),
-                allowed: "below the number of examples",
-            });
-        }
-        self.buf.copy_prefix_from(idx)?;
-        self.len = idx.len();
-        self.bound = bound;
+    /// [`GpuError::Length`] if the batch exceeds the capacity; [`GpuError::Driver`] if the
+    /// copy fails.
+    pub fn set(&mut self, batch: Batch<'_>) -> GpuResult<()> {
+        check_at_least("Indices::set", "capacity", batch.len(), self.buf.len())?;
+        self.buf.copy_prefix_from(batch.indices())?;
+        self.len = batch.len();
+        self.bound = batch.examples();
         Ok(())
     }
 
