@@ -5,7 +5,8 @@
 #  2. build the release binary and the gpu crate with the `cuda` feature;
 #  3. validate every embedded PTX file with `ptxas -arch=sm_90` and check its ISA version
 #     is one the R580 driver (CUDA 13.0) accepts;
-#  4. clippy and the tests with the feature on (device tests print SKIP without a GPU);
+#  4. clippy and the tests with the feature on (the device and CPU/CUDA equivalence tests,
+#     gpu/tests/, print SKIP without a GPU);
 #  5. the cuda-built binary starts here and `--backend cuda` fails with a clear message;
 #  6. the whole CUDA path on the CPU: gpu/emu's fake driver runs the kernels, so the kernel
 #     checks, the device tests, the CPU/CUDA equivalence tests and a short
@@ -52,7 +53,6 @@ cargo clippy -p safestep-host --features cuda --all-targets -- -D warnings
 lap "clippy with --features cuda"
 
 cargo test -p safestep-gpu --features cuda
-cargo test -p safestep-host --features cuda --lib cuda::
 lap "tests with --features cuda"
 
 # The binary links the lazy-loading shim: no libcuda.so.1 needed to start.
@@ -90,7 +90,7 @@ else
     if grep -q 'SKIP' <<<"$out"; then echo "cuda-check: tests skipped on the CPU emulation"; exit 1; fi
   }
   emulated cargo test -p safestep-gpu --features cuda --test device -- --nocapture
-  emulated env SAFESTEP_CUDA_TEST_QUICK=1 cargo test -p safestep-host --features cuda --lib cuda:: -- --nocapture
+  emulated env SAFESTEP_CUDA_TEST_QUICK=1 cargo test -p safestep-gpu --features cuda --test equivalence -- --nocapture
   tmp="$(mktemp -d)"
   "$bin/safestep" run --backend cuda --tasks 2 --epochs 2 --examples 300 --batch-size 64 \
     --scheduler combined --quiet --out "$tmp/run"

@@ -9,7 +9,7 @@
 #   scripts/gpu-check.sh run [BUNDLE] [OUT]   # on the GPU machine: runs everything from the
 #       bundle and writes the results to OUT (default target/gpu-check-results):
 #         env.txt          GPU, driver, PyTorch
-#         tests.txt        kernel device tests, CPU/CUDA equivalence tests (both backends,
+#         tests.txt        kernel device tests, CPU/CUDA equivalence tests (both engines,
 #                          same seed and data: first controller events' statistics within
 #                          1e-3 relative, per-task accuracies within 1 point)
 #         gpu-check.json   every kernel vs its CPU reference on random sizes; SGEMM TFLOP/s at
@@ -48,12 +48,11 @@ build() {
     echo "gpu-check build: $bundle/safestep lacks the cuda feature (a concurrent build replaced it?)"
     return 1
   fi
-  cargo test --release --no-run -p safestep-gpu -p safestep-host \
-    --features safestep-host/cuda,safestep-gpu/cuda --message-format=json >"$log"
+  cargo test --release --no-run -p safestep-gpu --features cuda --message-format=json >"$log"
   python3 - "$log" "$bundle" <<'PY'
 import json, shutil, sys, os
 log, bundle = sys.argv[1:3]
-want = {("safestep-gpu", "device"): "gpu-device-tests", ("safestep-host", "safestep_host"): "host-lib-tests"}
+want = {("safestep-gpu", "device"): "gpu-device-tests", ("safestep-gpu", "equivalence"): "gpu-equivalence-tests"}
 found = {}
 for line in open(log):
     m = json.loads(line)
@@ -83,7 +82,7 @@ PY
 run() {
   local bundle="${1:-$ROOT/target/gpu-bundle}" out="${2:-$ROOT/target/gpu-check-results}"
   mkdir -p "$out"
-  for f in safestep safestep-gpu-check gpu-device-tests host-lib-tests torch_bench.py; do
+  for f in safestep safestep-gpu-check gpu-device-tests gpu-equivalence-tests torch_bench.py; do
     [[ -e "$bundle/$f" ]] || { echo "gpu-check: $bundle/$f missing; run '$0 build' first"; return 1; }
   done
   local status=0 t0=$SECONDS quick=()
@@ -112,8 +111,8 @@ run() {
     echo "### gpu-device-tests"
     "$bundle/gpu-device-tests" --test-threads 1 --nocapture 2>&1
     echo "exit $?"
-    echo "### host-lib-tests cuda:: (CPU vs CUDA backends)"
-    "$bundle/host-lib-tests" cuda:: --test-threads 1 --nocapture 2>&1
+    echo "### gpu-equivalence-tests (CPU vs CUDA engines)"
+    "$bundle/gpu-equivalence-tests" --test-threads 1 --nocapture 2>&1
     echo "exit $?"
   } >"$out/tests.txt"
   grep -E '^test |test result|^exit|SKIP|accuracy' "$out/tests.txt"

@@ -1,7 +1,8 @@
 //! A whole MLP in `f64` with naive loops: the independent oracle the engines' tests compare
 //! with (mean loss and gradient, materialised per-sample gradients, and the exact
 //! layer-block Hessian-vector product). Deliberately plain, so it is easy to trust; it is
-//! itself checked against finite differences in the CPU engine's tests.
+//! itself checked against finite differences (its gradient in the CPU engine's tests, its
+//! Hessian-vector product below).
 //!
 //! # Panics
 //! Being a test oracle, it indexes its slices directly: it panics when `params`, `x` or `y`
@@ -259,5 +260,89 @@ impl ReferenceMlp<'_> {
                 .loss_and_grads()
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::ModelSpec;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    /// The reference's own Hessian-vector product (the oracle of the engines' products)
+    /// against central differences of its gradient, and its gradient against central
+    /// differences of its loss, for ReLU and CReLU.
+    #[test]
+    fn hvp_and_gradient_match_finite_differences() {
+        for activation in [Activation::Relu, Activation::Crelu] {
+            let spec = ModelSpec {
+                input: 6,
+                hidden: vec![5, 4],
+                classes: 3,
+                activation,
+                crelu_match_params: false,
+            };
+            let shapes = spec.layer_shapes().unwrap();
+            let mut rng = ChaCha8Rng::seed_from_u64(1);
+            let params: Vec<Vec<f64>> = shapes
+                .iter()
+                .map(|s| {
+                    (0..s.params())
+                        .map(|_| rng.random_range(-0.6..0.6))
+                        .collect()
+                })
+                .collect();
+            let x: Vec<f32> = (0..8 * 6).map(|_| rng.random::<f32>()).collect();
+            let y: Vec<u8> = (0..8).map(|i| (i % 3) as u8).collect();
+            let at = |p: &[Vec<f64>]| {
+                ReferenceMlp {
+                    shapes: &shapes,
+                    activation,
+                    params: p,
+                    x: &x,
+                    y: &y,
+                }
+                .loss_and_grads()
+            };
+            let h = 1e-6;
+            for (layer, s) in shapes.iter().enumerate() {
+                let v: Vec<f64> = (0..s.params())
+                    .map(|_| rng.random_range(-1.0..1.0))
+                    .collect();
+                let shifted = |sign: f64| {
+                    let mut p = params.clone();
+                    p[layer]
+                        .iter_mut()
+                        .zip(&v)
+                        .for_each(|(a, b)| *a += sign * h * b);
+                    at(&p)
+                };
+                let ((lp, gp), (lm, gm)) = (shifted(1.0), shifted(-1.0));
+                let m = ReferenceMlp {
+                    shapes: &shapes,
+                    activation,
+                    params: &params,
+                    x: &x,
+                    y: &y,
+                };
+                let hv = m.hvp(layer, &v);
+                for (i, (&a, &b)) in gp[layer].iter().zip(&gm[layer]).enumerate() {
+                    let fd = (a - b) / (2.0 * h);
+                    assert!(
+                        (fd - hv[i]).abs() < 1e-6 + 1e-4 * hv[i].abs(),
+                        "{activation} layer {layer} [{i}]: {fd} vs {}",
+                        hv[i]
+                    );
+                }
+                let (_, g) = m.loss_and_grads();
+                let fd = (lp - lm) / (2.0 * h);
+                let dir: f64 = g[layer].iter().zip(&v).map(|(a, b)| a * b).sum();
+                assert!(
+                    (fd - dir).abs() < 1e-6,
+                    "{activation} layer {layer}: {fd} vs {dir}"
+                );
+            }
+        }
     }
 }

@@ -1,11 +1,16 @@
-//! The error type of every fallible operation in this crate.
+//! [`GpuError`], the error of every device operation in this crate, and its conversion into
+//! safestep-engine's [`BackendError`] (which keeps it as the source).
+
+use safestep_engine::BackendError;
 
 /// What went wrong on (or on the way to) the GPU. Every variant names the operation and the
 /// sizes or values involved, so a failing launch can be diagnosed from the message alone.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum GpuError {
     /// No usable CUDA device or driver: `cuInit`, device lookup or context creation failed.
-    #[error("no CUDA device/driver available: {reason}")]
+    /// Displays the reason alone: [`BackendError::NoDevice`], which this becomes, says
+    /// "no CUDA device/driver available" in front of it.
+    #[error("{reason}")]
     NoDevice {
         /// What the driver (or the loader) reported.
         reason: String,
@@ -56,14 +61,6 @@ pub enum GpuError {
         /// What is allowed.
         allowed: &'static str,
     },
-    /// A layer index beyond the model's layers.
-    #[error("layer {layer} out of range (the model has {layers} layers)")]
-    LayerOutOfRange {
-        /// Index given.
-        layer: usize,
-        /// Number of layers.
-        layers: usize,
-    },
     /// An operation that needs earlier state (task data, a forward/backward pass) that is
     /// not there yet.
     #[error("{op} needs {needs} first")]
@@ -73,15 +70,32 @@ pub enum GpuError {
         /// What must come first.
         needs: &'static str,
     },
-    /// A gradient with a non-finite entry reached the optimizer; nothing was updated.
-    #[error("optimizer step: the gradient of layer {layer} is not finite (|g|^2 = {grad_sq})")]
-    NonFiniteGradient {
-        /// Layer index.
-        layer: usize,
-        /// The squared norm the device computed.
-        grad_sq: f64,
-    },
 }
 
 /// Shorthand for results of this crate.
 pub type GpuResult<T> = Result<T, GpuError>;
+
+/// A device error as the engine contract reports it, keeping the device error as its
+/// source: [`GpuError::NoDevice`] becomes [`BackendError::NoDevice`], every other variant
+/// [`BackendError::Device`].
+///
+/// ```
+/// use safestep_engine::BackendError;
+/// use safestep_gpu::GpuError;
+/// let e = BackendError::from(GpuError::NoDevice { reason: "cuInit failed".into() });
+/// assert_eq!(e.to_string(), "no CUDA device/driver available: cuInit failed");
+/// let source = std::error::Error::source(&e).expect("the device error is kept");
+/// assert!(matches!(source.downcast_ref::<GpuError>(), Some(GpuError::NoDevice { .. })));
+/// ```
+impl From<GpuError> for BackendError {
+    fn from(error: GpuError) -> Self {
+        match error {
+            GpuError::NoDevice { .. } => BackendError::NoDevice {
+                source: Box::new(error),
+            },
+            other => BackendError::Device {
+                source: Box::new(other),
+            },
+        }
+    }
+}

@@ -1,20 +1,27 @@
-//! Kernel self-tests against [`crate::reference`] and the benchmarks behind
-//! `safestep-gpu-check` (and the device tests): every kernel on random sizes, including
-//! sizes that are not multiples of the GEMM tiles, and timing of the SGEMM and of the
-//! MLP's training step.
+//! Kernel self-tests against [`crate::reference`] (and the whole MLP against
+//! safestep-engine's f64 [`ReferenceMlp`]) and the benchmarks behind `safestep-gpu-check`
+//! (and the device tests): every kernel on random sizes, including sizes that are not
+//! multiples of the GEMM tiles, and timing of the SGEMM and of the MLP's training step.
+//!
+//! Failed launches and copies come back as [`BackendError`] (the device error is its
+//! source); a failed comparison is a [`Check`] that does not pass.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use safestep_core::adam::{adam_step, preconditioner_sqrt, AdamConfig, StepStats, WeightDecay};
+use safestep_core::adam::{preconditioner_sqrt, Adam, AdamConfig, StepStats, WeightDecay};
+use safestep_engine::checks::Batch;
+use safestep_engine::reference::ReferenceMlp;
+use safestep_engine::{Activation, Backend, BackendError, ModelSpec, Regularizer};
 
 use crate::device::Gpu;
-use crate::error::GpuResult;
 use crate::kernels::{AdamHyper, Indices, SortScratch, ADAM_STATS};
 use crate::mlp::GpuMlp;
 use crate::reference as r;
 use crate::shape::{GemmLayout, GemmShape, MAX_REDUCE_BLOCKS};
-use crate::spec::{Act, MlpSpec};
+
+/// Results of the self-tests and benchmarks: a device failure, or a refused argument.
+pub type SelftestResult<T> = Result<T, BackendError>;
 
 /// Outcome of one kernel check.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,6 +82,15 @@ fn rel(a: f64, b: f64) -> f64 {
     (a - b).abs() / a.abs().max(b.abs()).max(1e-300)
 }
 
+/// `cfg` validated for the engine contract.
+fn validated(cfg: AdamConfig<f32>) -> SelftestResult<Adam<f32>> {
+    Adam::new(cfg).map_err(|e| BackendError::InvalidSpec {
+        field: "adam",
+        value: e.to_string(),
+        allowed: "a valid Adam configuration",
+    })
+}
+
 fn check(name: impl Into<String>, sizes: impl Into<String>, max_err: f64, tol: f64) -> Check {
     Check {
         name: name.into(),
@@ -87,9 +103,9 @@ fn check(name: impl Into<String>, sizes: impl Into<String>, max_err: f64, tol: f
 /// Runs every kernel check; returns one [`Check`] per kernel variant and size.
 ///
 /// # Errors
-/// A [`crate::GpuError`] if a launch or copy itself fails (a failed comparison is a
+/// [`BackendError::Device`] if a launch or copy itself fails (a failed comparison is a
 /// [`Check`] that does not [`pass`](Check::pass)).
-pub fn run_kernel_checks(gpu: &Arc<Gpu>, seed: u64) -> GpuResult<Vec<Check>> {
+pub fn run_kernel_checks(gpu: &Arc<Gpu>, seed: u64) -> SelftestResult<Vec<Check>> {
     gpu.bind()?;
     let mut rng = TestRng::new(seed);
     let mut out = Vec::new();
@@ -104,7 +120,7 @@ pub fn run_kernel_checks(gpu: &Arc<Gpu>, seed: u64) -> GpuResult<Vec<Check>> {
     Ok(out)
 }
 
-fn check_gemm(gpu: &Arc<Gpu>, rng: &mut TestRng, out: &mut Vec<Check>) -> GpuResult<()> {
+fn check_gemm(gpu: &Arc<Gpu>, rng: &mut TestRng, out: &mut Vec<Check>) -> SelftestResult<()> {
     let mut shapes = vec![
         (1, 1, 1),
         (7, 13, 5),
@@ -174,7 +190,7 @@ fn check_gemm(gpu: &Arc<Gpu>, rng: &mut TestRng, out: &mut Vec<Check>) -> GpuRes
     Ok(())
 }
 
-fn check_activation(gpu: &Arc<Gpu>, rng: &mut TestRng, out: &mut Vec<Check>) -> GpuResult<()> {
+fn check_activation(gpu: &Arc<Gpu>, rng: &mut TestRng, out: &mut Vec<Check>) -> SelftestResult<()> {
     for &(rows, cols) in &[
         (1usize, 1usize),
         (37, 53),
@@ -187,7 +203,7 @@ fn check_activation(gpu: &Arc<Gpu>, rng: &mut TestRng, out: &mut Vec<Check>) -> 
         let images = rng.vec(n_img * cols, 0.0, 1.0);
         let idx: Vec<u32> = (0..rows).map(|_| rng.range(0, n_img - 1) as u32).collect();
         let mut ind = Indices::with_capacity(gpu, rows)?;
-        ind.set(&idx, n_img)?;
+        ind.set(Batch::new(&idx, n_img)?)?;
         let (dimg, dx) = (gpu.upload(&images)?, gpu.zeros::<f32>(rows * cols)?);
         gpu.gather_rows(dimg.view(), &ind, cols, dx.view())?;
         let want: Vec<f32> = idx
@@ -202,8 +218,8 @@ fn check_activation(gpu: &Arc<Gpu>, rng: &mut TestRng, out: &mut Vec<Check>) -> 
         ));
         for (name, act, e) in [
             ("bias_forward", None, 0usize),
-            ("bias_relu_forward", Some(Act::Relu), 1),
-            ("bias_crelu_forward", Some(Act::Crelu), 2),
+            ("bias_relu_forward", Some(Activation::Relu), 1),
+            ("bias_crelu_forward", Some(Activation::Crelu), 2),
         ] {
             let z = rng.vec(rows * cols, -1.0, 1.0);
             let b = rng.vec(cols, -0.5, 0.5);
@@ -228,7 +244,7 @@ fn check_activation(gpu: &Arc<Gpu>, rng: &mut TestRng, out: &mut Vec<Check>) -> 
             }
             out.push(check(name, sizes.clone(), err, 0.0));
         }
-        for act in [Act::Relu, Act::Crelu] {
+        for act in [Activation::Relu, Activation::Crelu] {
             let e = act.expansion();
             let z = rng.vec(rows * cols, -1.0, 1.0);
             let da = rng.vec(rows * cols * e, -1.0, 1.0);
@@ -243,7 +259,11 @@ fn check_activation(gpu: &Arc<Gpu>, rng: &mut TestRng, out: &mut Vec<Check>) -> 
             let (mut wb, mut wj) = (vec![0.0; rows * cols], vec![0.0; rows * cols * e]);
             r::act_backward(&z, &da, rows, cols, e, &mut wb);
             r::act_jvp(&z, &rz, rows, cols, e, &mut wj);
-            let tag = if act == Act::Relu { "relu" } else { "crelu" };
+            let tag = if act == Activation::Relu {
+                "relu"
+            } else {
+                "crelu"
+            };
             out.push(check(
                 format!("{tag}_backward"),
                 sizes.clone(),
@@ -266,7 +286,7 @@ fn check_activation(gpu: &Arc<Gpu>, rng: &mut TestRng, out: &mut Vec<Check>) -> 
     Ok(())
 }
 
-fn check_loss(gpu: &Arc<Gpu>, rng: &mut TestRng, out: &mut Vec<Check>) -> GpuResult<()> {
+fn check_loss(gpu: &Arc<Gpu>, rng: &mut TestRng, out: &mut Vec<Check>) -> SelftestResult<()> {
     for &(rows, classes) in &[
         (1usize, 2usize),
         (256, 10),
@@ -282,7 +302,7 @@ fn check_loss(gpu: &Arc<Gpu>, rng: &mut TestRng, out: &mut Vec<Check>) -> GpuRes
         let idx: Vec<u32> = (0..rows).map(|_| rng.range(0, n_lab - 1) as u32).collect();
         let labels: Vec<u8> = idx.iter().map(|&i| all_labels[i as usize]).collect();
         let mut ind = Indices::with_capacity(gpu, rows)?;
-        ind.set(&idx, n_lab)?;
+        ind.set(Batch::new(&idx, n_lab)?)?;
         let scale = 1.0 / rows as f32;
         let (dz, dl) = (gpu.upload(&z)?, gpu.upload(&all_labels)?);
         let (dp, dd) = (
@@ -362,7 +382,7 @@ fn check_loss(gpu: &Arc<Gpu>, rng: &mut TestRng, out: &mut Vec<Check>) -> GpuRes
     Ok(())
 }
 
-fn check_reduce(gpu: &Arc<Gpu>, rng: &mut TestRng, out: &mut Vec<Check>) -> GpuResult<()> {
+fn check_reduce(gpu: &Arc<Gpu>, rng: &mut TestRng, out: &mut Vec<Check>) -> SelftestResult<()> {
     let partials = gpu.zeros::<f64>(ADAM_STATS * MAX_REDUCE_BLOCKS as usize)?;
     for n in [1usize, 255, 1025, 200_960, rng.range(1, 3_000_000)] {
         let x = rng.vec(n, -1.0, 1.0);
@@ -411,7 +431,7 @@ fn check_reduce(gpu: &Arc<Gpu>, rng: &mut TestRng, out: &mut Vec<Check>) -> GpuR
     Ok(())
 }
 
-fn check_adam(gpu: &Arc<Gpu>, rng: &mut TestRng, out: &mut Vec<Check>) -> GpuResult<()> {
+fn check_adam(gpu: &Arc<Gpu>, rng: &mut TestRng, out: &mut Vec<Check>) -> SelftestResult<()> {
     let partials = gpu.zeros::<f64>(ADAM_STATS * MAX_REDUCE_BLOCKS as usize)?;
     let modes = [
         WeightDecay::None,
@@ -420,10 +440,11 @@ fn check_adam(gpu: &Arc<Gpu>, rng: &mut TestRng, out: &mut Vec<Check>) -> GpuRes
     ];
     for (mi, wd) in modes.into_iter().enumerate() {
         let n = [1usize, 2570, 200_960][mi];
-        let cfg = AdamConfig {
+        let adam = validated(AdamConfig {
             weight_decay: wd,
             ..AdamConfig::default()
-        };
+        })?;
+        let cfg = adam.config();
         let mut p = rng.vec(n, -0.1, 0.1);
         let mut m = rng.vec(n, -1e-3, 1e-3);
         let mut v: Vec<f32> = rng.vec(n, 0.0, 1e-5);
@@ -440,7 +461,7 @@ fn check_adam(gpu: &Arc<Gpu>, rng: &mut TestRng, out: &mut Vec<Check>) -> GpuRes
         );
         let stats = gpu.zeros::<f64>(1 + ADAM_STATS)?;
         gpu.sum_sq(dg.view(), partials.view(), stats.view(), 0)?;
-        let hyper = AdamHyper::new(&cfg, lr, t)?;
+        let hyper = AdamHyper::new(&adam, lr, t)?;
         gpu.adam_update(
             dp.view(),
             dg.view(),
@@ -453,14 +474,8 @@ fn check_adam(gpu: &Arc<Gpu>, rng: &mut TestRng, out: &mut Vec<Check>) -> GpuRes
             1,
         )?;
         let mut want = StepStats::<f32>::new();
-        adam_step(&cfg, lr, t, &mut p, &g, &mut m, &mut v, &mut want).map_err(|e| {
-            crate::GpuError::InvalidArgument {
-                op: "selftest",
-                what: "core adam_step",
-                value: e.to_string(),
-                allowed: "success",
-            }
-        })?;
+        adam.step(lr, t, &mut p, &g, &mut m, &mut v, &mut want)
+            .map_err(|error| BackendError::Optimizer { layer: 0, error })?;
         let sizes = format!("n={n} weight_decay={wd:?}");
         let scale = |x: &[f32]| x.iter().map(|v| v.abs()).fold(0.0_f32, f32::max).max(1e-30) as f64;
         let err = (max_abs_diff(&dp.to_vec()?, &p) / scale(&p))
@@ -497,14 +512,8 @@ fn check_adam(gpu: &Arc<Gpu>, rng: &mut TestRng, out: &mut Vec<Check>) -> GpuRes
         ));
         let (dout, mut want_d) = (gpu.zeros::<f32>(n)?, vec![0.0_f32; n]);
         gpu.precond_sqrt(dv.view(), hyper.bc2, cfg.eps, dout.view())?;
-        preconditioner_sqrt(&v, cfg.beta2, t, cfg.eps, &mut want_d).map_err(|e| {
-            crate::GpuError::InvalidArgument {
-                op: "selftest",
-                what: "core preconditioner_sqrt",
-                value: e.to_string(),
-                allowed: "success",
-            }
-        })?;
+        preconditioner_sqrt(&v, cfg.beta2, t, cfg.eps, &mut want_d)
+            .map_err(|error| BackendError::Optimizer { layer: 0, error })?;
         out.push(check(
             "precond_sqrt",
             sizes,
@@ -515,7 +524,7 @@ fn check_adam(gpu: &Arc<Gpu>, rng: &mut TestRng, out: &mut Vec<Check>) -> GpuRes
     Ok(())
 }
 
-fn check_sort(gpu: &Arc<Gpu>, rng: &mut TestRng, out: &mut Vec<Check>) -> GpuResult<()> {
+fn check_sort(gpu: &Arc<Gpu>, rng: &mut TestRng, out: &mut Vec<Check>) -> SelftestResult<()> {
     let mut scratch = SortScratch::new(gpu, 300_000)?;
     for n in [
         1usize,
@@ -562,7 +571,7 @@ fn check_sort(gpu: &Arc<Gpu>, rng: &mut TestRng, out: &mut Vec<Check>) -> GpuRes
     Ok(())
 }
 
-fn check_init(gpu: &Arc<Gpu>, out: &mut Vec<Check>) -> GpuResult<()> {
+fn check_init(gpu: &Arc<Gpu>, out: &mut Vec<Check>) -> SelftestResult<()> {
     for n in [1usize, 1000, 200_960] {
         let x = gpu.zeros::<f32>(n)?;
         gpu.fill_uniform(x.view(), 42, -0.3, 0.7)?;
@@ -586,10 +595,11 @@ fn check_init(gpu: &Arc<Gpu>, out: &mut Vec<Check>) -> GpuResult<()> {
     Ok(())
 }
 
-/// MLP-level checks against [`r::MlpReference`] (an `f64` MLP whose Hessian-vector product is
-/// itself tested against finite differences of its gradient): loss, gradients and every
-/// layer's Hessian-vector product, plus the product's symmetry (`u·Hv = v·Hu`).
-fn check_mlp(gpu: &Arc<Gpu>, rng: &mut TestRng, out: &mut Vec<Check>) -> GpuResult<()> {
+/// MLP-level checks against safestep-engine's [`ReferenceMlp`] (an `f64` MLP whose
+/// gradient and Hessian-vector product are themselves tested against finite differences):
+/// loss, gradients and every layer's Hessian-vector product, plus the product's symmetry
+/// (`u·Hv = v·Hu`) and the preconditioned product against its parts.
+fn check_mlp(gpu: &Arc<Gpu>, rng: &mut TestRng, out: &mut Vec<Check>) -> SelftestResult<()> {
     let rel_norm = |a: &[f32], b: &[f64]| {
         let d: f64 = a
             .iter()
@@ -605,35 +615,37 @@ fn check_mlp(gpu: &Arc<Gpu>, rng: &mut TestRng, out: &mut Vec<Check>) -> GpuResu
             .map(|(x, y)| f64::from(*x) * f64::from(*y))
             .sum::<f64>()
     };
-    for act in [Act::Relu, Act::Crelu] {
-        let spec = MlpSpec {
+    for act in [Activation::Relu, Activation::Crelu] {
+        let spec = ModelSpec {
             input: 37,
             hidden: vec![29, 17],
             classes: 7,
             activation: act,
+            crelu_match_params: false,
         };
-        let mut mlp = GpuMlp::new(gpu.clone(), spec.clone())?;
-        mlp.init_uniform(3)?;
+        let mut mlp = GpuMlp::new(gpu.clone(), &spec, 3)?;
+        let shapes = mlp.shapes().to_vec();
         let n_ex = 90;
         let images = rng.vec(n_ex * spec.input, 0.0, 1.0);
         let labels: Vec<u8> = (0..n_ex)
             .map(|_| rng.range(0, spec.classes - 1) as u8)
             .collect();
-        mlp.load_data(&images, &labels)?;
+        mlp.load_task(&images, &labels)?;
         let batch: Vec<u32> = (0..n_ex as u32).step_by(2).collect();
         let x: Vec<f32> = batch
             .iter()
             .flat_map(|&i| images[i as usize * spec.input..(i as usize + 1) * spec.input].to_vec())
             .collect();
         let y: Vec<u8> = batch.iter().map(|&i| labels[i as usize]).collect();
-        let params: Vec<Vec<f64>> = (0..spec.layers())
+        let params: Vec<Vec<f64>> = (0..shapes.len())
             .map(|l| {
-                mlp.params(l)
+                mlp.layer_params(l)
                     .map(|p| p.iter().map(|&v| f64::from(v)).collect())
             })
-            .collect::<GpuResult<_>>()?;
-        let reference = r::MlpReference {
-            spec: &spec,
+            .collect::<SelftestResult<_>>()?;
+        let reference = ReferenceMlp {
+            shapes: &shapes,
+            activation: act,
             params: &params,
             x: &x,
             y: &y,
@@ -648,7 +660,7 @@ fn check_mlp(gpu: &Arc<Gpu>, rng: &mut TestRng, out: &mut Vec<Check>) -> GpuResu
             1e-6,
         ));
         for (l, want) in want_grads.iter().enumerate() {
-            let g = mlp.grads(l)?;
+            let g = mlp.layer_grad(l)?;
             out.push(check(
                 "mlp gradient",
                 format!("{sizes} layer {l}"),
@@ -659,12 +671,12 @@ fn check_mlp(gpu: &Arc<Gpu>, rng: &mut TestRng, out: &mut Vec<Check>) -> GpuResu
             out.push(check(
                 "mlp mean_grad_sq",
                 format!("{sizes} layer {l}"),
-                rel(got.mean_grad_sq[l], want_sq),
+                rel(got.layers[l].mean_grad_sq, want_sq),
                 1e-5,
             ));
         }
-        for l in 0..spec.layers() {
-            let p = spec.layer_params(l);
+        for (l, shape) in shapes.iter().enumerate() {
+            let p = shape.params();
             let u = rng.vec(p, -1.0, 1.0);
             let v = rng.vec(p, -1.0, 1.0);
             let (mut hu, mut hv) = (vec![0.0; p], vec![0.0; p]);
@@ -686,11 +698,11 @@ fn check_mlp(gpu: &Arc<Gpu>, rng: &mut TestRng, out: &mut Vec<Check>) -> GpuResu
             ));
         }
         // The preconditioned product D^½ H D^½ v against its parts, after one Adam step.
-        let adam = AdamConfig::<f32>::default();
-        mlp.adam_step(&adam, &vec![1e-3; spec.layers()], 1, 0.0)?;
+        let adam = validated(AdamConfig::default())?;
+        mlp.adam_step(&adam, &vec![1e-3; shapes.len()], 1, &Regularizer::default())?;
         mlp.forward_backward(&batch, false)?;
-        for l in 0..spec.layers() {
-            let p = spec.layer_params(l);
+        for (l, shape) in shapes.iter().enumerate() {
+            let p = shape.params();
             let v = rng.vec(p, -1.0, 1.0);
             let mut d = vec![0.0; p];
             mlp.precond_sqrt(l, &adam, 1, &mut d)?;
@@ -727,13 +739,13 @@ pub struct GemmTiming {
 /// Times `iters` back-to-back SGEMMs of `shape` (after a warm-up).
 ///
 /// # Errors
-/// A [`crate::GpuError`] if a launch fails.
+/// [`BackendError::Device`] if a launch fails.
 pub fn bench_sgemm(
     gpu: &Arc<Gpu>,
     layout: GemmLayout,
     shape: GemmShape,
     iters: usize,
-) -> GpuResult<GemmTiming> {
+) -> SelftestResult<GemmTiming> {
     gpu.bind()?;
     let mut rng = TestRng::new(9);
     let a = gpu.upload(&rng.vec(shape.m * shape.k, -1.0, 1.0))?;
@@ -776,25 +788,26 @@ pub struct MlpTiming {
 /// Times `steps` training steps of `spec` at batch `batch` on `examples` random examples.
 ///
 /// # Errors
-/// A [`crate::GpuError`] if a launch fails.
+/// [`BackendError::InvalidSpec`] for a bad spec; [`BackendError::Device`] if a launch fails.
 pub fn bench_mlp(
     gpu: &Arc<Gpu>,
-    spec: MlpSpec,
+    spec: &ModelSpec,
     batch: usize,
     examples: usize,
     steps: usize,
     interval: usize,
-) -> GpuResult<MlpTiming> {
+) -> SelftestResult<MlpTiming> {
     let mut rng = TestRng::new(17);
-    let mut mlp = GpuMlp::new(gpu.clone(), spec.clone())?;
-    mlp.init_uniform(1)?;
+    let mut mlp = GpuMlp::new(gpu.clone(), spec, 1)?;
     let images = rng.vec(examples * spec.input, 0.0, 1.0);
     let labels: Vec<u8> = (0..examples)
         .map(|_| rng.range(0, spec.classes - 1) as u8)
         .collect();
-    mlp.load_data(&images, &labels)?;
-    let adam = AdamConfig::<f32>::default();
-    let lrs = vec![1e-3_f32; spec.layers()];
+    mlp.load_task(&images, &labels)?;
+    let adam = validated(AdamConfig::default())?;
+    let reg = Regularizer::default();
+    let counts = mlp.layer_param_counts();
+    let lrs = vec![1e-3_f32; counts.len()];
     let batches: Vec<Vec<u32>> = (0..64)
         .map(|_| {
             (0..batch)
@@ -802,12 +815,10 @@ pub fn bench_mlp(
                 .collect()
         })
         .collect();
-    let vecs: Vec<Vec<f32>> = (0..spec.layers())
-        .map(|l| rng.vec(spec.layer_params(l), -1.0, 1.0))
-        .collect();
+    let vecs: Vec<Vec<f32>> = counts.iter().map(|&n| rng.vec(n, -1.0, 1.0)).collect();
     let mut hv: Vec<Vec<f32>> = vecs.iter().map(|v| vec![0.0; v.len()]).collect();
     let mut t = 0u64;
-    let mut run = |mlp: &mut GpuMlp, n: usize, scheduled: bool| -> GpuResult<f64> {
+    let mut run = |mlp: &mut GpuMlp, n: usize, scheduled: bool| -> SelftestResult<f64> {
         let start = Instant::now();
         for s in 0..n {
             t += 1;
@@ -818,7 +829,7 @@ pub fn bench_mlp(
                     mlp.hvp(l, &vecs[l], &mut hv[l])?;
                 }
             }
-            mlp.adam_step(&adam, &lrs, t, 0.0)?;
+            mlp.adam_step(&adam, &lrs, t, &reg)?;
         }
         Ok(start.elapsed().as_secs_f64())
     };

@@ -3,6 +3,8 @@
 //! Everything here is plain Rust (no CUDA), so the checks that guard each `unsafe` launch
 //! are unit-tested on machines without a GPU.
 
+use safestep_engine::LayerShape;
+
 use crate::error::{GpuError, GpuResult};
 
 /// Largest element count or dimension a kernel's 32-bit index arithmetic accepts.
@@ -244,6 +246,39 @@ pub fn reduce_blocks(n: usize) -> u32 {
 /// ```
 pub fn sort_len(n: usize) -> usize {
     n.max(SORT_CHUNK).next_power_of_two()
+}
+
+/// Checks that a model's layers fit the kernels' 32-bit index arithmetic: every layer's
+/// parameter count, and every activation buffer of `rows` rows (`rows × fan_in`, and
+/// `rows × fan_out·expansion` after a hidden layer), at most [`MAX_DIM`].
+///
+/// ```
+/// use safestep_engine::ModelSpec;
+/// use safestep_gpu::shape::check_layers;
+/// let shapes = ModelSpec::default().layer_shapes()?;
+/// assert!(check_layers(&shapes, 1, 4096).is_ok());
+/// let wide = ModelSpec { input: 1, hidden: vec![1 << 20], classes: 2, ..ModelSpec::default() };
+/// assert!(check_layers(&wide.layer_shapes()?, 1, 4096).is_err()); // 2^32 activations
+/// # Ok::<(), safestep_engine::BackendError>(())
+/// ```
+///
+/// # Errors
+/// [`GpuError::TooLarge`] naming the size.
+pub fn check_layers(shapes: &[LayerShape], expansion: usize, rows: usize) -> GpuResult<()> {
+    for s in shapes {
+        check_dim("GpuMlp", "layer parameters", s.params())?;
+        let out = if s.hidden {
+            s.fan_out.saturating_mul(expansion)
+        } else {
+            s.fan_out
+        };
+        check_dim(
+            "GpuMlp",
+            "rows x layer width",
+            rows.saturating_mul(s.fan_in.max(out)),
+        )?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

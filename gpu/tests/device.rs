@@ -5,10 +5,10 @@
 
 use std::sync::Arc;
 
+use safestep_core::adam::{Adam, AdamConfig};
+use safestep_engine::{Activation, Backend, BackendError, ModelSpec, Regularizer};
 use safestep_gpu::device::Gpu;
-use safestep_gpu::mlp::GpuMlp;
-use safestep_gpu::spec::{Act, MlpSpec};
-use safestep_gpu::GpuError;
+use safestep_gpu::{GpuError, GpuMlp};
 
 fn gpu() -> Option<Arc<Gpu>> {
     match Gpu::new() {
@@ -24,10 +24,13 @@ fn gpu() -> Option<Arc<Gpu>> {
 #[test]
 fn no_device_error_is_clear() {
     if let Err(e) = Gpu::new() {
+        assert!(matches!(e, GpuError::NoDevice { .. }), "{e:?}");
+        let e = BackendError::from(e);
+        let msg = e.to_string();
         assert!(
-            e.to_string()
-                .starts_with("no CUDA device/driver available: "),
-            "{e}"
+            msg.starts_with("no CUDA device/driver available: ")
+                && msg.matches("no CUDA device").count() == 1,
+            "{msg}"
         );
     }
 }
@@ -85,15 +88,15 @@ fn size_errors_name_the_kernel_and_operand() {
 #[test]
 fn mlp_trains_and_is_deterministic() {
     let Some(gpu) = gpu() else { return };
-    let spec = MlpSpec {
+    let spec = ModelSpec {
         input: 20,
         hidden: vec![16],
         classes: 3,
-        activation: Act::Relu,
+        activation: Activation::Relu,
+        crelu_match_params: false,
     };
     let run = || -> Vec<f64> {
-        let mut mlp = GpuMlp::new(gpu.clone(), spec.clone()).unwrap();
-        mlp.init_uniform(5).unwrap();
+        let mut mlp = GpuMlp::new(gpu.clone(), &spec, 5).unwrap();
         // Linearly separable: the class is the arg-max of the first three inputs.
         let mut rng = safestep_gpu::selftest::TestRng::new(1);
         let x = rng.vec(200 * 20, 0.0, 1.0);
@@ -103,13 +106,14 @@ fn mlp_trains_and_is_deterministic() {
                 (0..3).max_by(|&a, &b| r[a].total_cmp(&r[b])).unwrap() as u8
             })
             .collect();
-        mlp.load_data(&x, &y).unwrap();
-        let adam = safestep_core::adam::AdamConfig::<f32>::default();
+        mlp.load_task(&x, &y).unwrap();
+        let adam = Adam::new(AdamConfig::<f32>::default()).unwrap();
         let mut losses = Vec::new();
         for t in 1..=300u64 {
             let batch: Vec<u32> = (0..50).map(|i| ((t * 50 + i) % 200) as u32).collect();
             losses.push(mlp.forward_backward(&batch, t % 10 == 0).unwrap().loss);
-            mlp.adam_step(&adam, &[1e-2, 1e-2], t, 0.0).unwrap();
+            mlp.adam_step(&adam, &[1e-2, 1e-2], t, &Regularizer::default())
+                .unwrap();
         }
         let e = mlp.evaluate().unwrap();
         losses.push(e.correct as f64 / e.count as f64);

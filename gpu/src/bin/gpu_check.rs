@@ -14,11 +14,10 @@
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
+use safestep_engine::{BackendError, ModelSpec};
 use safestep_gpu::device::Gpu;
 use safestep_gpu::selftest::{bench_mlp, bench_sgemm, run_kernel_checks};
 use safestep_gpu::shape::{GemmLayout, GemmShape};
-use safestep_gpu::spec::{Act, MlpSpec};
-use safestep_gpu::GpuError;
 
 struct Args {
     json: Option<String>,
@@ -94,9 +93,9 @@ fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     };
-    let gpu = match Gpu::new() {
+    let gpu = match Gpu::new().map_err(BackendError::from) {
         Ok(g) => g,
-        Err(e @ GpuError::NoDevice { .. }) => {
+        Err(e @ BackendError::NoDevice { .. }) => {
             println!("SKIP: {e}");
             return ExitCode::from(2);
         }
@@ -121,7 +120,7 @@ fn main() -> ExitCode {
         safestep_gpu::ptx::ARCH
     );
     let mut failed = 0usize;
-    let result: Result<(), GpuError> = (|| {
+    let result: Result<(), BackendError> = (|| {
         if args.selftest {
             let checks = run_kernel_checks(&gpu, args.seed)?;
             json.push_str(",\"checks\":[");
@@ -188,18 +187,14 @@ fn main() -> ExitCode {
                 );
             }
             json.push(']');
-            let spec = MlpSpec {
-                input: 784,
-                hidden: vec![256, 256],
-                classes: 10,
-                activation: Act::Relu,
-            };
+            // The paper's 784-256-256-10 ReLU network.
+            let spec = ModelSpec::default();
             let steps = if args.quick {
                 args.steps.min(5)
             } else {
                 args.steps
             };
-            let m = bench_mlp(&gpu, spec, 256, 10_000, steps, 10)?;
+            let m = bench_mlp(&gpu, &spec, 256, 10_000, steps, 10)?;
             println!(
                 "mlp 784-256-256-10 batch {}: {:.0} samples/s plain Adam, {:.0} samples/s with statistics every {} steps",
                 m.batch, m.adam_samples_per_sec, m.scheduled_samples_per_sec, m.interval
