@@ -107,7 +107,7 @@ pub struct CpuBackend {
 
 impl CpuBackend {
     /// Builds the model of `spec` with parameters drawn from `seed` (see
-    /// [`crate::model::init_params`]); GEMMs run on [`DEFAULT_THREADS`] threads.
+    /// [`crate::init_params`]); GEMMs run on [`DEFAULT_THREADS`] threads.
     pub fn new(spec: &ModelSpec, seed: u64) -> Result<Self, BackendError> {
         let shapes = spec.layer_shapes()?;
         let zeros = |s: &LayerShape| vec![0.0f32; s.params()];
