@@ -9,7 +9,7 @@
 //! - [`checks`]: the input checks every engine runs, written once;
 //! - [`error`]: [`BackendError`], naming the bad input or keeping the device's own error;
 //! - [`cpu`]: the CPU engine ([`CpuBackend`]);
-//! - [`reference`]: a naive `f64` MLP, the independent oracle for every engine's tests.
+//! - [`reference`](mod@reference): a naive `f64` MLP, the independent oracle for every engine's tests.
 //!
 //! safestep-gpu implements [`Backend`] for its device MLP with these same types; the host
 //! (the `safestep` binary) drives either through the trait alone.

@@ -112,7 +112,7 @@ pub struct RunArgs {
     /// Seed of everything random.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Output folder [default: runs/<method>_<scheduler>_lr<lr>_seed<seed>].
+    /// Output folder [default: runs/METHOD_SCHEDULER_lrLR_seedSEED].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Continue the run in DIR from its last finished task (uses DIR/config.toml).
