@@ -56,3 +56,13 @@ def test_a_changed_csv_value_is_detected(data_dir, tmp_path):
 def test_steps_per_task_counts_like_the_host():
     assert replay.steps_per_task(1000, 256, 20) == 80
     assert replay.steps_per_task(1001, 500, 1) == 2  # a last batch of 1 is dropped
+
+
+@pytest.mark.parametrize("run", ["run_combined", "run_readings"])
+def test_a_real_safestep_run_replays_bit_identically(data_dir, run):
+    # controller.csv and config.toml of `safestep run --tasks 3 --epochs 10` (the combined
+    # scheduler; and step-decay with reset-lr, proportional control, the momentum threshold
+    # and the preconditioned measure).
+    res = replay.replay_controller_csv(data_dir / run / "controller.csv")
+    res.check()
+    assert res.events == 33

@@ -212,8 +212,9 @@ def replay_controller_csv(
             task = t
             sched = layers.setdefault(layer, LayerScheduler(cfg, lr0))
             where = f"row {i + 2} (step {row['step']}, layer {layer})"
-            if _hexf(sched.lr) != _hexf(float(row["lr_scheduled"])):
-                res.mismatches.append(f"{where}: lr_scheduled {sched.lr!r} != {row['lr_scheduled']}")
+            # The scheduler's lr before the event (before any method multiplier).
+            if _hexf(sched.lr) != _hexf(float(row["lr_before"])):
+                res.mismatches.append(f"{where}: lr_before {sched.lr!r} != {row['lr_before']}")
             noise = NoiseStats.from_sample_sq_norms(
                 float(row["mean_grad_sq"]),
                 float(row["sum_sample_sq_norms"]),
