@@ -10,8 +10,11 @@ set -euo pipefail
 rounds=${1:-3}
 steps=${2:-300}
 cd "$(dirname "$0")/../.."
-cargo build --release -q -p safestep-host --example throughput
-ours=target/release/examples/throughput
+cargo build --release -q -p safestep-host
+ours() {  # threads steps: plain Adam through the production training step
+  target/release/safestep bench --schedulers off --threads "$1" --steps "$2" --repeats 3 \
+    | awk '/scheduler off/ {print "best:", $3, "samples/s (median of 3)"}'
+}
 py=.venv/bin/python
 if [ ! -x "$py" ]; then
   echo "no JAX venv at .venv: python3 -m venv .venv && .venv/bin/pip install jax" >&2
@@ -19,8 +22,8 @@ if [ ! -x "$py" ]; then
 fi
 for r in $(seq "$rounds"); do
   echo "round $r ($(uptime | sed 's/.*load average/load average/'))"
-  echo "  safestep 1 core : $(taskset -c 0 "$ours" 1 "$steps" | grep best)"
+  echo "  safestep 1 core : $(taskset -c 0 bash -c "$(declare -f ours); ours 1 $steps")"
   echo "  jax      1 core : $(taskset -c 0 "$py" benches/peer/jax_mlp.py --steps "$steps" 2>&1 | grep best)"
-  echo "  safestep 2 cores: $(taskset -c 0,1 "$ours" 2 "$steps" | grep best)"
+  echo "  safestep 2 cores: $(taskset -c 0,1 bash -c "$(declare -f ours); ours 2 $steps")"
   echo "  jax      2 cores: $(taskset -c 0,1 "$py" benches/peer/jax_mlp.py --steps "$steps" 2>&1 | grep best)"
 done
