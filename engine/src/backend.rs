@@ -176,6 +176,24 @@ pub trait Backend {
     /// [`BackendError::NoBatch`].
     fn hvp(&mut self, layer: usize, v: &[f32], out: &mut [f32]) -> Result<(), BackendError>;
 
+    /// `out = H v` for the whole network's Hessian of the mean data loss on the last
+    /// `forward_backward` batch (one vector per layer, in the layer layout), for the
+    /// diagnosis's network sharpness. Engines that do not offer it return
+    /// [`BackendError::Unsupported`] (the default).
+    fn hvp_network(&mut self, v: &[Vec<f32>], out: &mut [Vec<f32>]) -> Result<(), BackendError> {
+        let _ = (v, out);
+        Err(BackendError::Unsupported {
+            what: "hvp_network",
+            backend: self.name(),
+        })
+    }
+
+    /// The pre-activations `z` of every hidden layer on the task examples `batch`
+    /// (row-major `batch × fan_out` each), by a forward pass that changes no parameter; it
+    /// may end the last `forward_backward`'s batch (call `forward_backward` again before
+    /// [`Backend::hvp`]).
+    fn hidden_pre_activations(&mut self, batch: &[u32]) -> Result<Vec<Vec<f32>>, BackendError>;
+
     /// Adam's preconditioner square root for layer `layer`:
     /// `out_i = 1 / sqrt(sqrt(v̂_i) + eps)` with `v̂ = v / (1 − β2^t)`.
     fn precond_sqrt(

@@ -87,6 +87,14 @@ pub enum BackendError {
         /// The core error, naming the quantity.
         error: safestep_core::Error,
     },
+    /// An operation this engine does not offer.
+    #[error("{what} is not available on the {backend} engine")]
+    Unsupported {
+        /// The operation.
+        what: &'static str,
+        /// The engine's name.
+        backend: &'static str,
+    },
     /// No usable device or driver (the CUDA engine on a machine without a GPU).
     #[error("no CUDA device/driver available: {source}")]
     NoDevice {

@@ -512,3 +512,80 @@ fn exported_state_continues_bit_identically() {
     assert!(b.import_state(&bad).is_err());
     assert_eq!(b.export_state().unwrap(), before);
 }
+
+#[test]
+fn network_hvp_matches_central_differences_of_the_whole_gradient() {
+    for act in [Activation::Relu, Activation::Crelu] {
+        let (mut cpu, x, y) = setup(act, 12);
+        cpu.forward_backward(&batch(), false).unwrap();
+        let base = Reference::of(&cpu);
+        let mut rng = ChaCha8Rng::seed_from_u64(21);
+        let v: Vec<Vec<f32>> = base
+            .params
+            .iter()
+            .map(|p| (0..p.len()).map(|_| rng.random::<f32>() - 0.5).collect())
+            .collect();
+        let mut hv: Vec<Vec<f32>> = v.iter().map(|p| vec![0.0; p.len()]).collect();
+        cpu.hvp_network(&v, &mut hv).unwrap();
+        let eps = 1e-5;
+        let grad_at = |sign: f64| {
+            let mut r = base.clone();
+            for (pl, vl) in r.params.iter_mut().zip(&v) {
+                for (p, &vi) in pl.iter_mut().zip(vl) {
+                    *p += sign * eps * vi as f64;
+                }
+            }
+            r.mean(&x, &y, &batch()).1
+        };
+        let (gp, gm) = (grad_at(1.0), grad_at(-1.0));
+        let fd: Vec<f64> = gp
+            .iter()
+            .flatten()
+            .zip(gm.iter().flatten())
+            .map(|(a, b)| (a - b) / (2.0 * eps))
+            .collect();
+        let got: Vec<f64> = hv.iter().flatten().map(|&x| x as f64).collect();
+        let e = rel_err(&got, &fd);
+        assert!(e < 1e-4, "{act}: relative error {e}");
+        // The diagonal blocks agree with the block products.
+        for (l, vl) in v.iter().enumerate() {
+            let mut block = vec![0.0f32; vl.len()];
+            let mut only = v.iter().map(|p| vec![0.0f32; p.len()]).collect::<Vec<_>>();
+            only[l].clone_from(vl);
+            let mut full = only
+                .iter()
+                .map(|p| vec![0.0f32; p.len()])
+                .collect::<Vec<_>>();
+            cpu.hvp(l, vl, &mut block).unwrap();
+            cpu.hvp_network(&only, &mut full).unwrap();
+            let (a, b): (Vec<f64>, Vec<f64>) = (
+                block.iter().map(|&x| x as f64).collect(),
+                full[l].iter().map(|&x| x as f64).collect(),
+            );
+            assert!(rel_err(&a, &b) < 1e-5, "{act} layer {l}");
+        }
+    }
+}
+
+#[test]
+fn hidden_pre_activations_match_the_reference_and_keep_the_batch() {
+    let (mut cpu, x, _) = setup(Activation::Relu, 13);
+    cpu.forward_backward(&batch(), false).unwrap();
+    let z = cpu.hidden_pre_activations(&[2, 5]).unwrap();
+    assert_eq!(z.len(), 2);
+    let r = Reference::of(&cpu);
+    for (row, &i) in [2usize, 5].iter().enumerate() {
+        // z of the first hidden layer by hand: W x + b.
+        let s = r.shapes[0];
+        for j in 0..s.fan_out {
+            let want: f64 = r.params[0][s.weights() + j]
+                + (0..s.fan_in)
+                    .map(|k| r.params[0][j * s.fan_in + k] * x[i * s.fan_in + k] as f64)
+                    .sum::<f64>();
+            assert!((z[0][row * s.fan_out + j] as f64 - want).abs() < 1e-5);
+        }
+    }
+    // The training batch is intact: an HVP still works.
+    let n = cpu.layer_param_counts()[0];
+    cpu.hvp(0, &vec![0.1; n], &mut vec![0.0; n]).unwrap();
+}

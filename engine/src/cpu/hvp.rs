@@ -1,6 +1,8 @@
-//! Layer-block Hessian-vector products by Pearlmutter's R-operator (see the module docs of
-//! [`super`]): the tangent starts at the layer, runs forward through the fixed activation
-//! masks and the softmax Jacobian, and back down to that layer only.
+//! Hessian-vector products by Pearlmutter's R-operator (see the module docs of [`super`]).
+//! For a layer block the tangent starts at the layer, runs forward through the fixed
+//! activation masks and the softmax Jacobian, and back down to that layer only; for the
+//! whole network every layer's tangent enters on the way forward, and on the way back each
+//! layer's product gains the term of its input's tangent (`δᵀ R{a}`).
 
 use super::gemm::{matmul, MatRef};
 use super::ops;
@@ -109,6 +111,134 @@ impl CpuBackend {
             threads,
         );
         ops::column_sums(&t.rd[layer], rows, s.fan_out, inv, ob);
+        Ok(())
+    }
+
+    pub(super) fn hvp_network_impl(
+        &mut self,
+        v: &[Vec<f32>],
+        out: &mut [Vec<f32>],
+    ) -> Result<(), BackendError> {
+        let rows = self.batch.ok_or(BackendError::NoBatch {
+            what: "hvp_network",
+        })?;
+        let layers = self.shapes.len();
+        check_len("v", layers, v.len())?;
+        check_len("out", layers, out.len())?;
+        for (l, s) in self.shapes.iter().enumerate() {
+            check_vector("v", s.params(), &v[l])?;
+            check_len("out", s.params(), out[l].len())?;
+        }
+        let (shapes, act, threads, classes) =
+            (&self.shapes, self.act, self.threads, self.spec.classes);
+        let e = act.expansion();
+        let ws = &self.train;
+        let input = |l: usize| {
+            if l == 0 {
+                &self.batch_x[..]
+            } else {
+                &ws.h[l - 1][..]
+            }
+        };
+        let weights = |l: usize| &self.params[l][..shapes[l].weights()];
+        // R-forward: R{z_l} = R{a_{l-1}} W_lᵀ + a_{l-1} V_lᵀ + v_b; R{a_l} = act'(z_l) R{z_l}.
+        let mut rz: Vec<Vec<f32>> = shapes.iter().map(|s| vec![0.0; rows * s.fan_out]).collect();
+        let mut ra: Vec<Vec<f32>> = shapes
+            .iter()
+            .filter(|s| s.hidden)
+            .map(|s| vec![0.0; rows * e * s.fan_out])
+            .collect();
+        for (l, s) in shapes.iter().enumerate() {
+            let (vw, vb) = v[l].split_at(s.weights());
+            ops::fill_rows(&mut rz[l], vb, rows);
+            let x = MatRef::row_major(input(l), rows, s.fan_in);
+            matmul(
+                &mut rz[l],
+                x,
+                MatRef::row_major(vw, s.fan_out, s.fan_in).t(),
+                1.0,
+                true,
+                threads,
+            );
+            if l > 0 {
+                let below = MatRef::row_major(&ra[l - 1], rows, s.fan_in);
+                let w = MatRef::row_major(weights(l), s.fan_out, s.fan_in).t();
+                matmul(&mut rz[l], below, w, 1.0, true, threads);
+            }
+            if s.hidden {
+                ops::activate_tangent(act, &ws.z[l], &rz[l], &mut ra[l], rows, s.fan_out);
+            }
+        }
+        // Softmax Jacobian: R{δ} = p ⊙ (R{z} − pᵀR{z}), with p = δ + onehot(y).
+        let last = layers - 1;
+        let mut rd: Vec<Vec<f32>> = shapes.iter().map(|s| vec![0.0; rows * s.fan_out]).collect();
+        for (i, ((r, z), d)) in rd[last]
+            .chunks_exact_mut(classes)
+            .zip(rz[last].chunks_exact(classes))
+            .zip(ws.d[last].chunks_exact(classes))
+            .enumerate()
+        {
+            let y = self.batch_y[i] as usize;
+            let p = |j: usize| d[j] + if j == y { 1.0 } else { 0.0 };
+            let dot: f32 = (0..classes).map(|j| p(j) * z[j]).sum();
+            for j in 0..classes {
+                r[j] = p(j) * (z[j] - dot);
+            }
+        }
+        // R-backward: (Hv)_l = (1/B)(R{δ_l}ᵀ a_{l-1} + δ_lᵀ R{a_{l-1}}), and
+        // R{δ_{l-1}} = act'(z_{l-1}) (R{δ_l} W_l + δ_l V_l).
+        let inv = 1.0 / rows as f32;
+        let max_in = shapes.iter().map(|s| s.fan_in).max().unwrap_or(0);
+        let mut scratch = vec![0.0f32; rows * max_in];
+        for l in (0..layers).rev() {
+            let s = shapes[l];
+            let (ow, ob) = out[l].split_at_mut(s.weights());
+            let rdl = MatRef::row_major(&rd[l], rows, s.fan_out).t();
+            matmul(
+                ow,
+                rdl,
+                MatRef::row_major(input(l), rows, s.fan_in),
+                inv,
+                false,
+                threads,
+            );
+            if l > 0 {
+                let dl = MatRef::row_major(&ws.d[l][..rows * s.fan_out], rows, s.fan_out).t();
+                matmul(
+                    ow,
+                    dl,
+                    MatRef::row_major(&ra[l - 1], rows, s.fan_in),
+                    inv,
+                    true,
+                    threads,
+                );
+            }
+            ops::column_sums(&rd[l], rows, s.fan_out, inv, ob);
+            if l > 0 {
+                let dh = &mut scratch[..rows * s.fan_in];
+                let w = MatRef::row_major(weights(l), s.fan_out, s.fan_in);
+                matmul(
+                    dh,
+                    MatRef::row_major(&rd[l], rows, s.fan_out),
+                    w,
+                    1.0,
+                    false,
+                    threads,
+                );
+                let vw = MatRef::row_major(&v[l][..s.weights()], s.fan_out, s.fan_in);
+                let dl = MatRef::row_major(&ws.d[l][..rows * s.fan_out], rows, s.fan_out);
+                matmul(dh, dl, vw, 1.0, true, threads);
+                let (lower, _) = rd.split_at_mut(l);
+                ops::activate_backward(
+                    act,
+                    &ws.z[l - 1],
+                    dh,
+                    &mut lower[l - 1],
+                    rows,
+                    shapes[l - 1].fan_out,
+                );
+            }
+        }
         Ok(())
     }
 }

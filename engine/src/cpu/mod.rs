@@ -235,6 +235,39 @@ impl CpuBackend {
         Ok(loss / rows as f64)
     }
 
+    /// The hidden layers' pre-activations on `batch`, through the evaluation buffers (the
+    /// training batch's state is left intact).
+    fn hidden_pre_activations_impl(
+        &mut self,
+        batch: &[u32],
+    ) -> Result<Vec<Vec<f32>>, BackendError> {
+        let batch = Batch::new(batch, self.task_y.len())?.indices();
+        let rows = batch.len();
+        let input = self.spec.input;
+        let mut x = vec![0.0f32; rows * input];
+        for (k, &i) in batch.iter().enumerate() {
+            let i = i as usize;
+            x[k * input..(k + 1) * input].copy_from_slice(&self.task_x[i * input..(i + 1) * input]);
+        }
+        self.eval.ensure(&self.shapes, self.act.expansion(), rows);
+        forward(
+            &self.shapes,
+            self.act,
+            &self.params,
+            &x,
+            &mut self.eval,
+            rows,
+            self.threads,
+        );
+        Ok(self
+            .shapes
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.hidden)
+            .map(|(l, s)| self.eval.z[l][..rows * s.fan_out].to_vec())
+            .collect())
+    }
+
     /// Recomputes the sorted Wasserstein reference from `theta0`.
     fn sort_theta0(&mut self) {
         self.theta0_sorted = self
@@ -388,6 +421,14 @@ impl Backend for CpuBackend {
 
     fn hvp(&mut self, layer: usize, v: &[f32], out: &mut [f32]) -> Result<(), BackendError> {
         self.in_pool(|cpu| cpu.hvp_impl(layer, v, out))
+    }
+
+    fn hvp_network(&mut self, v: &[Vec<f32>], out: &mut [Vec<f32>]) -> Result<(), BackendError> {
+        self.in_pool(|cpu| cpu.hvp_network_impl(v, out))
+    }
+
+    fn hidden_pre_activations(&mut self, batch: &[u32]) -> Result<Vec<Vec<f32>>, BackendError> {
+        self.in_pool(|cpu| cpu.hidden_pre_activations_impl(batch))
     }
 
     fn adam_step(

@@ -87,6 +87,11 @@ impl Backend for GpuMlp {
         Ok(self.forward_backward_device(batch, sample_norms)?)
     }
 
+    fn hidden_pre_activations(&mut self, batch: &[u32]) -> Result<Vec<Vec<f32>>, BackendError> {
+        let batch = Batch::new(batch, self.examples())?;
+        Ok(self.hidden_pre_activations_device(batch)?)
+    }
+
     fn hvp(&mut self, layer: usize, v: &[f32], out: &mut [f32]) -> Result<(), BackendError> {
         let rows = self.check_hvp("hvp", layer, v, out)?;
         Ok(self.hvp_device(layer, rows, v, out)?)

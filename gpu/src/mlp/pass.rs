@@ -167,6 +167,35 @@ impl GpuMlp {
         Ok(out)
     }
 
+    /// The hidden layers' pre-activations on a checked batch (a forward pass through the
+    /// training buffers: the last batch is forgotten).
+    pub(super) fn hidden_pre_activations_device(
+        &mut self,
+        batch: Batch<'_>,
+    ) -> GpuResult<Vec<Vec<f32>>> {
+        self.gpu.bind()?;
+        let rows = batch.len();
+        self.ensure_rows(rows)?;
+        self.forget_batch();
+        self.rows.idx.set(batch)?;
+        let task = self.task("hidden_pre_activations")?;
+        self.gpu.gather_rows(
+            task.images.view(),
+            &self.rows.idx,
+            self.spec.input,
+            self.rows.x.view(),
+        )?;
+        self.forward(self.rows.x.view(), rows)?;
+        let hidden = self.layers.len() - 1;
+        (0..hidden)
+            .map(|l| {
+                let mut z = vec![0.0f32; rows * self.layers[l].shape.fan_out];
+                self.rows.z[l].copy_prefix_to(&mut z)?;
+                Ok(z)
+            })
+            .collect()
+    }
+
     /// Recomputes the forward pass of the last batch (`rows` rows) when an evaluation
     /// overwrote it since.
     pub(super) fn refresh_forward(&mut self, rows: usize) -> GpuResult<()> {
