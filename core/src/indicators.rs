@@ -134,3 +134,57 @@ pub fn dead_unit_fraction<T: Real>(pre_activations: &[T], units: usize) -> Resul
         .count();
     Ok(T::of_usize(dead) / T::of_usize(units))
 }
+
+/// The effective rank of a matrix from its singular values (Roy & Vetterli 2007):
+/// `exp(H(p))` with `p_i = σ_i / Σσ` and `H` the Shannon entropy (nats). Between 1 (one
+/// non-zero singular value) and the number of singular values (all equal); 0 for a zero
+/// matrix.
+///
+/// # Errors
+/// [`Error::NonFinite`] or [`Error::InvalidInput`] for a non-finite or negative value.
+///
+/// ```
+/// use safestep_core::indicators::effective_rank;
+/// assert!((effective_rank(&[2.0_f64, 2.0, 2.0])? - 3.0).abs() < 1e-12);
+/// assert!((effective_rank(&[5.0_f64, 0.0, 0.0])? - 1.0).abs() < 1e-12);
+/// # Ok::<(), safestep_core::Error>(())
+/// ```
+pub fn effective_rank<T: Real>(singular_values: &[T]) -> Result<T, Error> {
+    for &s in singular_values {
+        crate::error::check_nonneg("singular value", s)?;
+    }
+    let total = singular_values.iter().fold(T::zero(), |a, &s| a + s);
+    if total == T::zero() {
+        return Ok(T::zero());
+    }
+    let entropy = singular_values
+        .iter()
+        .filter(|&&s| s > T::zero())
+        .map(|&s| {
+            let p = s / total;
+            -p * p.ln()
+        })
+        .fold(T::zero(), |a, h| a + h);
+    Ok(entropy.exp())
+}
+
+/// The stable rank `‖W‖_F² / ‖W‖_2²` of a matrix from its squared Frobenius norm and its
+/// largest singular value: between 1 and the rank; 0 for a zero matrix.
+///
+/// # Errors
+/// [`Error::NonFinite`] or [`Error::InvalidInput`] for a non-finite or negative input.
+///
+/// ```
+/// use safestep_core::indicators::stable_rank;
+/// // diag(3, 4): ‖W‖_F² = 25, ‖W‖_2 = 4.
+/// assert_eq!(stable_rank(25.0_f64, 4.0)?, 25.0 / 16.0);
+/// # Ok::<(), safestep_core::Error>(())
+/// ```
+pub fn stable_rank<T: Real>(frobenius_sq: T, spectral_norm: T) -> Result<T, Error> {
+    let f = crate::error::check_nonneg("frobenius_sq", frobenius_sq)?;
+    let s = crate::error::check_nonneg("spectral_norm", spectral_norm)?;
+    if s == T::zero() {
+        return Ok(T::zero());
+    }
+    Ok(f / (s * s))
+}

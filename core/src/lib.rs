@@ -11,7 +11,8 @@
 //! - [`window`]: curvature volatility `Vol = Var(ρ)/Mean(ρ)` (window or EMA);
 //! - [`bounds`]: `ρ*_g`, `ρ*_vol`, `ρ̃*` and their SNRs;
 //! - [`scheduler`]: the per-layer cool / warm / hold scheduler (Algorithm 1);
-//! - [`indicators`]: cheap diagnostics (norms, unit-sign entropy, dead units).
+//! - [`indicators`]: diagnostics over slices (norms, unit-sign entropy, dead units, effective
+//!   and stable rank).
 //!
 //! Every fallible function returns [`Error`] naming the bad input and changes nothing when
 //! it fails.

@@ -38,6 +38,10 @@ pub struct Checkpoint {
     pub controller_len: usize,
     /// Trainer state at the end of the last finished task.
     pub trainer: TrainerState,
+    /// `indicators.csv` of the finished tasks (empty when none are recorded).
+    pub indicators_csv: String,
+    /// Seconds the finished tasks spent on indicators.
+    pub indicator_seconds: f64,
 }
 
 /// Why a checkpoint cannot be used; each names what is wrong.

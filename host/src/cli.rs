@@ -43,6 +43,34 @@ pub enum Command {
     Plot(PlotArgs),
     /// Measure steady-state training throughput and the scheduler's overhead.
     Bench(BenchArgs),
+    /// Score which recorded signal (indicators.csv) anticipates an accuracy drop.
+    Analyze(AnalyzeArgs),
+}
+
+/// `safestep analyze`.
+#[derive(Debug, Clone, Args)]
+pub struct AnalyzeArgs {
+    /// Run folders recorded with --diagnostics, or compare folders holding them.
+    #[arg(required = true, value_name = "RUN_DIR")]
+    pub dirs: Vec<PathBuf>,
+    /// Where to write analysis.csv, analysis.md and the plots.
+    #[arg(long, value_name = "DIR", default_value = "analysis")]
+    pub out: PathBuf,
+    /// A drop is a fall of end-of-task accuracy by more than this.
+    #[arg(long, default_value_t = 0.05)]
+    pub delta: f64,
+    /// Measure a drop from the previous task or from the best so far.
+    #[arg(long, value_enum, default_value = "previous")]
+    pub drop_from: crate::analyze::DropFrom,
+    /// Tasks over which a signal's change is taken.
+    #[arg(long, default_value_t = 1)]
+    pub window: usize,
+    /// Bootstrap resamples (over runs) for the AUROC interval.
+    #[arg(long, default_value_t = 500)]
+    pub bootstrap: usize,
+    /// Shuffles of the task order for the chance line.
+    #[arg(long, default_value_t = 100)]
+    pub shuffles: usize,
 }
 
 /// Options shared by `run` and `compare`: each overrides the config file and the defaults.
@@ -85,7 +113,8 @@ pub struct CommonArgs {
     /// Where the tensors live.
     #[arg(long, value_enum)]
     pub backend: Option<BackendKind>,
-    /// Record controller statistics even with the scheduler off.
+    /// Record the diagnosis: controller statistics even with the scheduler off, and the
+    /// indicators of every layer at every task's end (indicators.csv).
     #[arg(long)]
     pub diagnostics: bool,
     /// No progress bar or per-task lines.

@@ -415,6 +415,7 @@ mod tests {
             lr: 0.0,
             seed: 0,
             backend: "cpu".into(),
+            indicator_seconds: 0.0,
         }
     }
 

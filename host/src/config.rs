@@ -131,6 +131,51 @@ impl Default for StatisticsConfig {
     }
 }
 
+/// Which diagnosis indicators a run records, and how often (DESIGN.md, "Diagnosis").
+/// They are recorded at the end of a task, per layer, on a fixed evaluation subset: the
+/// first `examples` examples of the task (with the task's labels).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IndicatorsConfig {
+    /// Record `indicators.csv` (also turned on by `--diagnostics`).
+    pub enabled: bool,
+    /// Record at the end of every `every`-th task (and always the last).
+    pub every: usize,
+    /// Size of the evaluation subset (the first examples of each task).
+    pub examples: usize,
+    /// Power iterations for each layer block's top eigenvalue, warm-started from the
+    /// controller's direction.
+    pub sharpness_iters: usize,
+    /// Also the whole network's top eigenvalue (CPU engine only; `network_iters` products).
+    pub network_sharpness: bool,
+    /// Power iterations for the whole network's top eigenvalue.
+    pub network_iters: usize,
+    /// Also each layer block's Hessian rank, estimated by Lanczos (opt-in: its cost is
+    /// `lanczos_steps` products and as many layer-sized vectors per layer).
+    pub hessian_rank: bool,
+    /// Lanczos steps k of the Hessian rank estimate (it sees at most k eigenvalues).
+    pub lanczos_steps: usize,
+    /// A Ritz value counts towards the rank when its magnitude exceeds this fraction of the
+    /// largest one.
+    pub rank_threshold: f64,
+}
+
+impl Default for IndicatorsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            every: 1,
+            examples: 256,
+            sharpness_iters: 5,
+            network_sharpness: false,
+            network_iters: 10,
+            hessian_rank: false,
+            lanczos_steps: 32,
+            rank_threshold: 1e-3,
+        }
+    }
+}
+
 /// Everything one run depends on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -155,7 +200,8 @@ pub struct RunConfig {
     pub seed: u64,
     /// Folder with the standard MNIST training files; the embedded digits when absent.
     pub mnist_dir: Option<PathBuf>,
-    /// Record controller statistics even with the scheduler off (costs the statistics' time).
+    /// Record controller statistics even with the scheduler off, and the diagnosis
+    /// indicators (`indicators.csv`) with the default `[indicators]` set.
     pub diagnostics: bool,
     /// The architecture.
     pub model: ModelConfig,
@@ -167,6 +213,8 @@ pub struct RunConfig {
     pub scheduler: SchedulerConfig<f64>,
     /// How the controller measures its statistics.
     pub statistics: StatisticsConfig,
+    /// The diagnosis indicators.
+    pub indicators: IndicatorsConfig,
 }
 
 impl Default for RunConfig {
@@ -192,6 +240,7 @@ impl Default for RunConfig {
                 ..SchedulerConfig::default()
             },
             statistics: StatisticsConfig::default(),
+            indicators: IndicatorsConfig::default(),
         }
     }
 }
@@ -380,6 +429,27 @@ impl RunConfig {
         positive("statistics.power_tol", st.power_tol)?;
         representable_in_f32("statistics.power_tol", st.power_tol)?;
         at_least("statistics.power_max_iters", st.power_max_iters, 1)?;
+        let ind = &self.indicators;
+        at_least("indicators.every", ind.every, 1)?;
+        at_least("indicators.examples", ind.examples, 2)?;
+        at_least("indicators.sharpness_iters", ind.sharpness_iters, 1)?;
+        at_least("indicators.network_iters", ind.network_iters, 1)?;
+        at_least("indicators.lanczos_steps", ind.lanczos_steps, 1)?;
+        if !(ind.rank_threshold.is_finite() && ind.rank_threshold > 0.0 && ind.rank_threshold < 1.0)
+        {
+            return Err(ConfigError::new(
+                "indicators.rank_threshold",
+                ind.rank_threshold,
+                "a number strictly between 0 and 1",
+            ));
+        }
+        if self.records_indicators() && self.backend == BackendKind::Cuda && ind.network_sharpness {
+            return Err(ConfigError::new(
+                "indicators.network_sharpness",
+                true,
+                "false on the cuda backend (whole-network products are CPU only)",
+            ));
+        }
         let s = &self.scheduler;
         s.validate().map_err(|e| match e {
             safestep_core::Error::InvalidConfig {
@@ -429,6 +499,16 @@ impl RunConfig {
             ));
         }
         Ok(())
+    }
+
+    /// Whether the run records `indicators.csv` (`diagnostics` or `indicators.enabled`).
+    pub fn records_indicators(&self) -> bool {
+        self.diagnostics || self.indicators.enabled
+    }
+
+    /// Whether the controller's statistics run at all (the scheduler, or the diagnosis).
+    pub fn has_controller_events(&self) -> bool {
+        self.scheduler.mode != Mode::Off || self.records_indicators()
     }
 
     /// A short label naming the run's method, scheduler, lr and seed (used for folder names).

@@ -4,6 +4,7 @@
 //! CPU engine, or safestep-gpu's CUDA engine with the `cuda` feature).
 #![warn(missing_docs)]
 
+pub mod analyze;
 pub mod bench;
 pub mod checkpoint;
 pub mod cli;
@@ -12,6 +13,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod folder;
+pub mod indicators;
 pub mod methods;
 pub mod outputs;
 pub mod plot;

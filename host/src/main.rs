@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use safestep_host::cli::{parse_seeds, BenchArgs, Cli, Command, CompareArgs, PlotArgs, RunArgs};
+use safestep_host::cli::{
+    parse_seeds, AnalyzeArgs, BenchArgs, Cli, Command, CompareArgs, PlotArgs, RunArgs,
+};
 use safestep_host::compare::{
     compare, plan, render_table, Combination, CompareOptions, MAX_COMBINATIONS,
 };
@@ -19,6 +21,7 @@ fn main() -> ExitCode {
         Command::Compare(args) => cmd_compare(&args),
         Command::Plot(args) => cmd_plot(&args),
         Command::Bench(args) => cmd_bench(&args),
+        Command::Analyze(args) => cmd_analyze(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -246,5 +249,27 @@ fn cmd_bench(args: &BenchArgs) -> CmdResult {
         safestep_host::outputs::write_atomic(path, report.to_json().as_bytes())
             .map_err(|e| (1, e.to_string()))?;
     }
+    Ok(())
+}
+
+fn cmd_analyze(args: &AnalyzeArgs) -> CmdResult {
+    let opts = safestep_host::analyze::AnalyzeOptions {
+        delta: args.delta,
+        drop_from: args.drop_from,
+        window: args.window,
+        bootstrap: args.bootstrap,
+        shuffles: args.shuffles,
+    };
+    let (scores, files) =
+        safestep_host::analyze::analyze(&args.dirs, &args.out, &opts).map_err(run_error)?;
+    println!("signal                          score  AUROC [95% CI]          chance  lead");
+    for s in scores.iter().take(15) {
+        println!(
+            "{:<30} {:.3}  {:.3} [{:.3}, {:.3}]  {:.3}   {:.2}",
+            s.signal, s.score, s.auroc, s.ci.0, s.ci.1, s.chance, s.lead
+        );
+    }
+    println!("({} signals) written: {}", scores.len(), files.len());
+    println!("{}", args.out.join("analysis.md").display());
     Ok(())
 }

@@ -36,13 +36,63 @@ pub enum PlotError {
     },
 }
 
-/// One line of a plot.
+/// One line of a plot, with an optional shaded band (e.g. ± one standard error over seeds).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {
     /// Legend label.
     pub label: String,
     /// Points (x, y).
     pub points: Vec<(f64, f64)>,
+    /// Band (x, low, high) drawn translucent under the line; empty for none.
+    pub band: Vec<(f64, f64, f64)>,
+}
+
+impl Series {
+    /// A line without a band.
+    pub fn line(label: impl Into<String>, points: Vec<(f64, f64)>) -> Self {
+        Series {
+            label: label.into(),
+            points,
+            band: Vec::new(),
+        }
+    }
+
+    /// The mean over `curves` (each a value per x, all as long as the shortest) with a band
+    /// of ± one standard error; x runs from 1.
+    pub fn mean_band(label: impl Into<String>, curves: &[Vec<f64>]) -> Self {
+        let len = curves.iter().map(Vec::len).min().unwrap_or(0);
+        let mut points = Vec::with_capacity(len);
+        let mut band = Vec::with_capacity(len);
+        for t in 0..len {
+            let vals: Vec<f64> = curves.iter().map(|c| c[t]).collect();
+            let (m, se) = crate::compare::mean_se(&vals);
+            let x = (t + 1) as f64;
+            points.push((x, m));
+            if curves.len() > 1 {
+                band.push((x, m - se, m + se));
+            }
+        }
+        Series {
+            label: label.into(),
+            points,
+            band,
+        }
+    }
+}
+
+/// One chart of a figure.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Panel {
+    /// Its caption.
+    pub title: String,
+    /// X axis label.
+    pub x_label: String,
+    /// Y axis label.
+    pub y_label: String,
+    /// Its lines.
+    pub series: Vec<Series>,
+    /// A logarithmic y axis.
+    pub log_y: bool,
 }
 
 const FONT: &str = "sans-serif";
@@ -90,20 +140,13 @@ pub fn accuracy_series(runs: &[PathBuf]) -> Result<Vec<Series>, PlotError> {
     Ok(groups
         .into_iter()
         .map(|(label, seeds)| {
-            let tasks = seeds.iter().map(Vec::len).min().unwrap_or(0);
             let n = seeds.len();
-            let points = (0..tasks)
-                .map(|t| {
-                    let mean = seeds.iter().map(|s| s[t]).sum::<f64>() / n as f64;
-                    ((t + 1) as f64, mean)
-                })
-                .collect();
             let label = if n > 1 {
-                format!("{label} ({n} seeds)")
+                format!("{label} ({n} seeds, ± s.e.)")
             } else {
                 label
             };
-            Series { label, points }
+            Series::mean_band(label, &seeds)
         })
         .collect())
 }
@@ -135,21 +178,19 @@ pub fn lr_series(dir: &Path) -> Result<(Vec<Series>, &'static str), PlotError> {
     if !by_layer.is_empty() {
         let series = by_layer
             .into_iter()
-            .map(|(l, points)| Series {
-                label: format!("{name}: layer {l}"),
-                points,
-            })
+            .map(|(l, points)| Series::line(format!("{name}: layer {l}"), points))
             .collect();
         return Ok((series, "optimizer step"));
     }
     let layers = rows.first().map_or(0, |r| r.lrs.len());
     let series = (0..layers)
-        .map(|l| Series {
-            label: format!("{name}: layer {l}"),
-            points: rows
-                .iter()
-                .map(|r| ((r.task + 1) as f64, r.lrs[l]))
-                .collect(),
+        .map(|l| {
+            Series::line(
+                format!("{name}: layer {l}"),
+                rows.iter()
+                    .map(|r| ((r.task + 1) as f64, r.lrs[l]))
+                    .collect(),
+            )
         })
         .collect();
     Ok((series, "task"))
@@ -164,9 +205,14 @@ fn draw<DB: DrawingBackend>(
     log_y: bool,
 ) -> Result<(), String> {
     root.fill(&WHITE).map_err(|e| e.to_string())?;
-    let points = series.iter().flat_map(|s| s.points.iter());
+    let points = series.iter().flat_map(|s| {
+        s.points
+            .iter()
+            .copied()
+            .chain(s.band.iter().flat_map(|&(x, lo, hi)| [(x, lo), (x, hi)]))
+    });
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for &(x, y) in points {
+    for (x, y) in points {
         if y.is_finite() && (!log_y || y > 0.0) {
             x0 = x0.min(x);
             x1 = x1.max(x);
@@ -200,6 +246,20 @@ fn draw<DB: DrawingBackend>(
                 .draw()
                 .map_err(|e| e.to_string())?;
             for (i, s) in series.iter().enumerate() {
+                if !s.band.is_empty() {
+                    let upper = s.band.iter().map(|&(x, _, hi)| (x, hi));
+                    let lower = s.band.iter().rev().map(|&(x, lo, _)| (x, lo));
+                    let outline: Vec<(f64, f64)> = upper
+                        .chain(lower)
+                        .filter(|&(_, y)| y.is_finite() && (!log_y || y > 0.0))
+                        .collect();
+                    chart
+                        .draw_series(std::iter::once(Polygon::new(
+                            outline,
+                            Palette99::pick(i).mix(0.2).filled(),
+                        )))
+                        .map_err(|e| e.to_string())?;
+                }
                 let pts = s
                     .points
                     .iter()
@@ -266,6 +326,58 @@ fn draw_both(
         y_label,
         series,
         log_y,
+    )
+    .map_err(|message| PlotError::Draw {
+        path: svg.clone(),
+        message,
+    })?;
+    Ok(vec![png, svg])
+}
+
+/// Draws `panels` in a grid of `columns` as `{stem}.png` and `{stem}.svg` in `out`.
+pub fn draw_panels(
+    out: &Path,
+    stem: &str,
+    panels: &[Panel],
+    columns: usize,
+) -> Result<Vec<PathBuf>, PlotError> {
+    register_embedded_font();
+    std::fs::create_dir_all(out).map_err(|source| OutputError::Write {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    let columns = columns.clamp(1, panels.len().max(1));
+    let rows = panels.len().div_ceil(columns).max(1);
+    let size = (700 * columns as u32, 430 * rows as u32);
+    let png = out.join(format!("{stem}.png"));
+    let svg = out.join(format!("{stem}.svg"));
+    fn grid<DB: DrawingBackend>(
+        root: DrawingArea<DB, Shift>,
+        panels: &[Panel],
+        rows: usize,
+        columns: usize,
+    ) -> Result<(), String> {
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        for (area, p) in root.split_evenly((rows, columns)).into_iter().zip(panels) {
+            draw(area, &p.title, &p.x_label, &p.y_label, &p.series, p.log_y)?;
+        }
+        root.present().map_err(|e| e.to_string())
+    }
+    grid(
+        BitMapBackend::new(&png, size).into_drawing_area(),
+        panels,
+        rows,
+        columns,
+    )
+    .map_err(|message| PlotError::Draw {
+        path: png.clone(),
+        message,
+    })?;
+    grid(
+        SVGBackend::new(&svg, size).into_drawing_area(),
+        panels,
+        rows,
+        columns,
     )
     .map_err(|message| PlotError::Draw {
         path: svg.clone(),

@@ -23,9 +23,10 @@ use crate::config::{BackendKind, ConfigError, RunConfig};
 use crate::data::mnist::{DataError, Mnist};
 use crate::data::streams::{subset_order, TaskStream};
 use crate::folder::{FolderError, RunFolder};
+use crate::indicators::{self, append_indicator_rows};
 use crate::outputs::{
     self, append_controller_events, mean_last, tasks_csv, OutputError, Summary, TaskRow,
-    CHECKPOINT_FILE, CONFIG_FILE, CONTROLLER_FILE, SUMMARY_FILE, TASKS_FILE,
+    CHECKPOINT_FILE, CONFIG_FILE, CONTROLLER_FILE, INDICATORS_FILE, SUMMARY_FILE, TASKS_FILE,
 };
 use crate::seeds::{derive_seed, RESET, SHUFFLE};
 use crate::trainer::{TaskPosition, TrainError, Trainer};
@@ -252,30 +253,31 @@ fn run_prepared(
         None
     };
     let config_text = cfg.to_toml();
-    let (start_task, mut task_rows, mut controller_csv) = match &checkpoint {
+    let (start_task, mut task_rows, mut logs) = match &checkpoint {
         Some(ck) => {
             trainer.import_state(&ck.trainer)?;
-            let csv = read_text(&out.join(CONTROLLER_FILE))?;
-            (ck.next_task, ck.task_rows.clone(), csv)
+            let logs = RunLogs {
+                controller: read_text(&out.join(CONTROLLER_FILE))?,
+                indicators: ck.indicators_csv.clone(),
+                indicator_seconds: ck.indicator_seconds,
+            };
+            (ck.next_task, ck.task_rows.clone(), logs)
         }
         None => {
-            let mut csv = String::new();
-            append_controller_events(&mut csv, &[]);
-            (0, Vec::new(), csv)
+            let mut logs = RunLogs::default();
+            append_controller_events(&mut logs.controller, &[]);
+            if cfg.records_indicators() {
+                append_indicator_rows(&mut logs.indicators, &[]);
+            }
+            (0, Vec::new(), logs)
         }
     };
     let wall_offset = task_rows.last().map_or(0.0, |r| r.wall_seconds);
     if checkpoint.is_none() {
-        commit(
-            &folder,
-            cfg,
-            &config_text,
-            &task_rows,
-            &controller_csv,
-            layers,
-            None,
-        )?;
+        commit(&folder, cfg, &config_text, &task_rows, &logs, layers, None)?;
     }
+    let spec = model_spec(cfg);
+    let shapes = spec.layer_shapes()?;
 
     let examples = cfg.examples;
     let steps_per_task = (epoch_batches(examples, cfg.batch_size).count() * cfg.epochs) as u64;
@@ -334,27 +336,54 @@ fn run_prepared(
         };
         report_task(&progress, opts.quiet, cfg.tasks, &row);
         task_rows.push(row);
-        append_controller_events(&mut controller_csv, &rows);
+        let every = cfg.indicators.every;
+        if cfg.records_indicators() && ((task + 1) % every == 0 || task + 1 == cfg.tasks) {
+            let (found, seconds) = indicators::record(
+                &mut trainer,
+                &cfg.indicators,
+                &shapes,
+                spec.activation,
+                task,
+                population,
+                &rows,
+            )?;
+            append_indicator_rows(&mut logs.indicators, &found);
+            logs.indicator_seconds += seconds;
+        }
+        append_controller_events(&mut logs.controller, &rows);
         rows.clear();
         let ck = Checkpoint {
             config: config_text.clone(),
             next_task: task + 1,
             task_rows: task_rows.clone(),
-            controller_len: controller_csv.len(),
+            controller_len: logs.controller.len(),
             trainer: trainer.export_state()?,
+            indicators_csv: logs.indicators.clone(),
+            indicator_seconds: logs.indicator_seconds,
         };
         commit(
             &folder,
             cfg,
             &config_text,
             &task_rows,
-            &controller_csv,
+            &logs,
             layers,
             Some(&ck),
         )?;
     }
     progress.finish_and_clear();
-    Ok(summary(cfg, &task_rows))
+    Ok(summary(cfg, &task_rows, logs.indicator_seconds))
+}
+
+/// The logs a run accumulates beside its task rows.
+#[derive(Debug, Default)]
+struct RunLogs {
+    /// `controller.csv`.
+    controller: String,
+    /// `indicators.csv` (empty when the run records none).
+    indicators: String,
+    /// Seconds spent on indicators.
+    indicator_seconds: f64,
 }
 
 /// The checkpoint of the run in `folder`, checked against `cfg` and against the folder's
@@ -402,6 +431,15 @@ fn read_checkpoint(
     let controller = read_text(&out.join(CONTROLLER_FILE))?;
     ck.check_folder(&tasks, layers, &controller, cfg.method.resets_each_task())
         .map_err(|e| resume_err(format!("{} disagrees with the folder: {e}", path.display())))?;
+    if cfg.records_indicators() {
+        let on_disk = read_text(&out.join(INDICATORS_FILE))?;
+        if on_disk != ck.indicators_csv {
+            return Err(resume_err(format!(
+                "{} disagrees with the checkpoint",
+                out.join(INDICATORS_FILE).display()
+            )));
+        }
+    }
     Ok(Some(ck))
 }
 
@@ -421,19 +459,23 @@ fn commit(
     cfg: &RunConfig,
     config_text: &str,
     rows: &[TaskRow],
-    controller_csv: &str,
+    logs: &RunLogs,
     layers: usize,
     checkpoint: Option<&Checkpoint>,
 ) -> Result<(), RunError> {
     let tasks = tasks_csv(rows, layers);
-    let summary = serde_json::to_string_pretty(&summary(cfg, rows)).unwrap_or_default();
+    let summary = serde_json::to_string_pretty(&summary(cfg, rows, logs.indicator_seconds))
+        .unwrap_or_default();
     let ck = checkpoint.map(checkpoint::encode);
     let mut files: Vec<(&str, &[u8])> = vec![
         (CONFIG_FILE, config_text.as_bytes()),
         (TASKS_FILE, tasks.as_bytes()),
-        (CONTROLLER_FILE, controller_csv.as_bytes()),
+        (CONTROLLER_FILE, logs.controller.as_bytes()),
         (SUMMARY_FILE, summary.as_bytes()),
     ];
+    if !logs.indicators.is_empty() {
+        files.push((INDICATORS_FILE, logs.indicators.as_bytes()));
+    }
     if let Some(ck) = &ck {
         files.push((CHECKPOINT_FILE, ck));
     }
@@ -442,8 +484,8 @@ fn commit(
 }
 
 /// The summary of the finished tasks `rows` of a run configured by `cfg` (its wall time is
-/// the last finished task's).
-pub fn summary(cfg: &RunConfig, rows: &[TaskRow]) -> Summary {
+/// the last finished task's), which spent `indicator_seconds` on the diagnosis.
+pub fn summary(cfg: &RunConfig, rows: &[TaskRow], indicator_seconds: f64) -> Summary {
     let acc: Vec<f64> = rows.iter().map(|r| r.train_accuracy).collect();
     let online: Vec<f64> = rows.iter().map(|r| r.online_accuracy).collect();
     Summary {
@@ -461,6 +503,7 @@ pub fn summary(cfg: &RunConfig, rows: &[TaskRow]) -> Summary {
         lr: cfg.lr,
         seed: cfg.seed,
         backend: cfg.backend.to_string(),
+        indicator_seconds,
     }
 }
 

@@ -16,7 +16,7 @@ use safestep_core::bounds::StepMeasure;
 use safestep_core::noise::NoiseStats;
 use safestep_core::power::{top_eigenvalue, PowerConfig, PowerIteration};
 use safestep_core::scheduler::{
-    LayerObservation, LayerScheduler, Mode, Progress, Report, SchedulerConfig,
+    LayerObservation, LayerScheduler, Progress, Report, SchedulerConfig,
 };
 use safestep_engine::{Backend, BackendError, BackendState, LayerBatchStats, Regularizer};
 use serde::{Deserialize, Serialize};
@@ -192,7 +192,7 @@ impl Trainer {
                 wasserstein: cfg.method.wasserstein(&cfg.methods),
             },
             method: cfg.method,
-            events: sched.mode != Mode::Off || cfg.diagnostics,
+            events: cfg.has_controller_events(),
             sched,
             power_cfg: PowerConfig {
                 tol: cfg.statistics.power_tol as f32,
@@ -267,6 +267,12 @@ impl Trainer {
     /// Each layer's scheduled learning rate (before any method multiplier).
     pub fn scheduled_lrs(&self) -> Vec<f64> {
         self.layers.iter().map(|l| l.scheduler.lr()).collect()
+    }
+
+    /// Layer `layer`'s warm-started power-iteration direction (the diagnosis starts its
+    /// own iterations from a copy).
+    pub fn power_direction(&self, layer: usize) -> Option<&[f32]> {
+        self.layers.get(layer).map(|l| l.direction.as_slice())
     }
 
     /// Optimizer steps since the last reset.

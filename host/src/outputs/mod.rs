@@ -258,6 +258,9 @@ pub struct Summary {
     pub seed: u64,
     /// Backend that ran it.
     pub backend: String,
+    /// Seconds spent computing the diagnosis indicators (0 when none were recorded).
+    #[serde(default)]
+    pub indicator_seconds: f64,
 }
 
 /// Mean of the last `k` values (all of them when fewer); 0 for none.
@@ -293,14 +296,17 @@ pub const CONTROLLER_FILE: &str = "controller.csv";
 pub const SUMMARY_FILE: &str = "summary.json";
 /// Name of the resume checkpoint in a run folder.
 pub const CHECKPOINT_FILE: &str = "checkpoint.bin";
+/// Name of the diagnosis indicators file in a run folder (when recorded).
+pub const INDICATORS_FILE: &str = "indicators.csv";
 
 /// The files of a run folder (each a link into its current snapshot).
-pub const RUN_FILES: [&str; 5] = [
+pub const RUN_FILES: [&str; 6] = [
     CONFIG_FILE,
     TASKS_FILE,
     CONTROLLER_FILE,
     SUMMARY_FILE,
     CHECKPOINT_FILE,
+    INDICATORS_FILE,
 ];
 
 #[cfg(test)]

@@ -1,0 +1,522 @@
+//! The diagnosis: every indicator the paper compares, recorded per layer at the end of a
+//! task (`indicators.csv`), on a fixed evaluation subset of the task (its first
+//! `indicators.examples` examples, with the task's labels).
+//!
+//! | column | what |
+//! | --- | --- |
+//! | `sharpness` | the layer block's top Hessian eigenvalue (`λ_max`, by a shift when the largest-magnitude one is negative), `sharpness_iters` warm-started power iterations from the controller's direction |
+//! | `network_sharpness` | the whole network's top eigenvalue (opt-in, CPU engine) |
+//! | `hessian_rank` | an estimate: Ritz values of `lanczos_steps` Lanczos steps on the layer block (full reorthogonalization) whose magnitude exceeds `rank_threshold·max` (opt-in). It sees at most k eigenvalues, so it is exact for ranks below k and a lower bound above |
+//! | `weight_norm`, `grad_norm`, `grad_param_ratio` | `‖θ‖`, `‖ḡ‖` on the subset, their ratio |
+//! | `unit_sign_entropy`, `dead_fraction` | hidden layers: the mean binary entropy of each unit's sign over the subset, the fraction of units never positive |
+//! | `effective_rank` | hidden layers: Roy & Vetterli's effective rank of the layer's output features on the subset |
+//! | `stable_rank` | `‖W‖_F²/‖W‖_2²` of the layer's weight matrix |
+//! | `rho`, `rho_g`, `rho_vol`, `rho_combined` | the measured step and the three bounds at the task's last controller event |
+//! | `*_mean` | the same, averaged over the task's controller events |
+//!
+//! The math over slices is safestep-core's ([`safestep_core::indicators`],
+//! [`safestep_core::power`]); the singular values of the feature matrices and the
+//! eigenvalues of Lanczos's tridiagonal matrix come from `nalgebra`.
+
+use std::time::Instant;
+
+use nalgebra::{DMatrix, SymmetricEigen};
+use safestep_core::indicators as core_ind;
+use safestep_core::power::{top_eigenvalue, PowerConfig, PowerIteration};
+use safestep_engine::{Activation, Backend, LayerShape};
+use serde::Serialize;
+
+use crate::config::IndicatorsConfig;
+use crate::outputs::record::Record;
+use crate::trainer::{ControllerEvent, TrainError, Trainer};
+
+/// One row of `indicators.csv`: one layer at the end of one task. Its columns are these
+/// fields (empty where a value does not apply or was not asked for).
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct IndicatorRow {
+    /// Task index.
+    pub task: usize,
+    /// Layer index.
+    pub layer: usize,
+    /// Examples the indicators were computed on.
+    pub examples: usize,
+    /// The layer block's top Hessian eigenvalue.
+    pub sharpness: f64,
+    /// The whole network's top Hessian eigenvalue (opt-in).
+    pub network_sharpness: Option<f64>,
+    /// The layer block's Hessian rank estimate (opt-in).
+    pub hessian_rank: Option<f64>,
+    /// `‖θ‖₂`.
+    pub weight_norm: f64,
+    /// `‖ḡ‖₂` of the mean gradient on the subset.
+    pub grad_norm: f64,
+    /// `‖ḡ‖/‖θ‖`.
+    pub grad_param_ratio: f64,
+    /// Mean unit-sign entropy (bits), hidden layers.
+    pub unit_sign_entropy: Option<f64>,
+    /// Fraction of units never positive on the subset, hidden layers.
+    pub dead_fraction: Option<f64>,
+    /// Effective rank of the layer's output features, hidden layers.
+    pub effective_rank: Option<f64>,
+    /// Stable rank of the weight matrix.
+    pub stable_rank: f64,
+    /// ρ at the task's last controller event.
+    pub rho: Option<f64>,
+    /// ρ*_g at the last event.
+    pub rho_g: Option<f64>,
+    /// ρ*_vol at the last event.
+    pub rho_vol: Option<f64>,
+    /// ρ̃* at the last event.
+    pub rho_combined: Option<f64>,
+    /// ρ averaged over the task's events.
+    pub rho_mean: Option<f64>,
+    /// ρ*_g averaged over the task's events.
+    pub rho_g_mean: Option<f64>,
+    /// ρ*_vol averaged over the task's events.
+    pub rho_vol_mean: Option<f64>,
+    /// ρ̃* averaged over the task's events.
+    pub rho_combined_mean: Option<f64>,
+}
+
+fn core_err(layer: usize, error: safestep_core::Error) -> TrainError {
+    TrainError::Controller {
+        layer,
+        step: 0,
+        error,
+    }
+}
+
+fn power_err(layer: usize, e: impl std::fmt::Display) -> TrainError {
+    TrainError::Power {
+        layer,
+        step: 0,
+        message: e.to_string(),
+    }
+}
+
+/// The indicators of every layer at the end of task `task`, from the trainer's backend
+/// (task data loaded) and the task's controller `events`; returns the rows and the seconds
+/// they took.
+///
+/// # Errors
+/// A backend or core failure (the indicators change no training state, so the run could
+/// continue, but a failure here means something is wrong).
+pub fn record(
+    trainer: &mut Trainer,
+    cfg: &IndicatorsConfig,
+    shapes: &[LayerShape],
+    activation: Activation,
+    task: usize,
+    population: usize,
+    events: &[ControllerEvent],
+) -> Result<(Vec<IndicatorRow>, f64), TrainError> {
+    let started = Instant::now();
+    let directions: Vec<Vec<f32>> = (0..shapes.len())
+        .map(|l| {
+            trainer
+                .power_direction(l)
+                .map(<[f32]>::to_vec)
+                .unwrap_or_default()
+        })
+        .collect();
+    let subset: Vec<u32> = (0..cfg.examples.min(population) as u32).collect();
+    let backend = trainer.backend_mut();
+    let params = backend.export_state()?.params;
+    let pre = backend.hidden_pre_activations(&subset)?;
+    let out = backend.forward_backward(&subset, false)?;
+    let network_sharpness = if cfg.network_sharpness {
+        Some(network_top_eigenvalue(backend, shapes, cfg.network_iters)?)
+    } else {
+        None
+    };
+    let mut rows = Vec::with_capacity(shapes.len());
+    for (l, s) in shapes.iter().enumerate() {
+        let n = s.params();
+        let power_cfg = PowerConfig {
+            tol: 0.0,
+            max_iters: cfg.sharpness_iters,
+        };
+        let (mut mag, mut top) = (PowerIteration::new(), PowerIteration::new());
+        let mut v = directions[l].clone();
+        v.resize(n, 1.0);
+        let mut v_top = v.clone();
+        let mut hv = vec![0.0f32; n];
+        let sharpness = top_eigenvalue(
+            &mut mag,
+            &mut top,
+            &power_cfg,
+            &mut v,
+            &mut v_top,
+            &mut hv,
+            None,
+            |x: &[f32], o: &mut [f32]| backend.hvp(l, x, o),
+        )
+        .map_err(|e| power_err(l, e))?;
+        let hessian_rank = if cfg.hessian_rank {
+            Some(lanczos_rank(
+                |x: &[f32], o: &mut [f32]| backend.hvp(l, x, o),
+                n,
+                cfg.lanczos_steps,
+                cfg.rank_threshold,
+                l as u64,
+            )?)
+        } else {
+            None
+        };
+        let (w, _) = params[l].split_at(s.weights());
+        let weight_norm = f64::from(core_ind::weight_norm(&params[l]));
+        let grad_norm = out.layers[l].mean_grad_sq.max(0.0).sqrt();
+        let (entropy, dead, erank) = if s.hidden {
+            let z = &pre[l];
+            let units = s.fan_out;
+            let features = activate(activation, z, units);
+            let sv = singular_values(&features, subset.len(), features.len() / subset.len());
+            (
+                Some(f64::from(
+                    core_ind::unit_sign_entropy(z, units).map_err(|e| core_err(l, e))?,
+                )),
+                Some(f64::from(
+                    core_ind::dead_unit_fraction(z, units).map_err(|e| core_err(l, e))?,
+                )),
+                Some(core_ind::effective_rank(&sv).map_err(|e| core_err(l, e))?),
+            )
+        } else {
+            (None, None, None)
+        };
+        let stable = stable_rank(w, s.fan_out, s.fan_in, l)?;
+        let mine: Vec<&ControllerEvent> = events.iter().filter(|e| e.layer == l).collect();
+        let last = mine.last().map(|e| e.report);
+        let mean = |f: fn(&ControllerEvent) -> f64| {
+            (!mine.is_empty()).then(|| mine.iter().map(|e| f(e)).sum::<f64>() / mine.len() as f64)
+        };
+        rows.push(IndicatorRow {
+            task,
+            layer: l,
+            examples: subset.len(),
+            sharpness: f64::from(sharpness),
+            network_sharpness,
+            hessian_rank,
+            weight_norm,
+            grad_norm,
+            grad_param_ratio: if weight_norm > 0.0 {
+                grad_norm / weight_norm
+            } else {
+                0.0
+            },
+            unit_sign_entropy: entropy,
+            dead_fraction: dead,
+            effective_rank: erank,
+            stable_rank: stable,
+            rho: last.map(|r| r.rho),
+            rho_g: last.map(|r| r.rho_g),
+            rho_vol: last.map(|r| r.rho_vol),
+            rho_combined: last.map(|r| r.rho_combined),
+            rho_mean: mean(|e| e.report.rho),
+            rho_g_mean: mean(|e| e.report.rho_g),
+            rho_vol_mean: mean(|e| e.report.rho_vol),
+            rho_combined_mean: mean(|e| e.report.rho_combined),
+        });
+    }
+    Ok((rows, started.elapsed().as_secs_f64()))
+}
+
+/// The hidden layer's output features `act(z)` (rows × e·units).
+fn activate(activation: Activation, z: &[f32], units: usize) -> Vec<f32> {
+    match activation {
+        Activation::Relu => z.iter().map(|&x| x.max(0.0)).collect(),
+        Activation::Crelu => z
+            .chunks_exact(units)
+            .flat_map(|row| {
+                row.iter()
+                    .map(|&x| x.max(0.0))
+                    .chain(row.iter().map(|&x| (-x).max(0.0)))
+            })
+            .collect(),
+    }
+}
+
+/// Singular values of a row-major `rows × cols` matrix.
+fn singular_values(a: &[f32], rows: usize, cols: usize) -> Vec<f64> {
+    let m = DMatrix::from_row_iterator(rows, cols, a.iter().map(|&x| f64::from(x)));
+    m.singular_values().iter().copied().collect()
+}
+
+/// `‖W‖_F²/‖W‖_2²` with `‖W‖_2² = λ_max(WᵀW)` by power iteration on the core.
+fn stable_rank(w: &[f32], rows: usize, cols: usize, layer: usize) -> Result<f64, TrainError> {
+    let frobenius: f64 = w.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
+    let wd: Vec<f64> = w.iter().map(|&x| f64::from(x)).collect();
+    let mut tmp = vec![0.0f64; rows];
+    let gram = |x: &[f64], out: &mut [f64]| -> Result<(), std::convert::Infallible> {
+        for (r, t) in tmp.iter_mut().enumerate() {
+            *t = wd[r * cols..(r + 1) * cols]
+                .iter()
+                .zip(x)
+                .map(|(a, b)| a * b)
+                .sum();
+        }
+        out.fill(0.0);
+        for (r, &t) in tmp.iter().enumerate() {
+            for (o, &a) in out.iter_mut().zip(&wd[r * cols..(r + 1) * cols]) {
+                *o += a * t;
+            }
+        }
+        Ok(())
+    };
+    let mut v = vec![1.0f64; cols];
+    let mut hv = vec![0.0f64; cols];
+    let cfg = PowerConfig {
+        tol: 1e-6,
+        max_iters: 100,
+    };
+    let sigma_sq = PowerIteration::new()
+        .estimate(&cfg, &mut v, &mut hv, None, gram)
+        .map_err(|e| power_err(layer, e))?;
+    core_ind::stable_rank(frobenius, sigma_sq.max(0.0).sqrt()).map_err(|e| core_err(layer, e))
+}
+
+/// Top eigenvalue of the whole network's Hessian (power iteration on the backend's
+/// whole-network products; the largest algebraic one, by a shift when needed).
+fn network_top_eigenvalue(
+    backend: &mut dyn Backend,
+    shapes: &[LayerShape],
+    iters: usize,
+) -> Result<f64, TrainError> {
+    let sizes: Vec<usize> = shapes.iter().map(LayerShape::params).collect();
+    let total: usize = sizes.iter().sum();
+    let mut rng_state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = || {
+        rng_state = rng_state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((rng_state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+    };
+    let mut v: Vec<f32> = (0..total).map(|_| next()).collect();
+    let mut v_top = v.clone();
+    let mut hv = vec![0.0f32; total];
+    let split = |flat: &[f32]| -> Vec<Vec<f32>> {
+        let mut at = 0;
+        sizes
+            .iter()
+            .map(|&n| {
+                let part = flat[at..at + n].to_vec();
+                at += n;
+                part
+            })
+            .collect()
+    };
+    let hvp = |x: &[f32], out: &mut [f32]| -> Result<(), safestep_engine::BackendError> {
+        let mut parts: Vec<Vec<f32>> = sizes.iter().map(|&n| vec![0.0; n]).collect();
+        backend.hvp_network(&split(x), &mut parts)?;
+        for (o, p) in out.iter_mut().zip(parts.iter().flatten()) {
+            *o = *p;
+        }
+        Ok(())
+    };
+    let cfg = PowerConfig {
+        tol: 0.0,
+        max_iters: iters,
+    };
+    let (mut mag, mut top) = (PowerIteration::new(), PowerIteration::new());
+    top_eigenvalue(
+        &mut mag, &mut top, &cfg, &mut v, &mut v_top, &mut hv, None, hvp,
+    )
+    .map(f64::from)
+    .map_err(|e| power_err(0, e))
+}
+
+/// The Hessian rank estimate of a symmetric operator of size `n` by `steps` Lanczos steps
+/// with full reorthogonalization: the number of Ritz values whose magnitude exceeds
+/// `threshold` times the largest. Exact (with a start vector in general position) for ranks
+/// below `steps`, when the iteration ends early on an invariant subspace.
+///
+/// # Errors
+/// The operator's own error.
+pub fn lanczos_rank<F, E>(
+    mut op: F,
+    n: usize,
+    steps: usize,
+    threshold: f64,
+    seed: u64,
+) -> Result<f64, TrainError>
+where
+    F: FnMut(&[f32], &mut [f32]) -> Result<(), E>,
+    TrainError: From<E>,
+{
+    let ritz = lanczos_ritz_values(&mut op, n, steps, seed)?;
+    let top = ritz.iter().fold(0.0f64, |a, &x| a.max(x.abs()));
+    if top == 0.0 {
+        return Ok(0.0);
+    }
+    Ok(ritz.iter().filter(|&&x| x.abs() > threshold * top).count() as f64)
+}
+
+/// The Ritz values of up to `steps` Lanczos steps (fewer when an invariant subspace is
+/// found), in `f64` with full reorthogonalization against every basis vector.
+pub fn lanczos_ritz_values<F, E>(
+    op: &mut F,
+    n: usize,
+    steps: usize,
+    seed: u64,
+) -> Result<Vec<f64>, E>
+where
+    F: FnMut(&[f32], &mut [f32]) -> Result<(), E>,
+{
+    let mut state = seed ^ 0x5afe_57e9_1a4c_2095;
+    let mut rand = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 11) as f64 / (1u64 << 53) as f64) - 0.5
+    };
+    let normalize = |v: &mut [f64]| {
+        let len = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        if len > 0.0 {
+            v.iter_mut().for_each(|x| *x /= len);
+        }
+        len
+    };
+    let mut basis: Vec<Vec<f64>> = Vec::new();
+    let mut q: Vec<f64> = (0..n).map(|_| rand()).collect();
+    normalize(&mut q);
+    let (mut alphas, mut betas) = (Vec::new(), Vec::new());
+    let mut x32 = vec![0.0f32; n];
+    let mut y32 = vec![0.0f32; n];
+    for _ in 0..steps.min(n) {
+        for (a, &b) in x32.iter_mut().zip(&q) {
+            *a = b as f32;
+        }
+        op(&x32, &mut y32)?;
+        let mut w: Vec<f64> = y32.iter().map(|&x| f64::from(x)).collect();
+        let alpha: f64 = w.iter().zip(&q).map(|(a, b)| a * b).sum();
+        alphas.push(alpha);
+        basis.push(q.clone());
+        // Full reorthogonalization (twice, for stability).
+        for _ in 0..2 {
+            for b in &basis {
+                let c: f64 = w.iter().zip(b).map(|(a, b)| a * b).sum();
+                w.iter_mut().zip(b).for_each(|(a, b)| *a -= c * b);
+            }
+        }
+        let beta = normalize(&mut w);
+        let scale = alphas
+            .iter()
+            .fold(0.0f64, |a, x| a.max(x.abs()))
+            .max(1e-300);
+        if beta <= 1e-10 * scale {
+            break;
+        }
+        betas.push(beta);
+        q = w;
+    }
+    let k = alphas.len();
+    let mut t = DMatrix::<f64>::zeros(k, k);
+    for i in 0..k {
+        t[(i, i)] = alphas[i];
+        if i + 1 < k {
+            t[(i, i + 1)] = betas[i];
+            t[(i + 1, i)] = betas[i];
+        }
+    }
+    Ok(SymmetricEigen::new(t).eigenvalues.iter().copied().collect())
+}
+
+/// The header of `indicators.csv` (the fields of [`IndicatorRow`]).
+pub fn indicator_columns() -> Vec<&'static str> {
+    let mut record = Record::default();
+    // A struct of numbers and options always flattens.
+    let _ = record.push(&IndicatorRow::default());
+    record.names().to_vec()
+}
+
+/// Appends `rows` to `out` as CSV, writing the header first when `out` is empty.
+pub fn append_indicator_rows(out: &mut String, rows: &[IndicatorRow]) {
+    let mut writer = csv::WriterBuilder::new().from_writer(Vec::new());
+    // Writing strings into memory cannot fail.
+    if out.is_empty() {
+        let _ = writer.write_record(indicator_columns());
+    }
+    for row in rows {
+        let mut record = Record::default();
+        let _ = record.push(row);
+        let _ = writer.write_record(record.values());
+    }
+    if let Ok(bytes) = writer.into_inner() {
+        out.push_str(&String::from_utf8_lossy(&bytes));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A symmetric `n × n` operator of rank `r`: `Σ_k λ_k u_k u_kᵀ` with orthonormal `u`.
+    fn low_rank(n: usize, eig: &[f64], seed: u64) -> Vec<Vec<f64>> {
+        let mut state = seed;
+        let mut rand = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 11) as f64 / (1u64 << 53) as f64) - 0.5
+        };
+        let mut us: Vec<Vec<f64>> = Vec::new();
+        while us.len() < eig.len() {
+            let mut u: Vec<f64> = (0..n).map(|_| rand()).collect();
+            for b in &us {
+                let c: f64 = u.iter().zip(b).map(|(a, b)| a * b).sum();
+                u.iter_mut().zip(b).for_each(|(a, b)| *a -= c * b);
+            }
+            let len = u.iter().map(|x| x * x).sum::<f64>().sqrt();
+            u.iter_mut().for_each(|x| *x /= len);
+            us.push(u);
+        }
+        us.into_iter()
+            .zip(eig)
+            .map(|(u, &l)| u.into_iter().map(|x| x * l.abs().sqrt()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn lanczos_rank_is_exact_on_matrices_of_known_rank() {
+        for (n, rank, seed) in [(50, 3, 1u64), (80, 10, 2), (120, 17, 3), (60, 1, 4)] {
+            let eig: Vec<f64> = (0..rank)
+                .map(|k| {
+                    if k % 3 == 2 {
+                        -(k as f64 + 1.0)
+                    } else {
+                        k as f64 + 1.0
+                    }
+                })
+                .collect();
+            let factors = low_rank(n, &eig, seed);
+            let sign: Vec<f64> = eig.iter().map(|l| l.signum()).collect();
+            let op = |x: &[f32], out: &mut [f32]| -> Result<(), TrainError> {
+                out.fill(0.0);
+                for (f, s) in factors.iter().zip(&sign) {
+                    // f = sqrt|λ| u: λ u uᵀ x = s · f (fᵀ x).
+                    let c: f64 = f.iter().zip(x).map(|(a, &b)| a * f64::from(b)).sum();
+                    for (o, a) in out.iter_mut().zip(f) {
+                        *o += (s * a * c) as f32;
+                    }
+                }
+                Ok(())
+            };
+            let got = lanczos_rank(op, n, 32, 1e-3, 7).unwrap();
+            assert_eq!(got, rank as f64, "n {n} rank {rank}");
+        }
+    }
+
+    #[test]
+    fn stable_rank_of_a_diagonal_matrix() {
+        // diag(3, 4) as 2×2: ‖W‖_F² = 25, ‖W‖_2 = 4.
+        let s = stable_rank(&[3.0, 0.0, 0.0, 4.0], 2, 2, 0).unwrap();
+        assert!((s - 25.0 / 16.0).abs() < 1e-9, "{s}");
+    }
+
+    #[test]
+    fn singular_values_and_effective_rank_of_orthogonal_features() {
+        // Rows are orthonormal: two equal singular values, effective rank 2.
+        let sv = singular_values(&[1.0, 0.0, 0.0, 0.0, 1.0, 0.0], 2, 3);
+        let e = core_ind::effective_rank(&sv).unwrap();
+        assert!((e - 2.0).abs() < 1e-9, "{sv:?} {e}");
+    }
+}
