@@ -38,6 +38,27 @@ pub struct Regularizer {
     /// `(λ/2) · Σ_k (sort(θ)_k − sort(θ₀)_k)²`, separately over the layer's weights and its
     /// biases (gradient `λ·(θ_j − sort(θ₀)_rank(j))`, like coupled L2's `λ·θ`); 0 = off.
     pub wasserstein: f32,
+    /// Strength `λ` of L2-Init (Kumar et al. 2023): `λ‖θ − θ₀‖²` toward the initial
+    /// parameters of the last reset, gradient `2λ(θ − θ₀)`; 0 = off.
+    pub l2_init: f32,
+}
+
+impl Regularizer {
+    /// Whether any regulariser is on.
+    pub fn any(&self) -> bool {
+        self.wasserstein > 0.0 || self.l2_init > 0.0
+    }
+}
+
+/// What the unit-replacement methods (continual backprop, ReDo) read of one hidden layer
+/// on the last `forward_backward` batch.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct UnitStats {
+    /// Per unit, the batch mean of `|h|` summed over the features it feeds forward (one for
+    /// ReLU, two for CReLU): its activity.
+    pub activity: Vec<f32>,
+    /// Per unit, `Σ_k |w_kj|` over the next layer's weights out of its features.
+    pub outgoing: Vec<f32>,
 }
 
 /// One layer's statistics of one minibatch, as [`Backend::forward_backward`] returns them.
@@ -193,6 +214,43 @@ pub trait Backend {
     /// may end the last `forward_backward`'s batch (call `forward_backward` again before
     /// [`Backend::hvp`]).
     fn hidden_pre_activations(&mut self, batch: &[u32]) -> Result<Vec<Vec<f32>>, BackendError>;
+
+    /// Each hidden layer's [`UnitStats`] on the last `forward_backward` batch (valid until
+    /// the next one). Engines that do not offer it return [`BackendError::Unsupported`].
+    fn unit_stats(&mut self) -> Result<Vec<UnitStats>, BackendError> {
+        Err(BackendError::Unsupported {
+            what: "unit_stats",
+            backend: self.name(),
+        })
+    }
+
+    /// Re-initialises the units `units` of hidden layer `layer` (continual backprop, ReDo):
+    /// their input weights and bias drawn afresh from the initial distribution (seeded by
+    /// `seed`), their outgoing weights set to 0, and the Adam moments of every touched
+    /// parameter set to 0. Invalidates the last batch.
+    fn reinit_units(
+        &mut self,
+        layer: usize,
+        units: &[usize],
+        seed: u64,
+    ) -> Result<(), BackendError> {
+        let _ = (layer, units, seed);
+        Err(BackendError::Unsupported {
+            what: "reinit_units",
+            backend: self.name(),
+        })
+    }
+
+    /// Shrink and perturb (Ash & Adams 2020): every parameter `θ ← (1 − shrink)·θ +
+    /// scale·ξ`, `ξ` drawn from the initial distribution (seeded by `seed`). Invalidates the
+    /// last batch.
+    fn shrink_perturb(&mut self, shrink: f32, scale: f32, seed: u64) -> Result<(), BackendError> {
+        let _ = (shrink, scale, seed);
+        Err(BackendError::Unsupported {
+            what: "shrink_perturb",
+            backend: self.name(),
+        })
+    }
 
     /// Adam's preconditioner square root for layer `layer`:
     /// `out_i = 1 / sqrt(sqrt(v̂_i) + eps)` with `v̂ = v / (1 − β2^t)`.

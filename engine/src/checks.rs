@@ -105,7 +105,7 @@ pub fn check_task(spec: &ModelSpec, images: &[f32], labels: &[u8]) -> Result<(),
 ///
 /// # Errors
 /// [`BackendError::LengthMismatch`] (`lrs`), [`BackendError::BadLearningRate`] naming the
-/// layer, or [`BackendError::InvalidSpec`] (`wasserstein`).
+/// layer, or [`BackendError::InvalidSpec`] (`wasserstein`, `l2_init`).
 pub fn check_step(layers: usize, lrs: &[f32], reg: &Regularizer) -> Result<(), BackendError> {
     check_len("lrs", layers, lrs.len())?;
     if let Some((layer, &value)) = lrs
@@ -115,12 +115,14 @@ pub fn check_step(layers: usize, lrs: &[f32], reg: &Regularizer) -> Result<(), B
     {
         return Err(BackendError::BadLearningRate { layer, value });
     }
-    if !(reg.wasserstein.is_finite() && reg.wasserstein >= 0.0) {
-        return Err(BackendError::InvalidSpec {
-            field: "wasserstein",
-            value: reg.wasserstein.to_string(),
-            allowed: "finite and >= 0",
-        });
+    for (field, value) in [("wasserstein", reg.wasserstein), ("l2_init", reg.l2_init)] {
+        if !(value.is_finite() && value >= 0.0) {
+            return Err(BackendError::InvalidSpec {
+                field,
+                value: value.to_string(),
+                allowed: "finite and >= 0",
+            });
+        }
     }
     Ok(())
 }

@@ -22,7 +22,9 @@ pub mod error;
 pub mod reference;
 pub mod spec;
 
-pub use backend::{Backend, BackendState, BatchOutput, EvalOutput, LayerBatchStats, Regularizer};
+pub use backend::{
+    Backend, BackendState, BatchOutput, EvalOutput, LayerBatchStats, Regularizer, UnitStats,
+};
 pub use cpu::CpuBackend;
 pub use error::BackendError;
 pub use spec::{init_params, Activation, LayerShape, ModelSpec};

@@ -235,6 +235,11 @@ fn count_params(input: usize, hidden: &[usize], classes: usize, expand: usize) -
     total.saturating_add(fan_in.saturating_mul(classes).saturating_add(classes))
 }
 
+/// The bound `b` of a layer's initial distribution `U(−b, b)`: `1/sqrt(fan_in)`.
+pub fn init_bound(shape: &LayerShape) -> f32 {
+    1.0 / (shape.fan_in as f32).sqrt()
+}
+
 /// Seeded initial parameters, one vector per layer (weights row-major `fan_out × fan_in`,
 /// then the bias): every entry uniform in `±1/sqrt(fan_in)`, PyTorch's default for linear
 /// layers. Drawn in order from one ChaCha8 generator seeded with `seed`, so the result is a
@@ -244,7 +249,7 @@ pub fn init_params(shapes: &[LayerShape], seed: u64) -> Vec<Vec<f32>> {
     shapes
         .iter()
         .map(|s| {
-            let bound = 1.0 / (s.fan_in as f32).sqrt();
+            let bound = init_bound(s);
             (0..s.params())
                 .map(|_| rng.random_range(-bound..bound))
                 .collect()

@@ -281,7 +281,10 @@ fn trajectory(act: Activation, seed: u64, threads: usize) -> Vec<u64> {
     let (x, y) = task(seed, N, s.input, s.classes);
     cpu.load_task(&x, &y).unwrap();
     let adam = default_adam();
-    let reg = Regularizer { wasserstein: 0.01 };
+    let reg = Regularizer {
+        wasserstein: 0.01,
+        ..Regularizer::default()
+    };
     let mut bits = Vec::new();
     let layers = cpu.shapes().len();
     for t in 1..=6u64 {
@@ -344,8 +347,16 @@ fn regulariser_changes_the_step_not_the_statistics() {
         }
         a.adam_step(&adam, &[0.01; 3], t, &Regularizer::default())
             .unwrap();
-        b.adam_step(&adam, &[0.01; 3], t, &Regularizer { wasserstein: 10.0 })
-            .unwrap();
+        b.adam_step(
+            &adam,
+            &[0.01; 3],
+            t,
+            &Regularizer {
+                wasserstein: 10.0,
+                ..Regularizer::default()
+            },
+        )
+        .unwrap();
     }
     assert_ne!(a.layer_params(0).unwrap(), b.layer_params(0).unwrap());
 }
@@ -467,7 +478,10 @@ fn exported_state_continues_bit_identically() {
     let s = spec(Activation::Crelu);
     let (x, y) = task(3, N, s.input, s.classes);
     let adam = default_adam();
-    let reg = Regularizer { wasserstein: 0.1 };
+    let reg = Regularizer {
+        wasserstein: 0.1,
+        ..Regularizer::default()
+    };
     let steps = |cpu: &mut CpuBackend, from: u64| -> Vec<u32> {
         let mut bits = Vec::new();
         for t in from..from + 3 {
@@ -588,4 +602,128 @@ fn hidden_pre_activations_match_the_reference_and_keep_the_batch() {
     // The training batch is intact: an HVP still works.
     let n = cpu.layer_param_counts()[0];
     cpu.hvp(0, &vec![0.1; n], &mut vec![0.0; n]).unwrap();
+}
+
+#[test]
+fn reinit_units_redraws_inputs_zeroes_outputs_and_their_moments_only() {
+    for act in [Activation::Relu, Activation::Crelu] {
+        let (mut cpu, _, _) = setup(act, 14);
+        let adam = default_adam();
+        for t in 1..=3 {
+            cpu.forward_backward(&batch(), false).unwrap();
+            cpu.adam_step(&adam, &[0.01; 3], t, &Regularizer::default())
+                .unwrap();
+        }
+        let before = cpu.export_state().unwrap();
+        cpu.reinit_units(0, &[1, 3], 99).unwrap();
+        let after = cpu.export_state().unwrap();
+        let shapes = cpu.shapes().to_vec();
+        let (s0, s1) = (shapes[0], shapes[1]);
+        let e = act.expansion();
+        let bound = 1.0 / (s0.fan_in as f32).sqrt();
+        for (i, (&b, &a)) in before.params[0].iter().zip(&after.params[0]).enumerate() {
+            let unit = if i < s0.weights() {
+                i / s0.fan_in
+            } else {
+                i - s0.weights()
+            };
+            if unit == 1 || unit == 3 {
+                assert!(a.abs() <= bound && a != b, "layer 0 entry {i}");
+                assert_eq!((after.m[0][i], after.v[0][i]), (0.0, 0.0));
+            } else {
+                assert_eq!(a, b, "layer 0 entry {i} must not change");
+                assert_eq!(after.m[0][i], before.m[0][i]);
+            }
+        }
+        for (i, (&b, &a)) in before.params[1].iter().zip(&after.params[1]).enumerate() {
+            let outgoing = i < s1.weights() && [1, 3].contains(&((i % s1.fan_in) % s0.fan_out));
+            if outgoing {
+                assert_eq!(
+                    (a, after.m[1][i], after.v[1][i]),
+                    (0.0, 0.0, 0.0),
+                    "layer 1 entry {i}"
+                );
+            } else {
+                assert_eq!(a, b, "layer 1 entry {i} must not change");
+            }
+        }
+        assert_eq!(before.params[2], after.params[2]);
+        assert_eq!(e * s0.fan_out, s1.fan_in);
+        assert!(matches!(
+            cpu.reinit_units(2, &[0], 1),
+            Err(BackendError::InvalidSpec { field: "layer", .. })
+        ));
+        assert!(cpu.reinit_units(0, &[s0.fan_out], 1).is_err());
+    }
+}
+
+#[test]
+fn shrink_perturb_shrinks_and_perturbs_by_exactly_its_constants() {
+    let (mut cpu, _, _) = setup(Activation::Relu, 15);
+    let before = cpu.export_state().unwrap();
+    cpu.shrink_perturb(0.1, 0.0, 3).unwrap();
+    let shrunk = cpu.export_state().unwrap();
+    for (b, a) in before
+        .params
+        .iter()
+        .flatten()
+        .zip(shrunk.params.iter().flatten())
+    {
+        assert_eq!(*a, 0.9 * b);
+    }
+    cpu.shrink_perturb(0.0, 0.5, 3).unwrap();
+    let noisy = cpu.export_state().unwrap();
+    for ((l, s), (b, a)) in cpu
+        .shapes()
+        .iter()
+        .enumerate()
+        .flat_map(|(l, s)| std::iter::repeat_n((l, *s), s.params()))
+        .zip(
+            shrunk
+                .params
+                .iter()
+                .flatten()
+                .zip(noisy.params.iter().flatten()),
+        )
+    {
+        let bound = 0.5 / (s.fan_in as f32).sqrt();
+        assert!((a - b).abs() <= bound * 1.0001, "layer {l}: {b} -> {a}");
+    }
+    assert_ne!(shrunk.params, noisy.params);
+    assert!(cpu.shrink_perturb(1.0, 0.0, 0).is_err());
+}
+
+#[test]
+fn l2_init_adds_twice_lambda_times_the_drift_to_the_step_gradient() {
+    // One plain step moves θ away from θ₀; the next step's gradient (its ‖g‖² statistic)
+    // must then be the data gradient plus 2λ(θ − θ₀), computed here by hand.
+    let (mut cpu, _, _) = setup(Activation::Relu, 16);
+    let adam = default_adam();
+    cpu.forward_backward(&batch(), false).unwrap();
+    cpu.adam_step(&adam, &[0.01; 3], 1, &Regularizer::default())
+        .unwrap();
+    let drifted = cpu.export_state().unwrap();
+    let lambda = 0.5f32;
+    let reg = Regularizer {
+        l2_init: lambda,
+        ..Regularizer::default()
+    };
+    cpu.forward_backward(&batch(), false).unwrap();
+    let g: Vec<Vec<f32>> = (0..3)
+        .map(|l| cpu.layer_grad(l).unwrap().to_vec())
+        .collect();
+    let stats = cpu.adam_step(&adam, &[0.01; 3], 2, &reg).unwrap();
+    for (l, gl) in g.iter().enumerate() {
+        let want: f64 = gl
+            .iter()
+            .zip(&drifted.params[l])
+            .zip(&drifted.theta0[l])
+            .map(|((&g, &p), &p0)| f64::from(g + 2.0 * lambda * (p - p0)).powi(2))
+            .sum();
+        let got = stats[l].grad_sq;
+        assert!(
+            (got - want).abs() <= 1e-5 * want,
+            "layer {l}: {got} vs {want}"
+        );
+    }
 }

@@ -293,6 +293,7 @@ fn cuda_matches_cpu_with_crelu_wasserstein_and_weight_decay() {
         let lrs = [3e-3_f32, 2e-3, 1e-3];
         let reg = Regularizer {
             wasserstein: lambda,
+            ..Regularizer::default()
         };
         let counts = cpu.layer_param_counts();
         for step in 0..if quick() { 3 } else { 8u64 } {
@@ -356,7 +357,10 @@ fn cuda_state_round_trips_through_the_cpu_backend() {
     cpu.load_task(&images, &labels).unwrap();
     gpu.load_task(&images, &labels).unwrap();
     let adam = validated_adam(AdamConfig::default());
-    let reg = Regularizer { wasserstein: 0.1 };
+    let reg = Regularizer {
+        wasserstein: 0.1,
+        ..Regularizer::default()
+    };
     let lrs = [1e-3_f32; 3];
     // Train the CPU a little, move its state to the GPU, step both identically.
     for t in 1..=5u64 {

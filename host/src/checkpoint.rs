@@ -19,9 +19,10 @@ use crate::trainer::TrainerState;
 /// The first bytes of every checkpoint.
 pub const MAGIC: &[u8; 8] = b"SAFESTEP";
 
-/// The format this safestep writes (2: the scheduler state holds `lr0`, the trainer both
-/// power iterations, and the file is checksummed).
-pub const FORMAT: u32 = 2;
+/// The format this safestep writes (3: the scheduler state holds `lr0`, the trainer both
+/// power iterations and the unit trackers, the indicators log rides along, and the file
+/// is checksummed).
+pub const FORMAT: u32 = 3;
 
 const HEADER: usize = 8 + 4 + 8 + 4;
 

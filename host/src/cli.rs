@@ -316,6 +316,13 @@ impl CommonArgs {
                 *dst = v.clone();
             }
         }
+        if self.benchmark == Some(Benchmark::OnlinePermutedMnist)
+            && cfg.benchmark != Benchmark::OnlinePermutedMnist
+        {
+            // The benchmark's protocol (one pass, batch 1); --epochs/--batch-size override it.
+            cfg.epochs = 1;
+            cfg.batch_size = 1;
+        }
         set(&mut cfg.benchmark, &self.benchmark);
         set(&mut cfg.tasks, &self.tasks);
         set(&mut cfg.epochs, &self.epochs);

@@ -408,6 +408,8 @@ mod tests {
             mean_train_accuracy: all,
             mean_online_accuracy: 0.0,
             final_train_accuracy: last5,
+            final_online_accuracy: 0.0,
+            auc_train_accuracy: all,
             wall_seconds: 1.0,
             benchmark: String::new(),
             method: String::new(),

@@ -117,6 +117,8 @@ pub struct StatisticsConfig {
     pub sharpness: Sharpness,
     /// step | fresh: the minibatch the noise statistics come from.
     pub noise_batch: NoiseBatch,
+    /// The fresh diagnostic minibatch's size (0: the step's batch size).
+    pub fresh_batch: usize,
 }
 
 impl Default for StatisticsConfig {
@@ -127,6 +129,7 @@ impl Default for StatisticsConfig {
             power_max_iters: 20,
             sharpness: Sharpness::Magnitude,
             noise_batch: NoiseBatch::Step,
+            fresh_batch: 0,
         }
     }
 }
@@ -293,6 +296,15 @@ fn merge_tables(base: &mut toml::Table, overlay: toml::Table) {
     }
 }
 
+/// The protocol of online permuted MNIST (Dohare et al. 2024): one pass over each task,
+/// one example per step. A file or flags that set them override these.
+pub fn online_preset() -> toml::Table {
+    let mut t = toml::Table::new();
+    t.insert("epochs".into(), toml::Value::Integer(1));
+    t.insert("batch_size".into(), toml::Value::Integer(1));
+    t
+}
+
 /// Keys an older safestep wrote in `[scheduler]` that now live in `[statistics]`: moved, so
 /// earlier runs' `config.toml` files still load (and `compare` still reuses them).
 const MOVED_TO_STATISTICS: [&str; 3] = ["finite_population", "power_tol", "power_max_iters"];
@@ -360,6 +372,9 @@ impl RunConfig {
         let mut merged = toml::Table::try_from(RunConfig::default()).map_err(|e| e.to_string())?;
         let mut overlay = overlay;
         migrate_legacy(&mut overlay);
+        if overlay.get("benchmark").and_then(toml::Value::as_str) == Some("online-permuted-mnist") {
+            merge_tables(&mut merged, online_preset());
+        }
         merge_tables(&mut merged, overlay);
         RunConfig::deserialize(toml::Value::Table(merged))
             .map_err(|e| e.to_string().trim().to_string())
@@ -378,7 +393,21 @@ impl RunConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         at_least("tasks", self.tasks, 1)?;
         at_least("epochs", self.epochs, 1)?;
-        at_least("batch-size", self.batch_size, 2)?;
+        at_least("batch-size", self.batch_size, 1)?;
+        if self.benchmark == Benchmark::OnlinePermutedMnist && self.epochs != 1 {
+            return Err(ConfigError::new(
+                "epochs",
+                self.epochs,
+                "1 for online-permuted-mnist (one pass over each task)",
+            ));
+        }
+        if self.method.cpu_only() && self.backend == BackendKind::Cuda {
+            return Err(ConfigError::new(
+                "method",
+                self.method,
+                "a method the cuda engine offers (l2-init, shrink-perturb, cbp and redo run on the cpu backend only, for now)",
+            ));
+        }
         at_least("examples", self.examples, 2)?;
         if self.batch_size > self.examples {
             return Err(ConfigError::new(
@@ -426,6 +455,24 @@ impl RunConfig {
         }
         self.methods.validate()?;
         let st = &self.statistics;
+        let noise_batch = match st.noise_batch {
+            NoiseBatch::Fresh if st.fresh_batch > 0 => st.fresh_batch,
+            _ => self.batch_size,
+        };
+        if self.has_controller_events() && noise_batch < 2 {
+            return Err(ConfigError::new(
+                "batch-size",
+                self.batch_size,
+                "at least 2 for the controller's noise statistics, or [statistics] noise_batch = \"fresh\" with fresh_batch >= 2",
+            ));
+        }
+        if st.fresh_batch > self.examples {
+            return Err(ConfigError::new(
+                "statistics.fresh_batch",
+                st.fresh_batch,
+                &format!("at most --examples ({})", self.examples),
+            ));
+        }
         positive("statistics.power_tol", st.power_tol)?;
         representable_in_f32("statistics.power_tol", st.power_tol)?;
         at_least("statistics.power_max_iters", st.power_max_iters, 1)?;

@@ -16,6 +16,7 @@ pub mod folder;
 pub mod indicators;
 pub mod methods;
 pub mod outputs;
+pub mod plasticity;
 pub mod plot;
 pub mod runner;
 pub mod seeds;

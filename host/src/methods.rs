@@ -24,6 +24,28 @@ pub struct MethodSettings {
     pub decay_factor: f64,
     /// `step-decay`: milestones as fractions of a task's steps, increasing, in (0, 1).
     pub decay_milestones: Vec<f64>,
+    /// `l2-init`: λ of `λ‖θ − θ₀‖²` (Kumar et al. 2023 tune it over 1e-2…1e-5; 1e-3 is the
+    /// middle of that grid and the paper's L2 strength).
+    pub l2_init: f64,
+    /// `shrink-perturb`: the shrink ε of `θ ← (1−ε)θ + σξ`.
+    pub shrink: f64,
+    /// `shrink-perturb`: the noise scale σ (Dohare et al.'s permuted-MNIST grid: 1e-4,
+    /// 1e-5, 1e-6 per step).
+    pub perturb: f64,
+    /// `shrink-perturb`: apply every this many steps.
+    pub perturb_interval: usize,
+    /// `cbp`: replacement rate ρ, the fraction of mature units replaced per step (Dohare et
+    /// al. 2024: 1e-4 on online permuted MNIST).
+    pub replacement_rate: f64,
+    /// `cbp`: decay η of the running utility (Dohare et al.: 0.99).
+    pub utility_decay: f64,
+    /// `cbp`: steps a unit must live before it can be replaced (Dohare et al.: 100).
+    pub maturity: u64,
+    /// `redo`: recycle dormant units every this many steps (Sokar et al. 2023: 1000).
+    pub redo_interval: u64,
+    /// `redo`: a unit is dormant when its activity over the layer's mean is at most τ
+    /// (Sokar et al.: 0.1 for their supervised experiments).
+    pub redo_threshold: f64,
 }
 
 impl Default for MethodSettings {
@@ -34,6 +56,15 @@ impl Default for MethodSettings {
             wasserstein: 1e-2,
             decay_factor: 0.1,
             decay_milestones: vec![0.5, 0.75],
+            l2_init: 1e-3,
+            shrink: 1e-5,
+            perturb: 1e-5,
+            perturb_interval: 1,
+            replacement_rate: 1e-4,
+            utility_decay: 0.99,
+            maturity: 100,
+            redo_interval: 1000,
+            redo_threshold: 0.1,
         }
     }
 }
@@ -58,6 +89,39 @@ impl MethodSettings {
         non_negative("methods.l2", self.l2)?;
         non_negative("methods.weight_decay", self.weight_decay)?;
         non_negative("methods.wasserstein", self.wasserstein)?;
+        non_negative("methods.l2_init", self.l2_init)?;
+        non_negative("methods.perturb", self.perturb)?;
+        let unit = |field: &str, value: f64| {
+            if value.is_finite() && (0.0..1.0).contains(&value) {
+                Ok(())
+            } else {
+                Err(ConfigError::new(field, value, "a number in [0, 1)"))
+            }
+        };
+        unit("methods.shrink", self.shrink)?;
+        unit("methods.replacement_rate", self.replacement_rate)?;
+        unit("methods.utility_decay", self.utility_decay)?;
+        if !(self.redo_threshold.is_finite() && self.redo_threshold >= 0.0) {
+            return Err(ConfigError::new(
+                "methods.redo_threshold",
+                self.redo_threshold,
+                "a finite number >= 0",
+            ));
+        }
+        if self.perturb_interval == 0 {
+            return Err(ConfigError::new(
+                "methods.perturb_interval",
+                0,
+                "an integer >= 1",
+            ));
+        }
+        if self.redo_interval == 0 {
+            return Err(ConfigError::new(
+                "methods.redo_interval",
+                0,
+                "an integer >= 1",
+            ));
+        }
         if !(self.decay_factor.is_finite() && self.decay_factor > 0.0) {
             return Err(ConfigError::new(
                 "methods.decay_factor",
@@ -98,11 +162,25 @@ pub enum Method {
     Reset,
     /// Hand-tuned step decay of the lr within each task (`methods.decay_*`).
     StepDecay,
+    /// L2-Init (Kumar et al. 2023): `λ‖θ − θ₀‖²` toward the initial parameters
+    /// (`methods.l2_init`).
+    L2Init,
+    /// Shrink and perturb (Ash & Adams 2020, as Dohare et al. 2024 use it):
+    /// `θ ← (1−ε)θ + σξ` every `methods.perturb_interval` steps, ξ from the initial
+    /// distribution (`methods.shrink`, `methods.perturb`).
+    ShrinkPerturb,
+    /// Continual backprop (Dohare et al. 2024): replace a fraction of the mature,
+    /// lowest-utility hidden units every step (`methods.replacement_rate`,
+    /// `utility_decay`, `maturity`).
+    Cbp,
+    /// ReDo (Sokar et al. 2023): recycle τ-dormant hidden units every n steps
+    /// (`methods.redo_interval`, `redo_threshold`).
+    Redo,
 }
 
 impl Method {
     /// Every method, in the order tables list them.
-    pub const ALL: [Method; 7] = [
+    pub const ALL: [Method; 11] = [
         Method::Adam,
         Method::AdamL2,
         Method::Adamw,
@@ -110,6 +188,10 @@ impl Method {
         Method::Wasserstein,
         Method::Reset,
         Method::StepDecay,
+        Method::L2Init,
+        Method::ShrinkPerturb,
+        Method::Cbp,
+        Method::Redo,
     ];
 
     /// The method's command-line name.
@@ -122,6 +204,10 @@ impl Method {
             Method::Wasserstein => "wasserstein",
             Method::Reset => "reset",
             Method::StepDecay => "step-decay",
+            Method::L2Init => "l2-init",
+            Method::ShrinkPerturb => "shrink-perturb",
+            Method::Cbp => "cbp",
+            Method::Redo => "redo",
         }
     }
 
@@ -139,13 +225,28 @@ impl Method {
         }
     }
 
-    /// Strength of the Wasserstein regulariser (0 = off).
-    pub fn wasserstein(self, settings: &MethodSettings) -> f32 {
-        if self == Method::Wasserstein {
-            settings.wasserstein as f32
-        } else {
-            0.0
+    /// The regularisers this method adds to the step's gradient.
+    pub fn regularizer(self, settings: &MethodSettings) -> safestep_engine::Regularizer {
+        safestep_engine::Regularizer {
+            wasserstein: if self == Method::Wasserstein {
+                settings.wasserstein as f32
+            } else {
+                0.0
+            },
+            l2_init: if self == Method::L2Init {
+                settings.l2_init as f32
+            } else {
+                0.0
+            },
         }
+    }
+
+    /// Whether the method needs engine operations the CUDA engine does not offer yet.
+    pub fn cpu_only(self) -> bool {
+        matches!(
+            self,
+            Method::L2Init | Method::ShrinkPerturb | Method::Cbp | Method::Redo
+        )
     }
 
     /// Whether network and optimizer are re-initialised at every task boundary.

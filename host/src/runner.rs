@@ -25,8 +25,9 @@ use crate::data::streams::{subset_order, TaskStream};
 use crate::folder::{FolderError, RunFolder};
 use crate::indicators::{self, append_indicator_rows};
 use crate::outputs::{
-    self, append_controller_events, mean_last, tasks_csv, OutputError, Summary, TaskRow,
-    CHECKPOINT_FILE, CONFIG_FILE, CONTROLLER_FILE, INDICATORS_FILE, SUMMARY_FILE, TASKS_FILE,
+    self, append_controller_events, mean_last, normalized_area, tasks_csv, OutputError, Summary,
+    TaskRow, CHECKPOINT_FILE, CONFIG_FILE, CONTROLLER_FILE, INDICATORS_FILE, SUMMARY_FILE,
+    TASKS_FILE,
 };
 use crate::seeds::{derive_seed, RESET, SHUFFLE};
 use crate::trainer::{TaskPosition, TrainError, Trainer};
@@ -181,7 +182,7 @@ pub fn load_stream(cfg: &RunConfig) -> Result<TaskStream, RunError> {
 /// The minibatches of one epoch over `n` shuffled examples, as index ranges: every example
 /// once, the last batch smaller when `batch` does not divide `n` (as PyTorch's default
 /// `drop_last=False`), except that a last batch of a single example is dropped (its
-/// gradient variance is undefined).
+/// gradient variance is undefined) unless the batch size is 1.
 ///
 /// ```
 /// use safestep_host::runner::epoch_batches;
@@ -191,10 +192,12 @@ pub fn load_stream(cfg: &RunConfig) -> Result<TaskStream, RunError> {
 /// ```
 pub fn epoch_batches(n: usize, batch: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
     let batch = batch.max(1);
+    // With batch size 1 (online learning) every batch has one example by design.
+    let smallest = batch.min(2);
     (0..n)
         .step_by(batch)
         .map(move |start| start..(start + batch).min(n))
-        .filter(|r| r.len() >= 2)
+        .filter(move |r| r.len() >= smallest)
 }
 
 /// Runs (or resumes) a whole configured run into `opts.out` and returns its summary.
@@ -496,6 +499,8 @@ pub fn summary(cfg: &RunConfig, rows: &[TaskRow], indicator_seconds: f64) -> Sum
         mean_train_accuracy: mean_last(&acc, acc.len()),
         mean_online_accuracy: mean_last(&online, online.len()),
         final_train_accuracy: acc.last().copied().unwrap_or(0.0),
+        final_online_accuracy: online.last().copied().unwrap_or(0.0),
+        auc_train_accuracy: normalized_area(&acc),
         wall_seconds: rows.last().map_or(0.0, |r| r.wall_seconds),
         benchmark: cfg.benchmark.to_string(),
         method: cfg.method.name().to_string(),

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{NoiseBatch, RunConfig, Sharpness};
 use crate::methods::Method;
+use crate::plasticity::{Plasticity, UnitTracker};
 use crate::seeds::{derive_seed, FRESH_BATCH};
 
 /// Largest curvature window W a run may configure (the const capacity of the window).
@@ -144,6 +145,8 @@ pub struct TrainerState {
     pub power: Vec<[(f32, bool); 2]>,
     /// Each layer's warm-started power-iteration directions (magnitude, then top).
     pub directions: Vec<[Vec<f32>; 2]>,
+    /// Continual backprop's unit trackers (empty for other methods).
+    pub units: Vec<UnitTracker>,
 }
 
 /// One MLP, its optimizer and the noise-curvature controller.
@@ -159,6 +162,8 @@ pub struct Trainer {
     lrs: Vec<f32>,
     t: u64,
     events: bool,
+    /// Continual backprop, ReDo or shrink and perturb around the step, if the method is one.
+    plasticity: Option<Plasticity>,
 }
 
 /// The Adam configuration a run describes (validated once, here).
@@ -188,9 +193,8 @@ impl Trainer {
         let mut trainer = Trainer {
             backend,
             adam: run_adam(cfg)?,
-            reg: Regularizer {
-                wasserstein: cfg.method.wasserstein(&cfg.methods),
-            },
+            reg: cfg.method.regularizer(&cfg.methods),
+            plasticity: None,
             method: cfg.method,
             events: cfg.has_controller_events(),
             sched,
@@ -243,6 +247,13 @@ impl Trainer {
             .collect::<Result<_, TrainError>>()?;
         self.lrs = vec![lr0 as f32; self.layers.len()];
         self.t = 0;
+        let hidden: Vec<usize> = crate::runner::model_spec(&self.cfg)
+            .layer_shapes()?
+            .iter()
+            .filter(|s| s.hidden)
+            .map(|s| s.fan_out)
+            .collect();
+        self.plasticity = Plasticity::new(self.cfg.method, &self.cfg.methods, &hidden);
         Ok(())
     }
 
@@ -292,7 +303,11 @@ impl Trainer {
         let event = self.events && self.t > 0 && self.sched.is_event(self.t);
         let fresh = event && self.cfg.statistics.noise_batch == NoiseBatch::Fresh;
         let noise_source = if fresh {
-            Some(self.fresh_batch(batch.len(), population)?)
+            let size = match self.cfg.statistics.fresh_batch {
+                0 => batch.len(),
+                n => n,
+            };
+            Some(self.fresh_batch(size, population)?)
         } else {
             None
         };
@@ -312,6 +327,10 @@ impl Trainer {
             *lr = (layer.scheduler.lr() * multiplier) as f32;
         }
         let step = self.t;
+        let unit_stats = match &self.plasticity {
+            Some(p) if p.needs_unit_stats(step) => Some(self.backend.unit_stats()?),
+            _ => None,
+        };
         let stats = self
             .backend
             .adam_step(&self.adam, &self.lrs, step + 1, &self.reg)
@@ -324,6 +343,14 @@ impl Trainer {
                 other => TrainError::Backend(other),
             })?;
         self.t += 1;
+        if let Some(p) = &mut self.plasticity {
+            p.after_step(
+                self.backend.as_mut(),
+                unit_stats.as_deref(),
+                step,
+                self.cfg.seed,
+            )?;
+        }
         if event {
             self.observe(
                 step,
@@ -504,6 +531,11 @@ impl Trainer {
                 .iter()
                 .map(|l| [l.direction.clone(), l.direction_top.clone()])
                 .collect(),
+            units: self
+                .plasticity
+                .as_ref()
+                .map(|p| p.trackers().to_vec())
+                .unwrap_or_default(),
         })
     }
 
@@ -564,6 +596,9 @@ impl Trainer {
                     }
                 })?,
             );
+        }
+        if let Some(p) = &mut self.plasticity {
+            p.set_trackers(&state.units)?;
         }
         self.backend.import_state(&state.backend)?;
         for ((l, layer), scheduler) in self.layers.iter_mut().enumerate().zip(schedulers) {

@@ -158,3 +158,56 @@ fn compare_tabulates_and_plot_draws() {
     let svg = std::fs::read_to_string(plots.join("accuracy.svg")).expect("svg");
     assert!(svg.contains("adam-l2 / combined"), "legend missing");
 }
+
+#[test]
+fn the_plasticity_baselines_run_and_resume_bit_identically() {
+    let cfg_dir = scratch("baselines-cfg");
+    std::fs::create_dir_all(&cfg_dir).unwrap();
+    // Constants that act within a short run: many replacements, frequent recycling.
+    let cfg = cfg_dir.join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[methods]\nreplacement_rate = 0.05\nmaturity = 2\nredo_interval = 3\nredo_threshold = 0.5\nperturb = 1e-3\n",
+    )
+    .unwrap();
+    let c = cfg.to_str().unwrap();
+    for method in ["l2-init", "shrink-perturb", "cbp", "redo"] {
+        let (full, cut) = (
+            scratch(&format!("{method}-full")),
+            scratch(&format!("{method}-cut")),
+        );
+        let plain = scratch(&format!("{method}-adam"));
+        let args = ["--config", c, "--method", method];
+        assert!(run_small(&full, &args).status.success(), "{method}");
+        assert!(run_small(&plain, &["--config", c]).status.success());
+        assert_ne!(
+            tasks_without_time(&full),
+            tasks_without_time(&plain),
+            "{method} changes nothing"
+        );
+        let mut first = args.to_vec();
+        first.extend(["--stop-after", "1"]);
+        assert!(run_small(&cut, &first).status.success());
+        let resumed = safestep(&["run", "--resume", cut.to_str().unwrap(), "--quiet"]);
+        assert!(
+            resumed.status.success(),
+            "{method}: {}",
+            String::from_utf8_lossy(&resumed.stderr)
+        );
+        assert_eq!(
+            tasks_without_time(&full),
+            tasks_without_time(&cut),
+            "{method}"
+        );
+        let cuda = safestep(&[
+            "run",
+            "--method",
+            method,
+            "--backend",
+            "cuda",
+            "--out",
+            cut.to_str().unwrap(),
+        ]);
+        assert_eq!(cuda.status.code(), Some(2), "{method} on cuda");
+    }
+}

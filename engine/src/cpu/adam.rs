@@ -54,19 +54,31 @@ impl CpuBackend {
         if !self.grads_ready {
             return Err(BackendError::NoBatch { what: "adam_step" });
         }
-        let lambda = reg.wasserstein;
-        if lambda > 0.0 {
+        if reg.any() {
             if self.step_grads.len() != layers {
                 self.step_grads = self.grads.clone();
             }
             for l in 0..layers {
                 let nw = self.shapes[l].weights();
                 self.step_grads[l].copy_from_slice(&self.grads[l]);
-                let (pw, pb) = self.params[l].split_at(nw);
-                let (gw, gb) = self.step_grads[l].split_at_mut(nw);
-                let (sw, sb) = &self.theta0_sorted[l];
-                wasserstein::add_grad(pw, sw, lambda, &mut self.ranker, gw);
-                wasserstein::add_grad(pb, sb, lambda, &mut self.ranker, gb);
+                if reg.wasserstein > 0.0 {
+                    let (pw, pb) = self.params[l].split_at(nw);
+                    let (gw, gb) = self.step_grads[l].split_at_mut(nw);
+                    let (sw, sb) = &self.theta0_sorted[l];
+                    wasserstein::add_grad(pw, sw, reg.wasserstein, &mut self.ranker, gw);
+                    wasserstein::add_grad(pb, sb, reg.wasserstein, &mut self.ranker, gb);
+                }
+                if reg.l2_init > 0.0 {
+                    // ∇ λ‖θ − θ₀‖² = 2λ(θ − θ₀).
+                    let two = 2.0 * reg.l2_init;
+                    for ((g, &p), &p0) in self.step_grads[l]
+                        .iter_mut()
+                        .zip(&self.params[l])
+                        .zip(&self.theta0[l])
+                    {
+                        *g += two * (p - p0);
+                    }
+                }
                 // A finite data gradient whose regularised sum is not: the regulariser overflowed.
                 let overflow = self.step_grads[l]
                     .iter()
@@ -76,14 +88,14 @@ impl CpuBackend {
                     return Err(BackendError::Optimizer {
                         layer: l,
                         error: safestep_core::Error::Overflow {
-                            what: "wasserstein gradient",
+                            what: "regularised gradient",
                             index: Some(index),
                         },
                     });
                 }
             }
         }
-        let grads = if lambda > 0.0 {
+        let grads = if reg.any() {
             &self.step_grads
         } else {
             &self.grads

@@ -46,12 +46,13 @@ pub mod gemm;
 mod hvp;
 pub mod ops;
 mod pass;
+mod units;
 pub mod wasserstein;
 
 use safestep_core::adam::{Adam, StepStats};
 
 use crate::backend::{
-    Backend, BackendState, BatchOutput, EvalOutput, LayerBatchStats, Regularizer,
+    Backend, BackendState, BatchOutput, EvalOutput, LayerBatchStats, Regularizer, UnitStats,
 };
 use crate::checks::{check_layer, check_len, check_task, check_vector, Batch};
 use crate::error::BackendError;
@@ -429,6 +430,23 @@ impl Backend for CpuBackend {
 
     fn hidden_pre_activations(&mut self, batch: &[u32]) -> Result<Vec<Vec<f32>>, BackendError> {
         self.in_pool(|cpu| cpu.hidden_pre_activations_impl(batch))
+    }
+
+    fn unit_stats(&mut self) -> Result<Vec<UnitStats>, BackendError> {
+        self.unit_stats_impl()
+    }
+
+    fn reinit_units(
+        &mut self,
+        layer: usize,
+        units: &[usize],
+        seed: u64,
+    ) -> Result<(), BackendError> {
+        self.reinit_units_impl(layer, units, seed)
+    }
+
+    fn shrink_perturb(&mut self, shrink: f32, scale: f32, seed: u64) -> Result<(), BackendError> {
+        self.shrink_perturb_impl(shrink, scale, seed)
     }
 
     fn adam_step(

@@ -130,6 +130,12 @@ impl Backend for GpuMlp {
             self.last_batch = Some(batch);
             return Err(e);
         }
+        if reg.l2_init > 0.0 {
+            return Err(BackendError::Unsupported {
+                what: "the L2-Init regulariser",
+                backend: "cuda",
+            });
+        }
         let raw = self.adam_step_device(adam, lrs, t, reg.wasserstein)?;
         self.step_slots
             .result(&batch.mean_grad_sq, &raw, &self.layer_param_counts())

@@ -51,14 +51,18 @@ pub enum Benchmark {
     PermutedMnist,
     /// Label-permuted MNIST: a random class-to-label permutation per task.
     LabelPermutedMnist,
+    /// Online permuted MNIST (Dohare et al. 2024): the permuted-MNIST tasks, each seen in
+    /// one pass with a small batch (1 by default); its metric is the online accuracy.
+    OnlinePermutedMnist,
 }
 
 impl Benchmark {
     /// All benchmarks, default first.
-    pub const ALL: [Benchmark; 3] = [
+    pub const ALL: [Benchmark; 4] = [
         Benchmark::RandomLabelMnist,
         Benchmark::PermutedMnist,
         Benchmark::LabelPermutedMnist,
+        Benchmark::OnlinePermutedMnist,
     ];
 
     /// Command-line name (`random-label-mnist`, `permuted-mnist`, `label-permuted-mnist`).
@@ -67,6 +71,7 @@ impl Benchmark {
             Benchmark::RandomLabelMnist => "random-label-mnist",
             Benchmark::PermutedMnist => "permuted-mnist",
             Benchmark::LabelPermutedMnist => "label-permuted-mnist",
+            Benchmark::OnlinePermutedMnist => "online-permuted-mnist",
         }
     }
 }
@@ -204,7 +209,7 @@ impl TaskStream {
                     .map(|_| rng.random_range(0..Mnist::CLASSES as u8))
                     .collect(),
             },
-            Benchmark::PermutedMnist => {
+            Benchmark::PermutedMnist | Benchmark::OnlinePermutedMnist => {
                 let mut perm: Vec<usize> = (0..Mnist::PIXELS).collect();
                 perm.shuffle(&mut rng);
                 let mut images = vec![0.0f32; self.images.len()];

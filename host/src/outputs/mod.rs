@@ -244,6 +244,13 @@ pub struct Summary {
     pub mean_online_accuracy: f64,
     /// End-of-task training accuracy of the last finished task.
     pub final_train_accuracy: f64,
+    /// Online accuracy of the last finished task (the metric of online benchmarks).
+    #[serde(default)]
+    pub final_online_accuracy: f64,
+    /// Area under the end-of-task accuracy curve over tasks, by the trapezoid rule,
+    /// divided by its width (tasks − 1): in [0, 1], the accuracy's mean over the stream.
+    #[serde(default)]
+    pub auc_train_accuracy: f64,
     /// Wall-clock seconds of the run (resumed parts added up).
     pub wall_seconds: f64,
     /// benchmark name.
@@ -261,6 +268,26 @@ pub struct Summary {
     /// Seconds spent computing the diagnosis indicators (0 when none were recorded).
     #[serde(default)]
     pub indicator_seconds: f64,
+}
+
+/// The area under `values` (one per task) by the trapezoid rule over its width: the value
+/// itself for one task, 0 for none.
+///
+/// ```
+/// use safestep_host::outputs::normalized_area;
+/// assert_eq!(normalized_area(&[1.0, 0.0]), 0.5);
+/// assert_eq!(normalized_area(&[0.2, 0.4, 0.6]), 0.4);
+/// assert_eq!(normalized_area(&[0.7]), 0.7);
+/// ```
+pub fn normalized_area(values: &[f64]) -> f64 {
+    match values {
+        [] => 0.0,
+        [v] => *v,
+        _ => {
+            let inner: f64 = values.windows(2).map(|w| (w[0] + w[1]) / 2.0).sum();
+            inner / (values.len() - 1) as f64
+        }
+    }
 }
 
 /// Mean of the last `k` values (all of them when fewer); 0 for none.
