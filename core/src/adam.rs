@@ -387,42 +387,65 @@ fn larger<T: Real>(a: T, b: T) -> T {
     }
 }
 
-/// One lane-parallel pass over `(p, g, m, v)` (equal lengths).
+/// One lane-parallel pass over `(p, g, m, v)` (equal lengths), in fixed-size views so the
+/// lanes vectorise.
 fn scan<T: Real>(p: &[T], g: &[T], m: &[T], v: &[T]) -> InputScan<T> {
+    #[derive(Clone, Copy)]
+    struct Lanes<T> {
+        gs: [T; LANES],
+        mg: [T; LANES],
+        mp: [T; LANES],
+        mm: [T; LANES],
+        mv: [T; LANES],
+        nv: [T; LANES],
+        poison: [T; LANES],
+    }
+    #[inline(always)]
+    fn lane<T: Real>(a: &mut Lanes<T>, j: usize, pi: T, gi: T, mi: T, vi: T) {
+        a.gs[j] = a.gs[j] + gi * gi;
+        a.mg[j] = larger(a.mg[j], gi.abs());
+        a.mp[j] = larger(a.mp[j], pi.abs());
+        a.mm[j] = larger(a.mm[j], mi.abs());
+        a.mv[j] = larger(a.mv[j], vi);
+        a.nv[j] = if vi < a.nv[j] { vi } else { a.nv[j] };
+        a.poison[j] = a.poison[j] + (pi + mi + vi) * T::zero();
+    }
     let z = [T::zero(); LANES];
-    let (mut gs, mut mg, mut mp, mut mm, mut mv, mut poison) = (z, z, z, z, z, z);
-    let mut nv = [T::max_value(); LANES];
-    let n = p.len();
-    let split = n - n % LANES;
-    let mut lane_at = |j: usize, i: usize| {
-        let (pi, gi, mi, vi) = (p[i], g[i], m[i], v[i]);
-        gs[j] = gs[j] + gi * gi;
-        mg[j] = larger(mg[j], gi.abs());
-        mp[j] = larger(mp[j], pi.abs());
-        mm[j] = larger(mm[j], mi.abs());
-        mv[j] = larger(mv[j], vi);
-        nv[j] = if vi < nv[j] { vi } else { nv[j] };
-        poison[j] = poison[j] + (pi + mi + vi) * T::zero();
+    let mut a = Lanes {
+        gs: z,
+        mg: z,
+        mp: z,
+        mm: z,
+        mv: z,
+        nv: [T::max_value(); LANES],
+        poison: z,
     };
-    let mut base = 0;
-    while base < split {
+    let quads = p
+        .chunks_exact(LANES)
+        .zip(g.chunks_exact(LANES))
+        .zip(m.chunks_exact(LANES).zip(v.chunks_exact(LANES)));
+    for ((pc, gc), (mc, vc)) in quads {
         for j in 0..LANES {
-            lane_at(j, base + j);
+            lane(&mut a, j, pc[j], gc[j], mc[j], vc[j]);
         }
-        base += LANES;
     }
-    for i in split..n {
-        lane_at(i - split, i);
+    let tail = p.len() - p.len() % LANES;
+    let rest = p[tail..]
+        .iter()
+        .zip(&g[tail..])
+        .zip(m[tail..].iter().zip(&v[tail..]));
+    for (j, ((&pi, &gi), (&mi, &vi))) in rest.enumerate() {
+        lane(&mut a, j, pi, gi, mi, vi);
     }
-    let fold = |a: &[T; LANES], f: fn(T, T) -> T| a.iter().fold(a[0], |x, &y| f(x, y));
+    let fold = |x: &[T; LANES], f: fn(T, T) -> T| x.iter().fold(x[0], |acc, &y| f(acc, y));
     InputScan {
-        grad_sq: tree_sum(&gs),
-        max_g: fold(&mg, larger),
-        max_p: fold(&mp, larger),
-        max_m: fold(&mm, larger),
-        max_v: fold(&mv, larger),
-        min_v: fold(&nv, |a, b| if b < a { b } else { a }),
-        poison: tree_sum(&poison),
+        grad_sq: tree_sum(&a.gs),
+        max_g: fold(&a.mg, larger),
+        max_p: fold(&a.mp, larger),
+        max_m: fold(&a.mm, larger),
+        max_v: fold(&a.mv, larger),
+        min_v: fold(&a.nv, |x, y| if y < x { y } else { x }),
+        poison: tree_sum(&a.poison),
     }
 }
 
