@@ -1,7 +1,7 @@
 //! End-to-end tests of the `safestep` binary: outputs, determinism, resume, bad input.
 
 mod common;
-use common::{run_small, safestep, scratch, tasks_without_time};
+use common::{run_small, safestep, scratch, tasks_without_time, write_config};
 
 #[test]
 fn run_writes_every_output_and_is_deterministic() {
@@ -161,16 +161,12 @@ fn compare_tabulates_and_plot_draws() {
 
 #[test]
 fn the_plasticity_baselines_run_and_resume_bit_identically() {
-    let cfg_dir = scratch("baselines-cfg");
-    std::fs::create_dir_all(&cfg_dir).unwrap();
     // Constants that act within a short run: many replacements, frequent recycling.
-    let cfg = cfg_dir.join("c.toml");
-    std::fs::write(
-        &cfg,
+    let cfg = write_config(
+        &scratch("baselines-cfg"),
         "[methods]\nreplacement_rate = 0.05\nmaturity = 2\nredo_interval = 3\nredo_threshold = 0.5\nperturb = 1e-3\n",
-    )
-    .unwrap();
-    let c = cfg.to_str().unwrap();
+    );
+    let c = cfg.as_str();
     for method in ["l2-init", "shrink-perturb", "cbp", "redo"] {
         let (full, cut) = (
             scratch(&format!("{method}-full")),

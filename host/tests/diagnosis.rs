@@ -2,21 +2,17 @@
 //! and `safestep analyze` scores the signals (or refuses bad input with exit status 2).
 
 mod common;
-use common::{run_small, safestep, scratch, tasks_without_time};
+use common::{run_small, safestep, scratch, tasks_without_time, write_config};
 
 #[test]
 fn diagnostics_record_indicators_without_changing_the_run() {
     let (plain, diag) = (scratch("diag-plain"), scratch("diag-on"));
     assert!(run_small(&plain, &[]).status.success());
-    let cfg_dir = scratch("diag-cfg");
-    std::fs::create_dir_all(&cfg_dir).unwrap();
-    let cfg = cfg_dir.join("c.toml");
-    std::fs::write(
-        &cfg,
+    let cfg = write_config(
+        &scratch("diag-cfg"),
         "[indicators]\nenabled = true\nnetwork_sharpness = true\nhessian_rank = true\nlanczos_steps = 8\n",
-    )
-    .unwrap();
-    let out = run_small(&diag, &["--config", cfg.to_str().unwrap()]);
+    );
+    let out = run_small(&diag, &["--config", &cfg]);
     assert!(
         out.status.success(),
         "{}",

@@ -8,17 +8,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{run_small, safestep, scratch, tasks_without_time};
+use common::{run_small, safestep, scratch, tasks_without_time, write_config};
 
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn write_config(dir: &Path, text: &str) -> String {
-    std::fs::create_dir_all(dir).expect("scratch dir");
-    let path = dir.join("in.toml");
-    std::fs::write(&path, text).expect("config written");
-    path.to_str().expect("utf-8").to_string()
 }
 
 /// Every file of a run folder parses, they agree on the finished tasks, and no temporary

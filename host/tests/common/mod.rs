@@ -17,6 +17,14 @@ pub fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// Writes `text` as a config file in the scratch folder `dir` and returns its path.
+pub fn write_config(dir: &Path, text: &str) -> String {
+    std::fs::create_dir_all(dir).expect("scratch dir");
+    let path = dir.join("in.toml");
+    std::fs::write(&path, text).expect("config written");
+    path.to_str().expect("utf-8").to_string()
+}
+
 /// `tasks.csv` without the wall-clock column (the only one that may differ between runs).
 pub fn tasks_without_time(dir: &Path) -> Vec<String> {
     std::fs::read_to_string(dir.join("tasks.csv"))
