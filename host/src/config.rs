@@ -256,7 +256,12 @@ fn positive(field: &str, value: f64) -> Result<(), ConfigError> {
     }
 }
 
-fn at_least(field: &str, value: usize, min: usize) -> Result<(), ConfigError> {
+/// `value` of `field` must be at least `min` (an integer setting).
+pub(crate) fn at_least<T: PartialOrd + std::fmt::Display>(
+    field: &str,
+    value: T,
+    min: T,
+) -> Result<(), ConfigError> {
     if value >= min {
         Ok(())
     } else {

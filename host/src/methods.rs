@@ -8,6 +8,7 @@ use clap::ValueEnum;
 use safestep_core::adam::WeightDecay;
 use serde::{Deserialize, Serialize};
 
+use crate::config::at_least;
 use crate::error::ConfigError;
 
 /// The constants of the baseline methods.
@@ -108,20 +109,8 @@ impl MethodSettings {
                 "a finite number >= 0",
             ));
         }
-        if self.perturb_interval == 0 {
-            return Err(ConfigError::new(
-                "methods.perturb_interval",
-                0,
-                "an integer >= 1",
-            ));
-        }
-        if self.redo_interval == 0 {
-            return Err(ConfigError::new(
-                "methods.redo_interval",
-                0,
-                "an integer >= 1",
-            ));
-        }
+        at_least("methods.perturb_interval", self.perturb_interval, 1)?;
+        at_least("methods.redo_interval", self.redo_interval, 1)?;
         if !(self.decay_factor.is_finite() && self.decay_factor > 0.0) {
             return Err(ConfigError::new(
                 "methods.decay_factor",
