@@ -19,10 +19,10 @@ use crate::trainer::TrainerState;
 /// The first bytes of every checkpoint.
 pub const MAGIC: &[u8; 8] = b"SAFESTEP";
 
-/// The format this safestep writes (3: the scheduler state holds `lr0`, the trainer both
-/// power iterations and the unit trackers, the indicators log rides along, and the file
-/// is checksummed).
-pub const FORMAT: u32 = 3;
+/// The format this safestep writes (4: the scheduler state holds `lr0`, the trainer both
+/// power iterations and the unit trackers, the indicators log rides along, the file is
+/// checksummed, and so is the finished part of `controller.csv`).
+pub const FORMAT: u32 = 4;
 
 const HEADER: usize = 8 + 4 + 8 + 4;
 
@@ -37,6 +37,8 @@ pub struct Checkpoint {
     pub task_rows: Vec<TaskRow>,
     /// Bytes of `controller.csv` that belong to finished tasks.
     pub controller_len: usize,
+    /// CRC-32 of those bytes: an edit that keeps the length is refused too.
+    pub controller_crc: u32,
     /// Trainer state at the end of the last finished task.
     pub trainer: TrainerState,
     /// `indicators.csv` of the finished tasks (empty when none are recorded).
@@ -196,6 +198,13 @@ impl Checkpoint {
                 "controller.csv has {} bytes, the checkpoint records {}",
                 controller_on_disk.len(),
                 self.controller_len
+            ));
+        }
+        let crc = crc32fast::hash(controller_on_disk.as_bytes());
+        if crc != self.controller_crc {
+            return bad(format!(
+                "controller.csv's checksum is {crc:08x}, the checkpoint records {:08x}: it was edited",
+                self.controller_crc
             ));
         }
         let steps: u64 = if resets_each_task {

@@ -345,7 +345,7 @@ impl RunArgs {
     pub fn resolve(&self) -> Result<RunConfig, ConfigError> {
         let mut common = self.common.clone();
         if let Some(dir) = &self.resume {
-            common.config = Some(dir.join(crate::outputs::CONFIG_FILE));
+            common.config = Some(crate::folder::run_file(dir, crate::outputs::CONFIG_FILE));
         }
         let mut cfg = common.resolve()?;
         if let Some(m) = self.method {

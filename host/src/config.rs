@@ -275,7 +275,7 @@ pub(crate) fn at_least<T: PartialOrd + std::fmt::Display>(
 
 /// The engine computes in `f32`: a value valid in `f64` must stay finite there, a positive
 /// one must not round to 0, and one below 1 must not round to 1.
-fn representable_in_f32(field: &str, value: f64) -> Result<(), ConfigError> {
+pub(crate) fn representable_in_f32(field: &str, value: f64) -> Result<(), ConfigError> {
     let single = value as f32;
     let allowed = if !single.is_finite() {
         "a value within f32's range (the engine computes in f32; at most 3.4e38)"

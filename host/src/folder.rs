@@ -67,6 +67,41 @@ fn sync_dir(dir: &Path) {
     }
 }
 
+/// The path of run file `file` in run folder `dir`: `dir/file`, or the current snapshot's
+/// copy when a killed run left that link out (the next [`RunFolder::open`] recreates it).
+///
+/// ```
+/// # let dir = std::env::temp_dir().join(format!("safestep-doc-run-file-{}", std::process::id()));
+/// use safestep_host::folder::run_file;
+/// assert_eq!(run_file(&dir, "config.toml"), dir.join("config.toml")); // nothing there at all
+/// ```
+pub fn run_file(dir: &Path, file: &str) -> PathBuf {
+    let direct = dir.join(file);
+    let in_current = dir.join(CURRENT).join(file);
+    if fs::symlink_metadata(&direct).is_err() && in_current.exists() {
+        in_current
+    } else {
+        direct
+    }
+}
+
+/// The pid a lock holder wrote into the lock file; a holder that has just taken the lock
+/// may not have written it yet, so an empty file is read again for up to 50 ms.
+fn read_holder(lock: &mut File) -> String {
+    for _ in 0..50 {
+        let mut holder = String::new();
+        let _ = lock
+            .seek(SeekFrom::Start(0))
+            .and_then(|_| lock.read_to_string(&mut holder));
+        let holder = holder.trim();
+        if !holder.is_empty() {
+            return holder.to_string();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    "unknown".to_string()
+}
+
 impl RunFolder {
     /// Creates `dir` if needed, takes its lock and removes what a killed run left behind
     /// (stale snapshots and temporary files).
@@ -87,29 +122,27 @@ impl RunFolder {
         match lock.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
-                let mut holder = String::new();
-                let _ = lock.read_to_string(&mut holder);
-                let holder = holder.trim();
                 return Err(FolderError::InUse {
                     dir: dir.to_path_buf(),
-                    holder: if holder.is_empty() {
-                        "unknown".to_string()
-                    } else {
-                        holder.to_string()
-                    },
+                    holder: read_holder(&mut lock),
                 });
             }
             Err(TryLockError::Error(e)) => return Err(write_err(&path)(e).into()),
         }
-        lock.set_len(0)
-            .and_then(|()| lock.seek(SeekFrom::Start(0)))
-            .and_then(|_| write!(lock, "{}", std::process::id()))
+        // The pid in a fixed width, overwriting in place: the file is never empty or a mix
+        // of two pids once a holder has written it, so a contender reads a whole pid (at
+        // worst, for an instant, the previous holder's).
+        let pid = format!("{:<10}", std::process::id());
+        lock.seek(SeekFrom::Start(0))
+            .and_then(|_| lock.write_all(pid.as_bytes()))
+            .and_then(|()| lock.set_len(pid.len() as u64))
             .map_err(write_err(&path))?;
         let folder = RunFolder {
             dir: dir.to_path_buf(),
             _lock: lock,
         };
         folder.clean_stale()?;
+        folder.repair_links()?;
         Ok(folder)
     }
 
@@ -231,6 +264,23 @@ impl RunFolder {
         }
         for (file, _) in files {
             self.link(file)?;
+        }
+        Ok(())
+    }
+
+    /// Recreates any missing `DIR/<file>` link to a file of the current snapshot (a run
+    /// killed between making a snapshot current and linking its files leaves them out).
+    fn repair_links(&self) -> Result<(), OutputError> {
+        let Ok(entries) = fs::read_dir(self.dir.join(CURRENT)) else {
+            return Ok(());
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if let Some(file) = name.to_str() {
+                if !is_temporary(file) && fs::symlink_metadata(self.dir.join(file)).is_err() {
+                    self.link(file)?;
+                }
+            }
         }
         Ok(())
     }

@@ -8,7 +8,7 @@ use clap::ValueEnum;
 use safestep_core::adam::WeightDecay;
 use serde::{Deserialize, Serialize};
 
-use crate::config::at_least;
+use crate::config::{at_least, representable_in_f32};
 use crate::error::ConfigError;
 
 /// The constants of the baseline methods.
@@ -76,9 +76,11 @@ impl MethodSettings {
     /// # Errors
     /// [`ConfigError`] naming the `methods.*` field.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        // These reach the engine as f32: a value that overflows it, or rounds to 0 there,
+        // is refused rather than silently run as something else.
         let non_negative = |field: &str, value: f64| {
-            if value.is_finite() && value >= 0.0 && (value as f32).is_finite() {
-                Ok(())
+            if value.is_finite() && value >= 0.0 {
+                representable_in_f32(field, value)
             } else {
                 Err(ConfigError::new(
                     field,
@@ -100,6 +102,7 @@ impl MethodSettings {
             }
         };
         unit("methods.shrink", self.shrink)?;
+        representable_in_f32("methods.shrink", self.shrink)?;
         unit("methods.replacement_rate", self.replacement_rate)?;
         unit("methods.utility_decay", self.utility_decay)?;
         if !(self.redo_threshold.is_finite() && self.redo_threshold >= 0.0) {

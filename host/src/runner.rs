@@ -323,6 +323,13 @@ fn run_prepared(
             }
         }
         let eval = trainer.backend_mut().evaluate()?;
+        if !eval.loss.is_finite() {
+            return Err(TrainError::Diverged {
+                task,
+                loss: eval.loss,
+            }
+            .into());
+        }
         let wall = wall_offset + started.elapsed().as_secs_f64();
         let row = TaskRow {
             task,
@@ -360,6 +367,7 @@ fn run_prepared(
             next_task: task + 1,
             task_rows: task_rows.clone(),
             controller_len: logs.controller.len(),
+            controller_crc: crc32fast::hash(logs.controller.as_bytes()),
             trainer: trainer.export_state()?,
             indicators_csv: logs.indicators.clone(),
             indicator_seconds: logs.indicator_seconds,
@@ -410,7 +418,12 @@ fn read_checkpoint(
         )));
     }
     let path = out.join(CHECKPOINT_FILE);
-    let tasks = read_text(&out.join(TASKS_FILE))?;
+    let read = |file: &str| {
+        let path = out.join(file);
+        fs::read_to_string(&path)
+            .map_err(|e| resume_err(format!("cannot read {} ({e})", path.display())))
+    };
+    let tasks = read(TASKS_FILE)?;
     outputs::read_tasks_csv(&out.join(TASKS_FILE)).map_err(|e| resume_err(e.to_string()))?;
     let bytes = match fs::read(&path) {
         Ok(bytes) => bytes,
@@ -431,11 +444,11 @@ fn read_checkpoint(
             path.display()
         )));
     }
-    let controller = read_text(&out.join(CONTROLLER_FILE))?;
+    let controller = read(CONTROLLER_FILE)?;
     ck.check_folder(&tasks, layers, &controller, cfg.method.resets_each_task())
         .map_err(|e| resume_err(format!("{} disagrees with the folder: {e}", path.display())))?;
     if cfg.records_indicators() {
-        let on_disk = read_text(&out.join(INDICATORS_FILE))?;
+        let on_disk = read(INDICATORS_FILE)?;
         if on_disk != ck.indicators_csv {
             return Err(resume_err(format!(
                 "{} disagrees with the checkpoint",

@@ -59,6 +59,15 @@ pub enum TrainError {
         /// The core error.
         error: safestep_core::Error,
     },
+    /// The end-of-task evaluation came back non-finite: the parameters are finite but the
+    /// network's outputs overflow (it diverged). The run stops before committing the task.
+    #[error("task {task}: the evaluation loss is {loss} (the network diverged; the last finished task's checkpoint is kept)")]
+    Diverged {
+        /// Task index.
+        task: usize,
+        /// The evaluation's mean loss.
+        loss: f64,
+    },
     /// The power iteration failed.
     #[error("power iteration, layer {layer}, step {step}: {message}")]
     Power {

@@ -97,6 +97,72 @@ fn an_overflowing_step_stops_the_run_naming_layer_step_and_quantity() {
 }
 
 #[test]
+fn a_diverged_evaluation_stops_the_run_before_the_task_is_committed() {
+    // lr 1e12 on one full-batch step: the step is finite, the network's outputs are not.
+    let dir = scratch("diverged");
+    let cfg = write_config(&dir, "lr = 1e12\n[scheduler]\nlr_max = 1e13\n");
+    let run = dir.join("run");
+    let out = safestep(&[
+        "run",
+        "--config",
+        &cfg,
+        "--tasks",
+        "1",
+        "--epochs",
+        "1",
+        "--examples",
+        "32",
+        "--batch-size",
+        "32",
+        "--quiet",
+        "--out",
+        run.to_str().expect("utf-8"),
+    ]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("task 0") && err.contains("evaluation loss"),
+        "{err}"
+    );
+    assert_eq!(
+        assert_consistent(&run),
+        0,
+        "the diverged task was committed"
+    );
+}
+
+#[test]
+fn simultaneous_runs_on_one_folder_one_wins_the_other_names_its_pid() {
+    let dir = scratch("lock-race");
+    assert!(run_small(&dir, &[]).status.success());
+    for _ in 0..10 {
+        let start = || {
+            Command::new(env!("CARGO_BIN_EXE_safestep"))
+                .args(["run", "--tasks", "2", "--epochs", "2", "--force", "--quiet"])
+                .arg("--out")
+                .arg(&dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("run starts")
+        };
+        let (a, b) = (start(), start());
+        let (a, b) = (
+            a.wait_with_output().expect("a"),
+            b.wait_with_output().expect("b"),
+        );
+        let codes = [a.status.code(), b.status.code()];
+        assert!(codes.contains(&Some(0)), "{codes:?}");
+        for out in [&a, &b] {
+            let err = stderr(out);
+            if out.status.code() == Some(2) {
+                assert!(err.contains("in use") && !err.contains("unknown"), "{err}");
+            }
+        }
+    }
+}
+
+#[test]
 fn a_second_run_on_the_same_folder_is_refused_naming_the_holder() {
     let dir = scratch("lock");
     let holder = Command::new(env!("CARGO_BIN_EXE_safestep"))
@@ -169,6 +235,28 @@ fn a_damaged_checkpoint_is_refused_naming_the_damage() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("tasks.csv"), "{}", stderr(&out));
     std::fs::write(dir.join("tasks.csv"), &tasks).expect("tasks.csv restored");
+    // controller.csv edited in place, same length: its checksum gives it away.
+    let controller = std::fs::read_to_string(dir.join("controller.csv")).expect("controller");
+    let digit = controller
+        .find(|c: char| c.is_ascii_digit() && c != '7')
+        .expect("a digit");
+    let mut edited = controller.clone();
+    edited.replace_range(digit..digit + 1, "7");
+    std::fs::write(dir.join("controller.csv"), &edited).expect("controller edited");
+    let out = resume();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("controller.csv"), "{}", stderr(&out));
+    // A missing log is a refused resume (exit 2), not an I/O failure.
+    let current = dir.join("current").join("controller.csv");
+    std::fs::remove_file(&current).expect("controller removed");
+    let out = resume();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("cannot read"), "{}", stderr(&out));
+    std::fs::write(&current, &controller).expect("controller restored");
+    // A run killed between making its snapshot current and linking its files: the links
+    // are recreated, and the resume goes on.
+    std::fs::remove_file(dir.join("checkpoint.bin")).expect("link removed");
+    std::fs::remove_file(dir.join("config.toml")).expect("link removed");
     let out = resume();
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(assert_consistent(&dir), 3);
@@ -341,6 +429,12 @@ fn bad_input_is_refused_before_the_folder_is_created_naming_the_field() {
             "[scheduler]\nlr_min = 0.1\nlr_max = 0.01\n",
             "scheduler.lr_max",
         ),
+        // Rounds to 0 in the engine's f32: refused, not run as plain Adam.
+        (
+            "method = \"adam-l2\"\n[methods]\nl2 = 1e-50\n",
+            "methods.l2",
+        ),
+        ("[methods]\nshrink = 1e-50\n", "methods.shrink"),
     ];
     for (text, field) in configs {
         let cfg = write_config(&cfg_dir, text);
