@@ -196,19 +196,42 @@ fn run_planned(p: &PlannedRun, opts: &CompareOptions, label: &str) -> Result<Sum
     }
 }
 
+/// A run of a sweep whose training failed (it diverged, or the engine refused a step):
+/// a result of that combination, not a fault of the sweep, so the others go on.
+#[derive(Debug)]
+pub struct FailedRun {
+    /// The run's label (method, scheduler, lr, seed).
+    pub label: String,
+    /// Its folder (holding the last finished task's checkpoint).
+    pub dir: PathBuf,
+    /// Why it stopped.
+    pub error: RunError,
+}
+
+/// What [`compare`] ran: the table of the finished runs and the runs whose training failed.
+#[derive(Debug)]
+pub struct Comparison {
+    /// One row per (method, scheduler, lr) over the finished seeds.
+    pub rows: Vec<CompareRow>,
+    /// Runs that stopped with a training error; their seeds are missing from `rows`.
+    pub failed: Vec<FailedRun>,
+}
+
 /// Runs every combination (reusing finished runs unless `force`), `jobs` at a time, and
 /// aggregates them. The results do not depend on `jobs`: every run is deterministic and
-/// writes only its own folder.
+/// writes only its own folder. A run whose training fails (a diverging lr) is listed in
+/// [`Comparison::failed`] and the sweep goes on; its seed is missing from the table.
 ///
 /// # Errors
-/// The first invalid combination (before anything runs), or the first run that fails
-/// (the runs already started finish first).
+/// The first invalid combination (before anything runs), or the first run that fails for
+/// another reason than its training (bad data, a folder in use, a failed write; the runs
+/// already started finish first).
 pub fn compare(
     base: &RunConfig,
     combos: &[Combination],
     out: &Path,
     opts: &CompareOptions,
-) -> Result<Vec<CompareRow>, RunError> {
+) -> Result<Comparison, RunError> {
     let planned = plan(base, combos, out)?;
     let total = planned.len();
     let next = AtomicUsize::new(0);
@@ -222,7 +245,7 @@ pub fn compare(
         let i = next.fetch_add(1, Ordering::SeqCst);
         let Some(p) = planned.get(i) else { break };
         let result = run_planned(p, opts, &format!("[{}/{total}]", i + 1));
-        if result.is_err() {
+        if matches!(result, Err(ref e) if !matches!(e, RunError::Train(_))) {
             failed.store(true, Ordering::SeqCst);
         }
         if let Ok(mut slot) = results[i].lock() {
@@ -236,16 +259,53 @@ pub fn compare(
         worker();
     });
     let mut done = Vec::with_capacity(total);
+    let mut failed_runs = Vec::new();
     for (p, slot) in planned.iter().zip(results) {
         match slot.into_inner().ok().flatten() {
             Some(Ok(summary)) => done.push((p.combo.clone(), summary)),
+            Some(Err(error @ RunError::Train(_))) => failed_runs.push(FailedRun {
+                label: p.config.label(),
+                dir: p.dir.clone(),
+                error,
+            }),
             Some(Err(e)) => return Err(e),
             None => {} // not started after a failure elsewhere
         }
     }
     let rows = aggregate(&done);
     write_tables(out, &rows)?;
-    Ok(rows)
+    write_failed(out, &failed_runs)?;
+    Ok(Comparison {
+        rows,
+        failed: failed_runs,
+    })
+}
+
+/// Name of the list of a sweep's runs that stopped in training (only there when some did).
+pub const FAILED_FILE: &str = "failed.csv";
+
+/// Writes `failed.csv` (`label,dir,error`) beside the tables, or removes a stale one.
+fn write_failed(out: &Path, failed: &[FailedRun]) -> Result<(), OutputError> {
+    let path = out.join(FAILED_FILE);
+    if failed.is_empty() {
+        return match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(OutputError::Write { path, source: e })
+            }
+            _ => Ok(()),
+        };
+    }
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    let _ = writer.write_record(["label", "dir", "error"]);
+    for f in failed {
+        let _ = writer.write_record([
+            f.label.as_str(),
+            &f.dir.display().to_string(),
+            &f.error.to_string(),
+        ]);
+    }
+    let bytes = writer.into_inner().unwrap_or_default();
+    write_atomic(&path, &bytes)
 }
 
 /// Aggregates finished runs into (method, scheduler, lr) rows, in first-seen order.

@@ -213,14 +213,30 @@ fn cmd_compare(args: &CompareArgs) -> CmdResult {
         quiet: args.common.quiet,
         force: args.force,
     };
-    let rows = compare(&base, &combos, &args.out, &opts).map_err(run_error)?;
-    println!("{}", render_table(&rows));
+    let comparison = compare(&base, &combos, &args.out, &opts).map_err(run_error)?;
+    println!("{}", render_table(&comparison.rows));
     println!(
         "written {} and {}",
         args.out.join("compare.csv").display(),
         args.out.join("compare.md").display()
     );
-    Ok(())
+    if comparison.failed.is_empty() {
+        return Ok(());
+    }
+    let mut message = format!(
+        "{} of {} runs stopped in training and are missing from the table:",
+        comparison.failed.len(),
+        combos.len()
+    );
+    for f in &comparison.failed {
+        message.push_str(&format!(
+            "\n  {} ({}): {}",
+            f.label,
+            f.dir.display(),
+            f.error
+        ));
+    }
+    Err((1, message))
 }
 
 fn cmd_plot(args: &PlotArgs) -> CmdResult {

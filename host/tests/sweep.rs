@@ -178,3 +178,44 @@ fn concurrent_workers_share_a_sweep_without_overlap() {
     ok(&collected);
     assert!(!String::from_utf8_lossy(&collected.stdout).contains("missing"));
 }
+
+#[test]
+fn a_diverging_run_does_not_stop_the_sweep_and_is_listed() {
+    // lr 1e12 (lr_max raised to allow it) diverges in its first task; lr 1e-3 does not.
+    let dir = scratch("sweep-diverged");
+    let cfg = common::write_config(&dir, "[scheduler]\nlr_max = 1e13\n");
+    let out = dir.join("out");
+    let run = safestep(&[
+        "compare",
+        "--quiet",
+        "--config",
+        &cfg,
+        "--schedulers",
+        "off",
+        "--lrs",
+        "1e-3,1e12",
+        "--seeds",
+        "0..2",
+        "--tasks",
+        "1",
+        "--epochs",
+        "1",
+        "--examples",
+        "32",
+        "--batch-size",
+        "32",
+        "--out",
+        out.to_str().expect("utf-8"),
+    ]);
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{err}");
+    assert!(err.contains("2 of 4 runs stopped in training"), "{err}");
+    assert!(err.contains("adam_off_lr1000000000000_seed1"), "{err}");
+    // The finished lr has its row with both seeds; the diverged one is in failed.csv.
+    let rows = table(&out);
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(rows[1].starts_with("adam,off,0.001,2,"), "{rows:?}");
+    let failed = std::fs::read_to_string(out.join("failed.csv")).expect("failed.csv");
+    assert_eq!(failed.lines().count(), 3, "{failed}");
+    assert!(failed.contains("evaluation loss"), "{failed}");
+}
