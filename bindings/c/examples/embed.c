@@ -2,8 +2,10 @@
  * A two-layer toy "model" trained by Adam, with safestep scheduling each layer's lr.
  *
  * Layer l has P parameters and the loss 0.5 * c_l * ||w||^2 (Hessian c_l * I, so its
- * sharpness is c_l); per-sample gradients are c_l * w + noise of scale n_l. As w shrinks,
- * the gradient signal falls below the noise, the bound drops and the layer cools. Every K steps the example
+ * sharpness is c_l); per-sample gradients are c_l * w + noise of scale n_l. Early in the
+ * task rho is far below the bound, so both layers warm, then hold; as w shrinks, layer 0's
+ * gradient signal falls towards its noise and its bound drops (1.59, 1.58, 1.48 at steps
+ * 100, 200, 300) while layer 1's stays at 1.6. Every K steps the example
  * computes each layer's statistics (noise from the per-sample gradients, alpha_agg from
  * Adam's v) and asks safestep for the next lr.
  */

@@ -29,10 +29,22 @@ pub fn from_dict<T: DeserializeOwned>(what: &str, obj: &Bound<'_, PyAny>) -> PyR
         let path = e.path().to_string();
         let inner = e.into_inner();
         if path.is_empty() || path == "." {
-            PyValueError::new_err(format!("{what}: {inner}"))
-        } else {
-            PyValueError::new_err(format!("{what} field {path}: {inner}"))
+            return PyValueError::new_err(format!("{what}: {inner}"));
         }
+        // Name the value too, when the path is a key of the dict itself.
+        let value = obj
+            .get_item(path.as_str())
+            .ok()
+            .and_then(|v| v.repr().ok())
+            .map(|r| format!(" = {r}"))
+            .unwrap_or_default();
+        let inner = inner.to_string();
+        let problem = if inner.contains("can't convert negative int to unsigned") {
+            "must be an integer >= 0"
+        } else {
+            inner.as_str()
+        };
+        PyValueError::new_err(format!("{what} field {path}{value}: {problem}"))
     })
 }
 

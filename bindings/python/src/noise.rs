@@ -134,12 +134,39 @@ impl NoiseStats {
         .map_err(core_err)
     }
 
-    /// Rebuilds statistics from `to_dict()`'s fields, exactly (no recomputation).
+    /// Rebuilds statistics from `to_dict()`'s fields, exactly (no recomputation), after
+    /// checking them: `batch >= 2`, every value finite, `variance` and `noise` `>= 0`, and
+    /// `unbiased_grad_sq == max(0, mean_grad_sq - noise)`.
     #[staticmethod]
     fn from_dict(fields: &Bound<'_, PyAny>) -> PyResult<Self> {
-        Ok(NoiseStats {
-            inner: from_dict("NoiseStats", fields)?,
-        })
+        let inner: CoreNoise<f64> = from_dict("NoiseStats", fields)?;
+        let bad = |field: &str, value: String, allowed: &str| {
+            Err(PyValueError::new_err(format!(
+                "NoiseStats field {field} = {value}: {allowed}"
+            )))
+        };
+        if inner.batch < 2 {
+            return bad("batch", inner.batch.to_string(), "must be >= 2");
+        }
+        for (field, value) in [
+            ("mean_grad_sq", inner.mean_grad_sq),
+            ("variance", inner.variance),
+            ("noise", inner.noise),
+            ("unbiased_grad_sq", inner.unbiased_grad_sq),
+        ] {
+            if !value.is_finite() || value < 0.0 {
+                return bad(field, format!("{value:?}"), "must be finite and >= 0");
+            }
+        }
+        let expected = (inner.mean_grad_sq - inner.noise).max(0.0);
+        if inner.unbiased_grad_sq != expected {
+            return bad(
+                "unbiased_grad_sq",
+                format!("{:?}", inner.unbiased_grad_sq),
+                &format!("must equal max(0, mean_grad_sq - noise) = {expected:?}"),
+            );
+        }
+        Ok(NoiseStats { inner })
     }
 
     /// Minibatch size `B`.

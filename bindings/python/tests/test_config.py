@@ -56,6 +56,7 @@ def test_enum_names_are_the_cores():
         (dict(safety=float("nan")), ["safety", "NaN"]),
         (dict(interval=0), ["interval", ">= 1"]),
         (dict(interval=2.5), ["interval"]),
+        (dict(interval=-1), ["interval = -1", "integer >= 0"]),
         (dict(lr_min=1e-2, lr_max=1e-3), ["lr_max"]),
         (dict(window=safestep.WINDOW_CAPACITY + 1), ["window", "257"]),
     ],

@@ -106,3 +106,21 @@ def test_dict_round_trip_and_pickle():
     assert NoiseStats.from_dict(n.to_dict()) == n
     assert pickle.loads(pickle.dumps(n)) == n
     assert repr(n).startswith("NoiseStats(batch=16")
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (dict(noise=float("nan")), ["noise = NaN", "finite"]),
+        (dict(variance=-5.0), ["variance", "-5.0", ">= 0"]),
+        (dict(batch=1), ["batch = 1", ">= 2"]),
+        (dict(unbiased_grad_sq=3.0), ["unbiased_grad_sq", "max(0, mean_grad_sq - noise)"]),
+    ],
+)
+def test_from_dict_refuses_inconsistent_fields(change, words):
+    fields = NoiseStats.from_sample_sq_norms(0.25, 10.0, 16, 1000).to_dict()
+    fields.update(change)
+    with pytest.raises(ValueError) as e:
+        NoiseStats.from_dict(fields)
+    for w in words:
+        assert w in str(e.value), (w, str(e.value))

@@ -254,6 +254,8 @@ class SafeStepOptax:
             "t": self.t,
             "step_in_task": self.step_in_task,
             "steps_per_task": self.steps_per_task,
+            "total_steps": self.total_steps,
+            "population": self.population,
             "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
             "power": {k: p.state_dict() for k, p in self.power.items()},
             "directions": {k: d.copy() for k, d in self.directions.items()},
@@ -273,3 +275,6 @@ class SafeStepOptax:
         self.t = int(state["t"])
         self.step_in_task = int(state["step_in_task"])
         self.steps_per_task = state["steps_per_task"]
+        # Absent from state dicts written before these were saved: keep the constructor's.
+        self.total_steps = state.get("total_steps", self.total_steps)
+        self.population = state.get("population", self.population)
