@@ -124,6 +124,7 @@ pub fn model_spec(cfg: &RunConfig) -> ModelSpec {
             Activation::Relu
         },
         crelu_match_params: cfg.model.crelu_match_params,
+        loss: safestep_engine::Loss::CrossEntropy,
     }
 }
 
