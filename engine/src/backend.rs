@@ -13,7 +13,10 @@
 //!   `j`) followed by the bias. Vectors passed to [`Backend::hvp`] and
 //!   [`Backend::precond_sqrt`] use this layout.
 //! * Parameters and activations are `f32`; every statistic handed back is `f64`.
-//! * Losses are the minibatch *mean* softmax cross-entropy of the data; regularisers never
+//! * Losses are the minibatch *mean* of the model's data loss ([`crate::Loss`]): softmax
+//!   cross-entropy against labels, or `½‖ŷ − y‖²` against real targets. Every statistic
+//!   below (mean gradient, per-sample gradient norms, Hessian-vector products) is of that
+//!   mean, so the scheduler's readings are defined for either loss. Regularisers never
 //!   enter the reported losses, gradient statistics or Hessian-vector products, only the
 //!   Adam step.
 //! * One seed gives bit-identical results on a given backend.
@@ -78,9 +81,10 @@ pub struct LayerBatchStats {
 /// Result of one [`Backend::forward_backward`] on a minibatch.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct BatchOutput {
-    /// Minibatch-mean cross-entropy of the data.
+    /// Minibatch-mean data loss (cross-entropy, or `½‖ŷ − y‖²`).
     pub loss: f64,
-    /// Samples whose arg-max logit equals the label.
+    /// Samples whose arg-max logit equals the label (always 0 for the squared-error loss,
+    /// where accuracy does not apply).
     pub correct: usize,
     /// Minibatch size B.
     pub batch: usize,
@@ -91,9 +95,10 @@ pub struct BatchOutput {
 /// Result of [`Backend::evaluate`] over the whole current task.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct EvalOutput {
-    /// Mean cross-entropy over the task's examples.
+    /// Mean data loss over the task's examples (cross-entropy, or `½‖ŷ − y‖²`).
     pub loss: f64,
-    /// Correctly classified examples.
+    /// Correctly classified examples (always 0 for the squared-error loss, where accuracy
+    /// does not apply).
     pub correct: usize,
     /// Examples evaluated.
     pub count: usize,
@@ -178,7 +183,26 @@ pub trait Backend {
 
     /// Replaces the task data: `images` is row-major `n × input` with values in `[0, 1]`,
     /// `labels` holds `n` labels below `classes` ([`crate::checks::check_task`]).
+    /// A cross-entropy model's task; a squared-error model refuses it with
+    /// [`BackendError::WrongTargets`].
     fn load_task(&mut self, images: &[f32], labels: &[u8]) -> Result<(), BackendError>;
+
+    /// Replaces the task data of a squared-error model ([`crate::Loss::SquaredError`]):
+    /// `inputs` is row-major `n × input`, `targets` row-major `n × classes` (the outputs'
+    /// targets), all finite ([`crate::checks::check_regression_task`]). A cross-entropy
+    /// model refuses it with [`BackendError::WrongTargets`]; engines without the loss return
+    /// [`BackendError::Unsupported`] (the default).
+    fn load_regression_task(
+        &mut self,
+        inputs: &[f32],
+        targets: &[f32],
+    ) -> Result<(), BackendError> {
+        let _ = (inputs, targets);
+        Err(BackendError::Unsupported {
+            what: "load_regression_task (the squared-error loss)",
+            backend: self.name(),
+        })
+    }
 
     /// Forward and backward pass of the data loss on the examples `batch` (indices into the
     /// task data, [`crate::checks::Batch`]); keeps the mean gradient for the next

@@ -14,7 +14,7 @@
 
 use crate::backend::Regularizer;
 use crate::error::BackendError;
-use crate::spec::ModelSpec;
+use crate::spec::{Loss, ModelSpec};
 
 /// Minibatch indices checked against a task of `examples` examples: at least one, each
 /// below `examples`. Engines take their batches through this type, so the indices are
@@ -73,10 +73,18 @@ impl<'a> Batch<'a> {
 /// `images` of `labels.len() × spec.input` finite values, every label below `spec.classes`.
 ///
 /// # Errors
+/// [`BackendError::WrongTargets`] when the model's loss is not cross-entropy,
 /// [`BackendError::InvalidSpec`] (field `labels`) for no examples,
 /// [`BackendError::LengthMismatch`], [`BackendError::LabelOutOfRange`] or
 /// [`BackendError::NonFiniteInput`] naming the first bad entry.
 pub fn check_task(spec: &ModelSpec, images: &[f32], labels: &[u8]) -> Result<(), BackendError> {
+    if spec.loss != Loss::CrossEntropy {
+        return Err(BackendError::WrongTargets {
+            call: "load_task",
+            loss: spec.loss,
+            needs: "f32 targets through load_regression_task",
+        });
+    }
     if labels.is_empty() {
         return Err(BackendError::InvalidSpec {
             field: "labels",
@@ -98,6 +106,43 @@ pub fn check_task(spec: &ModelSpec, images: &[f32], labels: &[u8]) -> Result<(),
         });
     }
     check_finite(images)
+}
+
+/// Checks regression task data as every [`crate::Backend::load_regression_task`] must: a
+/// squared-error model, at least one example, `targets` a whole number of rows of
+/// `spec.classes` outputs, `inputs` of `rows × spec.input`, every value finite. Returns the
+/// number of examples.
+///
+/// # Errors
+/// [`BackendError::WrongTargets`] when the model's loss is not squared error,
+/// [`BackendError::InvalidSpec`] (field `targets`) for no examples or a partial row,
+/// [`BackendError::LengthMismatch`] (`inputs`) or [`BackendError::NonFiniteInput`] naming
+/// the first bad entry.
+pub fn check_regression_task(
+    spec: &ModelSpec,
+    inputs: &[f32],
+    targets: &[f32],
+) -> Result<usize, BackendError> {
+    if spec.loss != Loss::SquaredError {
+        return Err(BackendError::WrongTargets {
+            call: "load_regression_task",
+            loss: spec.loss,
+            needs: "u8 labels through load_task",
+        });
+    }
+    let outputs = spec.classes.max(1);
+    if targets.is_empty() || !targets.len().is_multiple_of(outputs) {
+        return Err(BackendError::InvalidSpec {
+            field: "targets",
+            value: format!("{} values", targets.len()),
+            allowed: "a positive whole number of rows of the model's outputs",
+        });
+    }
+    let rows = targets.len() / outputs;
+    check_len("inputs", rows * spec.input, inputs.len())?;
+    check_finite(inputs)?;
+    check_finite(targets)?;
+    Ok(rows)
 }
 
 /// Checks the arguments of [`crate::Backend::adam_step`] for a model of `layers` layers:

@@ -50,6 +50,17 @@ pub enum BackendError {
         /// Number of classes.
         classes: usize,
     },
+    /// Task data of the wrong kind for the model's loss: labels for a squared-error model,
+    /// or real-valued targets for a cross-entropy one.
+    #[error("{call} does not fit the model's {loss} loss ({needs})")]
+    WrongTargets {
+        /// The call made (`load_task`, `load_regression_task`).
+        call: &'static str,
+        /// The model's loss.
+        loss: crate::spec::Loss,
+        /// What that loss takes.
+        needs: &'static str,
+    },
     /// An input value that is not finite.
     #[error("input value {value} at position {index} is not finite")]
     NonFiniteInput {

@@ -1,6 +1,7 @@
 //! A whole MLP in `f64` with naive loops: the independent oracle the engines' tests compare
 //! with (mean loss and gradient, materialised per-sample gradients, and the exact
-//! layer-block Hessian-vector product). Deliberately plain, so it is easy to trust; it is
+//! layer-block Hessian-vector product), for the cross-entropy loss ([`ReferenceMlp`]) and
+//! the squared-error loss ([`ReferenceRegressionMlp`]). Deliberately plain, so it is easy to trust; it is
 //! itself checked against finite differences (its gradient in the CPU engine's tests, its
 //! Hessian-vector product below).
 //!
@@ -42,18 +43,113 @@ pub struct ReferenceMlp<'a> {
     pub y: &'a [u8],
 }
 
+/// [`ReferenceMlp`] for the squared-error loss: the minibatch mean of `½‖ŷ_i − y_i‖²`, its
+/// gradient and the exact layer-block Hessian-vector product (output Hessian: the identity).
+///
+/// `y` holds the targets, row-major `rows × outputs` (the last layer's `fan_out`).
+pub struct ReferenceRegressionMlp<'a> {
+    /// The layers' shapes, input layer first.
+    pub shapes: &'a [LayerShape],
+    /// The hidden nonlinearity.
+    pub activation: Activation,
+    /// Parameters per layer.
+    pub params: &'a [Vec<f64>],
+    /// Inputs, row-major.
+    pub x: &'a [f32],
+    /// Targets, row-major.
+    pub y: &'a [f32],
+}
+
+/// What the outputs are compared with.
+#[derive(Clone, Copy)]
+enum Targets<'a> {
+    /// Class labels (softmax cross-entropy).
+    Labels(&'a [u8]),
+    /// Real targets, `rows × outputs` (squared error).
+    Values(&'a [f32]),
+}
+
+/// The network both references share, with its targets.
+#[derive(Clone, Copy)]
+struct Net<'a> {
+    shapes: &'a [LayerShape],
+    activation: Activation,
+    params: &'a [Vec<f64>],
+    x: &'a [f32],
+    targets: Targets<'a>,
+}
+
+impl ReferenceMlp<'_> {
+    fn net(&self) -> Net<'_> {
+        Net {
+            shapes: self.shapes,
+            activation: self.activation,
+            params: self.params,
+            x: self.x,
+            targets: Targets::Labels(self.y),
+        }
+    }
+
+    /// Mean cross-entropy and the gradient of every layer.
+    pub fn loss_and_grads(&self) -> (f64, Vec<Vec<f64>>) {
+        self.net().loss_and_grads()
+    }
+
+    /// `H_ll·v` for layer `layer`'s diagonal Hessian block (exact R-operator).
+    pub fn hvp(&self, layer: usize, v: &[f64]) -> Vec<f64> {
+        self.net().hvp(layer, v)
+    }
+
+    /// Each sample's loss and per-layer gradient (the materialised per-sample gradients the
+    /// engines' exact per-sample norms are checked against).
+    pub fn sample_grads(&self) -> Vec<(f64, Vec<Vec<f64>>)> {
+        self.net().sample_grads()
+    }
+}
+
+impl ReferenceRegressionMlp<'_> {
+    fn net(&self) -> Net<'_> {
+        Net {
+            shapes: self.shapes,
+            activation: self.activation,
+            params: self.params,
+            x: self.x,
+            targets: Targets::Values(self.y),
+        }
+    }
+
+    /// Mean squared error `(1/B)·Σ_i ½‖ŷ_i − y_i‖²` and the gradient of every layer.
+    pub fn loss_and_grads(&self) -> (f64, Vec<Vec<f64>>) {
+        self.net().loss_and_grads()
+    }
+
+    /// `H_ll·v` for layer `layer`'s diagonal Hessian block (exact R-operator).
+    pub fn hvp(&self, layer: usize, v: &[f64]) -> Vec<f64> {
+        self.net().hvp(layer, v)
+    }
+
+    /// Each sample's loss and per-layer gradient.
+    pub fn sample_grads(&self) -> Vec<(f64, Vec<Vec<f64>>)> {
+        self.net().sample_grads()
+    }
+}
+
 struct Pass {
     /// Inputs to each layer (a_{l-1}), rows × fan_in(l).
     inputs: Vec<Vec<f64>>,
     /// Pre-activations per layer, rows × fan_out(l).
     z: Vec<Vec<f64>>,
+    /// Cross-entropy: the softmax probabilities; squared error: the outputs ŷ.
     probs: Vec<f64>,
     loss: f64,
 }
 
-impl ReferenceMlp<'_> {
+impl Net<'_> {
     fn rows(&self) -> usize {
-        self.y.len()
+        match self.targets {
+            Targets::Labels(y) => y.len(),
+            Targets::Values(y) => y.len() / self.classes().max(1),
+        }
     }
 
     fn classes(&self) -> usize {
@@ -178,14 +274,25 @@ impl ReferenceMlp<'_> {
         let mut probs = vec![0.0; rows * k];
         let mut loss = 0.0;
         let logits = &zs[n - 1];
-        for r in 0..rows {
-            let row = &logits[r * k..(r + 1) * k];
-            let mx = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let s: f64 = row.iter().map(|v| (v - mx).exp()).sum();
-            for c in 0..k {
-                probs[r * k + c] = (row[c] - mx).exp() / s;
+        match self.targets {
+            Targets::Labels(y) => {
+                for r in 0..rows {
+                    let row = &logits[r * k..(r + 1) * k];
+                    let mx = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    let s: f64 = row.iter().map(|v| (v - mx).exp()).sum();
+                    for c in 0..k {
+                        probs[r * k + c] = (row[c] - mx).exp() / s;
+                    }
+                    loss += s.ln() - (row[y[r] as usize] - mx);
+                }
             }
-            loss += s.ln() - (row[self.y[r] as usize] - mx);
+            Targets::Values(y) => {
+                for i in 0..rows * k {
+                    probs[i] = logits[i];
+                    let e = logits[i] - f64::from(y[i]);
+                    loss += 0.5 * e * e;
+                }
+            }
         }
         Pass {
             inputs,
@@ -195,14 +302,24 @@ impl ReferenceMlp<'_> {
         }
     }
 
-    /// Mean cross-entropy and the gradient of every layer.
-    pub fn loss_and_grads(&self) -> (f64, Vec<Vec<f64>>) {
+    /// Mean loss and the gradient of every layer.
+    fn loss_and_grads(&self) -> (f64, Vec<Vec<f64>>) {
         let p = self.forward();
         let n = self.shapes.len();
         let (rows, k) = (self.rows(), self.classes());
+        // The output deltas: softmax − onehot, or ŷ − y.
         let mut d: Vec<f64> = p.probs.clone();
-        for r in 0..rows {
-            d[r * k + self.y[r] as usize] -= 1.0;
+        match self.targets {
+            Targets::Labels(y) => {
+                for r in 0..rows {
+                    d[r * k + y[r] as usize] -= 1.0;
+                }
+            }
+            Targets::Values(y) => {
+                for (di, &yi) in d.iter_mut().zip(y) {
+                    *di -= f64::from(yi);
+                }
+            }
         }
         d.iter_mut().for_each(|v| *v /= rows as f64);
         let mut grads = vec![Vec::new(); n];
@@ -218,7 +335,7 @@ impl ReferenceMlp<'_> {
     }
 
     /// `H_ll·v` for layer `layer`'s diagonal Hessian block (exact R-operator).
-    pub fn hvp(&self, layer: usize, v: &[f64]) -> Vec<f64> {
+    fn hvp(&self, layer: usize, v: &[f64]) -> Vec<f64> {
         let p = self.forward();
         let n = self.shapes.len();
         let (rows, k) = (self.rows(), self.classes());
@@ -230,12 +347,23 @@ impl ReferenceMlp<'_> {
             rz = self.dense(l, &ra, &self.params[l][..nwl], None);
         }
         let mut rd = vec![0.0; rows * k];
-        for r in 0..rows {
-            let pr = &p.probs[r * k..(r + 1) * k];
-            let zr = &rz[r * k..(r + 1) * k];
-            let dot: f64 = pr.iter().zip(zr).map(|(a, b)| a * b).sum();
-            for c in 0..k {
-                rd[r * k + c] = pr[c] * (zr[c] - dot) / rows as f64;
+        match self.targets {
+            // The softmax Jacobian.
+            Targets::Labels(_) => {
+                for r in 0..rows {
+                    let pr = &p.probs[r * k..(r + 1) * k];
+                    let zr = &rz[r * k..(r + 1) * k];
+                    let dot: f64 = pr.iter().zip(zr).map(|(a, b)| a * b).sum();
+                    for c in 0..k {
+                        rd[r * k + c] = pr[c] * (zr[c] - dot) / rows as f64;
+                    }
+                }
+            }
+            // The identity.
+            Targets::Values(_) => {
+                for (a, &b) in rd.iter_mut().zip(&rz) {
+                    *a = b / rows as f64;
+                }
             }
         }
         for l in (layer + 1..n).rev() {
@@ -246,15 +374,18 @@ impl ReferenceMlp<'_> {
         self.param_grad(layer, &rd, &p.inputs[layer])
     }
 
-    /// Each sample's loss and per-layer gradient (the materialised per-sample gradients the
-    /// engines' exact per-sample norms are checked against).
-    pub fn sample_grads(&self) -> Vec<(f64, Vec<Vec<f64>>)> {
+    /// Each sample's loss and per-layer gradient.
+    fn sample_grads(&self) -> Vec<(f64, Vec<Vec<f64>>)> {
         let input = self.shapes.first().map_or(0, |s| s.fan_in);
+        let k = self.classes();
         (0..self.rows())
             .map(|r| {
-                ReferenceMlp {
+                Net {
                     x: &self.x[r * input..(r + 1) * input],
-                    y: &self.y[r..r + 1],
+                    targets: match self.targets {
+                        Targets::Labels(y) => Targets::Labels(&y[r..r + 1]),
+                        Targets::Values(y) => Targets::Values(&y[r * k..(r + 1) * k]),
+                    },
                     ..*self
                 }
                 .loss_and_grads()
@@ -282,6 +413,7 @@ mod tests {
                 classes: 3,
                 activation,
                 crelu_match_params: false,
+                loss: crate::spec::Loss::CrossEntropy,
             };
             let shapes = spec.layer_shapes().unwrap();
             let mut rng = ChaCha8Rng::seed_from_u64(1);
@@ -343,6 +475,102 @@ mod tests {
                     "{activation} layer {layer}: {fd} vs {dir}"
                 );
             }
+        }
+    }
+
+    /// The squared-error reference: its loss is `(1/B)·Σ ½‖ŷ − y‖²` by hand, its gradient
+    /// matches central differences of that loss, and its Hessian-vector product central
+    /// differences of its gradient, for ReLU and CReLU and two outputs.
+    #[test]
+    fn squared_error_hvp_and_gradient_match_finite_differences() {
+        for activation in [Activation::Relu, Activation::Crelu] {
+            let spec = ModelSpec {
+                input: 5,
+                hidden: vec![6, 4],
+                classes: 2,
+                activation,
+                crelu_match_params: false,
+                loss: crate::spec::Loss::SquaredError,
+            };
+            let shapes = spec.layer_shapes().unwrap();
+            let mut rng = ChaCha8Rng::seed_from_u64(2);
+            let params: Vec<Vec<f64>> = shapes
+                .iter()
+                .map(|s| {
+                    (0..s.params())
+                        .map(|_| rng.random_range(-0.6..0.6))
+                        .collect()
+                })
+                .collect();
+            let rows = 7;
+            let x: Vec<f32> = (0..rows * 5).map(|_| rng.random::<f32>()).collect();
+            let y: Vec<f32> = (0..rows * 2).map(|_| rng.random_range(-2.0..2.0)).collect();
+            let mlp = |p: &'_ [Vec<f64>]| -> (f64, Vec<Vec<f64>>) {
+                ReferenceRegressionMlp {
+                    shapes: &shapes,
+                    activation,
+                    params: p,
+                    x: &x,
+                    y: &y,
+                }
+                .loss_and_grads()
+            };
+            let m = ReferenceRegressionMlp {
+                shapes: &shapes,
+                activation,
+                params: &params,
+                x: &x,
+                y: &y,
+            };
+            // The loss by hand from the per-sample losses.
+            let (loss, grads) = m.loss_and_grads();
+            let per_sample = m.sample_grads();
+            let mean: f64 = per_sample.iter().map(|(l, _)| l).sum::<f64>() / rows as f64;
+            assert!((loss - mean).abs() < 1e-12);
+            for (l, g) in grads.iter().enumerate() {
+                for (i, &gi) in g.iter().enumerate() {
+                    let want: f64 =
+                        per_sample.iter().map(|(_, s)| s[l][i]).sum::<f64>() / rows as f64;
+                    assert!((gi - want).abs() < 1e-12);
+                }
+            }
+            let h = 1e-6;
+            for (layer, s) in shapes.iter().enumerate() {
+                let v: Vec<f64> = (0..s.params())
+                    .map(|_| rng.random_range(-1.0..1.0))
+                    .collect();
+                let shifted = |sign: f64| {
+                    let mut p = params.clone();
+                    p[layer]
+                        .iter_mut()
+                        .zip(&v)
+                        .for_each(|(a, b)| *a += sign * h * b);
+                    mlp(&p)
+                };
+                let ((lp, gp), (lm, gm)) = (shifted(1.0), shifted(-1.0));
+                let hv = m.hvp(layer, &v);
+                for (i, (&a, &b)) in gp[layer].iter().zip(&gm[layer]).enumerate() {
+                    let fd = (a - b) / (2.0 * h);
+                    assert!(
+                        (fd - hv[i]).abs() < 1e-6 + 1e-4 * hv[i].abs(),
+                        "{activation} layer {layer} [{i}]: {fd} vs {}",
+                        hv[i]
+                    );
+                }
+                let fd = (lp - lm) / (2.0 * h);
+                let dir: f64 = grads[layer].iter().zip(&v).map(|(a, b)| a * b).sum();
+                assert!(
+                    (fd - dir).abs() < 1e-6,
+                    "{activation} layer {layer}: {fd} vs {dir}"
+                );
+            }
+            // The last layer's block is exactly (1/B)·Σ_i [a_i; 1][a_i; 1]ᵀ ⊗ I: a Gauss–Newton
+            // block with no second-order term, so H·v is linear and independent of the targets.
+            let last = shapes.len() - 1;
+            let v: Vec<f64> = (0..shapes[last].params()).map(|i| i as f64 * 0.1).collect();
+            let other_y: Vec<f32> = y.iter().map(|t| t + 3.0).collect();
+            let other = ReferenceRegressionMlp { y: &other_y, ..m };
+            assert_eq!(m.hvp(last, &v), other.hvp(last, &v));
         }
     }
 }

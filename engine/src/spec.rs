@@ -53,7 +53,42 @@ impl core::fmt::Display for Activation {
     }
 }
 
-/// Architecture of the MLP: `input → hidden[0] → … → hidden[last] → classes`.
+/// The data loss the MLP is trained on: what its outputs mean and what the task's targets
+/// are. Every statistic an engine reports (losses, mean gradients, per-sample gradient
+/// norms, Hessian-vector products) is of this loss's minibatch mean.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Loss {
+    /// Softmax cross-entropy on `classes` logits against a label per example (the default;
+    /// tasks are loaded with [`crate::Backend::load_task`]). An example's loss is
+    /// `log Σ_j exp(z_j) − z_y`; its output delta `softmax(z) − onehot(y)`.
+    #[default]
+    CrossEntropy,
+    /// Squared error on `classes` real outputs against an `f32` target vector per example
+    /// (tasks are loaded with [`crate::Backend::load_regression_task`]). An example's loss
+    /// is `½‖ŷ − y‖²`, so the minibatch loss is `(1/B)·Σ_i ½‖ŷ_i − y_i‖²`; its output delta
+    /// is `ŷ − y` and its Hessian with respect to the outputs the identity. There is no
+    /// accuracy: engines report 0 correct.
+    SquaredError,
+}
+
+impl Loss {
+    /// Lower-case name (`cross-entropy`, `squared-error`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Loss::CrossEntropy => "cross-entropy",
+            Loss::SquaredError => "squared-error",
+        }
+    }
+}
+
+impl core::fmt::Display for Loss {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Architecture of the MLP: `input → hidden[0] → … → hidden[last] → classes`, and the loss
+/// it is trained on.
 ///
 /// With [`Activation::Crelu`] each hidden layer feeds twice its width forward. Set
 /// `crelu_match_params` to shrink the hidden widths (by one common factor) so the parameter
@@ -65,12 +100,15 @@ pub struct ModelSpec {
     pub input: usize,
     /// Hidden widths (units per hidden layer, before any CReLU doubling).
     pub hidden: Vec<usize>,
-    /// Output classes (10 for MNIST).
+    /// Output width: the classes of [`Loss::CrossEntropy`] (10 for MNIST), or the real
+    /// outputs of [`Loss::SquaredError`].
     pub classes: usize,
     /// Hidden nonlinearity.
     pub activation: Activation,
     /// With CReLU, shrink the hidden widths to match the ReLU network's parameter count.
     pub crelu_match_params: bool,
+    /// The data loss (cross-entropy by default).
+    pub loss: Loss,
 }
 
 impl Default for ModelSpec {
@@ -82,6 +120,7 @@ impl Default for ModelSpec {
             classes: 10,
             activation: Activation::Relu,
             crelu_match_params: false,
+            loss: Loss::CrossEntropy,
         }
     }
 }
@@ -116,8 +155,9 @@ impl LayerShape {
 }
 
 impl ModelSpec {
-    /// Checks every field: input, hidden widths and classes in `1..=MAX_WIDTH` (classes in
-    /// `2..=256`, labels being bytes), and the parameter count below [`MAX_PARAMS`].
+    /// Checks every field: input, hidden widths and classes in `1..=MAX_WIDTH` (with
+    /// cross-entropy, classes in `2..=256`, labels being bytes), and the parameter count
+    /// below [`MAX_PARAMS`].
     pub fn validate(&self) -> Result<(), BackendError> {
         if self.input == 0 || self.input > MAX_WIDTH {
             return Err(BackendError::InvalidSpec {
@@ -126,12 +166,22 @@ impl ModelSpec {
                 allowed: "1..=2^20",
             });
         }
-        if !(2..=256).contains(&self.classes) {
-            return Err(BackendError::InvalidSpec {
-                field: "classes",
-                value: self.classes.to_string(),
-                allowed: "2..=256",
-            });
+        match self.loss {
+            Loss::CrossEntropy if !(2..=256).contains(&self.classes) => {
+                return Err(BackendError::InvalidSpec {
+                    field: "classes",
+                    value: self.classes.to_string(),
+                    allowed: "2..=256 (cross-entropy)",
+                });
+            }
+            Loss::SquaredError if self.classes == 0 || self.classes > MAX_WIDTH => {
+                return Err(BackendError::InvalidSpec {
+                    field: "classes",
+                    value: self.classes.to_string(),
+                    allowed: "1..=2^20 outputs (squared error)",
+                });
+            }
+            _ => {}
         }
         if let Some(&w) = self.hidden.iter().find(|&&w| w == 0 || w > MAX_WIDTH) {
             return Err(BackendError::InvalidSpec {
@@ -328,6 +378,21 @@ mod tests {
             ..ModelSpec::default()
         };
         assert!(bad.validate().is_err());
+        // One output is a regression, not a classification.
+        let one = ModelSpec {
+            classes: 1,
+            loss: Loss::SquaredError,
+            ..ModelSpec::default()
+        };
+        assert!(one.validate().is_ok());
+        let none = ModelSpec { classes: 0, ..one };
+        assert!(matches!(
+            none.validate(),
+            Err(BackendError::InvalidSpec {
+                field: "classes",
+                ..
+            })
+        ));
         let huge = ModelSpec {
             hidden: vec![1 << 20, 1 << 20],
             ..ModelSpec::default()

@@ -9,7 +9,7 @@ use rand_chacha::ChaCha8Rng;
 use safestep_core::adam::{Adam, AdamConfig};
 use safestep_engine::reference::ReferenceMlp;
 use safestep_engine::{
-    Activation, Backend, BackendError, CpuBackend, LayerShape, ModelSpec, Regularizer,
+    Activation, Backend, BackendError, CpuBackend, LayerShape, Loss, ModelSpec, Regularizer,
 };
 
 /// Adam at its defaults.
@@ -27,6 +27,7 @@ fn spec(act: Activation) -> ModelSpec {
         classes: 3,
         activation: act,
         crelu_match_params: false,
+        loss: Loss::CrossEntropy,
     }
 }
 

@@ -622,6 +622,7 @@ fn check_mlp(gpu: &Arc<Gpu>, rng: &mut TestRng, out: &mut Vec<Check>) -> Selftes
             classes: 7,
             activation: act,
             crelu_match_params: false,
+            loss: safestep_engine::Loss::CrossEntropy,
         };
         let mut mlp = GpuMlp::new(gpu.clone(), &spec, 3)?;
         let shapes = mlp.shapes().to_vec();

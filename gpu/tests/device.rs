@@ -94,6 +94,7 @@ fn mlp_trains_and_is_deterministic() {
         classes: 3,
         activation: Activation::Relu,
         crelu_match_params: false,
+        loss: safestep_engine::Loss::CrossEntropy,
     };
     let run = || -> Vec<f64> {
         let mut mlp = GpuMlp::new(gpu.clone(), &spec, 5).unwrap();

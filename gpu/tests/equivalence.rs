@@ -271,6 +271,7 @@ fn cuda_matches_cpu_with_crelu_wasserstein_and_weight_decay() {
         classes: 10,
         activation: Activation::Crelu,
         crelu_match_params: false,
+        loss: safestep_engine::Loss::CrossEntropy,
     };
     for (name, wd, lambda) in [
         (

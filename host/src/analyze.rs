@@ -167,7 +167,17 @@ fn load(dirs: &[PathBuf]) -> Result<Vec<RunSignals>, RunError> {
                 "{} / {} / lr {}",
                 summary.method, summary.scheduler, summary.lr
             ),
-            accuracy: rows.iter().map(|r| r.train_accuracy).collect(),
+            accuracy: rows
+                .iter()
+                .map(|r| r.train_accuracy)
+                .collect::<Option<Vec<f64>>>()
+                .ok_or_else(|| {
+                    bad_input(
+                        "RUN_DIR",
+                        dir.display(),
+                        "a run with accuracies (the diagnosis's drops are accuracy drops; slowly-changing-regression has none)",
+                    )
+                })?,
             signals,
         });
     }

@@ -13,16 +13,17 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::outputs::{tasks_csv, TaskRow};
+use crate::outputs::{tasks_csv, Metric, TaskRow};
 use crate::trainer::TrainerState;
 
 /// The first bytes of every checkpoint.
 pub const MAGIC: &[u8; 8] = b"SAFESTEP";
 
-/// The format this safestep writes (4: the scheduler state holds `lr0`, the trainer both
+/// The format this safestep writes (5: the scheduler state holds `lr0`, the trainer both
 /// power iterations and the unit trackers, the indicators log rides along, the file is
-/// checksummed, and so is the finished part of `controller.csv`).
-pub const FORMAT: u32 = 4;
+/// checksummed, and so is the finished part of `controller.csv`; a task row's accuracies
+/// are optional and it holds the online loss, for the regression benchmark).
+pub const FORMAT: u32 = 5;
 
 const HEADER: usize = 8 + 4 + 8 + 4;
 
@@ -173,7 +174,7 @@ impl Checkpoint {
     }
 
     /// The checkpoint agrees with the folder's `tasks.csv` (as written for a model of
-    /// `layers` layers) and `controller.csv`, and its step count with its rows
+    /// `layers` layers and the benchmark's `metric`) and `controller.csv`, and its step count with its rows
     /// (`resets_each_task`: the method restarts the count at every task).
     ///
     /// # Errors
@@ -182,11 +183,12 @@ impl Checkpoint {
         &self,
         tasks_on_disk: &str,
         layers: usize,
+        metric: Metric,
         controller_on_disk: &str,
         resets_each_task: bool,
     ) -> Result<(), CheckpointError> {
         let bad = |m: String| Err(CheckpointError::Inconsistent(m));
-        if tasks_on_disk != tasks_csv(&self.task_rows, layers) {
+        if tasks_on_disk != tasks_csv(&self.task_rows, layers, metric) {
             return bad(format!(
                 "tasks.csv ({} rows) differs from the checkpoint's {} finished tasks",
                 tasks_on_disk.lines().count().saturating_sub(1),

@@ -316,12 +316,9 @@ impl CommonArgs {
                 *dst = v.clone();
             }
         }
-        if self.benchmark == Some(Benchmark::OnlinePermutedMnist)
-            && cfg.benchmark != Benchmark::OnlinePermutedMnist
-        {
-            // The benchmark's protocol (one pass, batch 1); --epochs/--batch-size override it.
-            cfg.epochs = 1;
-            cfg.batch_size = 1;
+        if let Some(benchmark) = self.benchmark {
+            // The benchmark's protocol (one pass, batch 1, …); the flags below override it.
+            cfg.apply_benchmark_preset(benchmark);
         }
         set(&mut cfg.benchmark, &self.benchmark);
         set(&mut cfg.tasks, &self.tasks);

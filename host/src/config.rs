@@ -11,6 +11,7 @@ use clap::ValueEnum;
 use safestep_core::scheduler::{Mode, NoiseAveraging, SchedulerConfig, Threshold};
 use serde::{Deserialize, Serialize};
 
+use crate::data::regression::RegressionSettings;
 use crate::data::Benchmark;
 pub use crate::error::ConfigError;
 use crate::methods::{Method, MethodSettings};
@@ -218,6 +219,10 @@ pub struct RunConfig {
     pub statistics: StatisticsConfig,
     /// The diagnosis indicators.
     pub indicators: IndicatorsConfig,
+    /// The slowly-changing regression problem's constants (`[regression]`): present, and
+    /// written to `config.toml`, only for that benchmark.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub regression: Option<RegressionSettings>,
 }
 
 impl Default for RunConfig {
@@ -244,6 +249,7 @@ impl Default for RunConfig {
             },
             statistics: StatisticsConfig::default(),
             indicators: IndicatorsConfig::default(),
+            regression: None,
         }
     }
 }
@@ -308,6 +314,76 @@ pub fn online_preset() -> toml::Table {
     t.insert("epochs".into(), toml::Value::Integer(1));
     t.insert("batch_size".into(), toml::Value::Integer(1));
     t
+}
+
+/// Examples per task of slowly-changing regression by default: the paper flips a bit every
+/// `T = 10,000` examples.
+pub const REGRESSION_EXAMPLES: usize = 10_000;
+/// Most examples per task of slowly-changing regression (they are generated in memory).
+pub const MAX_REGRESSION_EXAMPLES: usize = 1_000_000;
+/// The learner's hidden widths for slowly-changing regression by default: the paper's
+/// network of one hidden layer of 5 units.
+pub const REGRESSION_HIDDEN: [usize; 1] = [5];
+
+/// The protocol of slowly-changing regression (Dohare et al. 2024): one pass over each task
+/// of 10,000 examples, one example per step, a learner with one hidden layer of 5 units,
+/// and the problem's constants ([`RegressionSettings`]). A file or flags that set them
+/// override these.
+pub fn regression_preset() -> toml::Table {
+    let mut t = online_preset();
+    t.insert(
+        "examples".into(),
+        toml::Value::Integer(REGRESSION_EXAMPLES as i64),
+    );
+    let mut model = toml::Table::new();
+    model.insert(
+        "hidden".into(),
+        toml::Value::Array(
+            REGRESSION_HIDDEN
+                .iter()
+                .map(|&h| toml::Value::Integer(h as i64))
+                .collect(),
+        ),
+    );
+    t.insert("model".into(), toml::Value::Table(model));
+    if let Ok(settings) = toml::Table::try_from(RegressionSettings::default()) {
+        t.insert("regression".into(), toml::Value::Table(settings));
+    }
+    t
+}
+
+impl RunConfig {
+    /// Applies the protocol of `benchmark` when a configuration switches to it (the flags
+    /// given after it still override): one pass with batch 1 for the online benchmarks, and
+    /// for slowly-changing regression also [`regression_preset`]'s examples, widths and
+    /// problem constants.
+    pub fn apply_benchmark_preset(&mut self, benchmark: Benchmark) {
+        if benchmark == self.benchmark {
+            return;
+        }
+        if !benchmark.is_regression() {
+            self.regression = None;
+        }
+        match benchmark {
+            Benchmark::OnlinePermutedMnist => {
+                self.epochs = 1;
+                self.batch_size = 1;
+            }
+            Benchmark::SlowlyChangingRegression => {
+                self.epochs = 1;
+                self.batch_size = 1;
+                self.examples = REGRESSION_EXAMPLES;
+                self.model.hidden = REGRESSION_HIDDEN.to_vec();
+                self.regression = Some(RegressionSettings::default());
+            }
+            _ => {}
+        }
+    }
+
+    /// The regression problem's constants (the defaults when `[regression]` is absent).
+    pub fn regression_settings(&self) -> RegressionSettings {
+        self.regression.clone().unwrap_or_default()
+    }
 }
 
 /// Keys an older safestep wrote in `[scheduler]` that now live in `[statistics]`: moved, so
@@ -377,8 +453,10 @@ impl RunConfig {
         let mut merged = toml::Table::try_from(RunConfig::default()).map_err(|e| e.to_string())?;
         let mut overlay = overlay;
         migrate_legacy(&mut overlay);
-        if overlay.get("benchmark").and_then(toml::Value::as_str) == Some("online-permuted-mnist") {
-            merge_tables(&mut merged, online_preset());
+        match overlay.get("benchmark").and_then(toml::Value::as_str) {
+            Some("online-permuted-mnist") => merge_tables(&mut merged, online_preset()),
+            Some("slowly-changing-regression") => merge_tables(&mut merged, regression_preset()),
+            _ => {}
         }
         merge_tables(&mut merged, overlay);
         RunConfig::deserialize(toml::Value::Table(merged))
@@ -414,6 +492,36 @@ impl RunConfig {
             ));
         }
         at_least("examples", self.examples, 2)?;
+        if self.benchmark.is_regression() {
+            self.regression_settings().validate()?;
+            if self.examples > MAX_REGRESSION_EXAMPLES {
+                return Err(ConfigError::new(
+                    "examples",
+                    self.examples,
+                    &format!("at most {MAX_REGRESSION_EXAMPLES} for slowly-changing-regression"),
+                ));
+            }
+            if self.backend == BackendKind::Cuda {
+                return Err(ConfigError::new(
+                    "backend",
+                    self.backend,
+                    "cpu for slowly-changing-regression (the cuda engine has no squared-error kernels yet)",
+                ));
+            }
+            if self.epochs != 1 {
+                return Err(ConfigError::new(
+                    "epochs",
+                    self.epochs,
+                    "1 for slowly-changing-regression (one pass over each task)",
+                ));
+            }
+        } else if self.regression.is_some() {
+            return Err(ConfigError::new(
+                "regression",
+                "[regression]",
+                "absent unless benchmark = slowly-changing-regression",
+            ));
+        }
         if self.batch_size > self.examples {
             return Err(ConfigError::new(
                 "batch-size",
@@ -600,6 +708,35 @@ mod tests {
         cfg.batch_size = 32;
         cfg.adam.beta2 = 1.0;
         assert_eq!(cfg.validate().unwrap_err().field, "adam.beta2");
+    }
+
+    #[test]
+    fn the_regression_preset_applies_from_a_file_and_from_flags_and_stays_out_of_mnist_configs() {
+        let cfg = RunConfig::from_toml_str("benchmark = \"slowly-changing-regression\"").unwrap();
+        assert_eq!((cfg.epochs, cfg.batch_size, cfg.examples), (1, 1, 10_000));
+        assert_eq!(cfg.model.hidden, vec![5]);
+        assert_eq!(cfg.regression, Some(RegressionSettings::default()));
+        cfg.validate().unwrap();
+        let back = RunConfig::from_toml_str(&cfg.to_toml()).unwrap();
+        assert_eq!(back, cfg);
+        let mut flags = RunConfig::default();
+        flags.apply_benchmark_preset(Benchmark::SlowlyChangingRegression);
+        flags.benchmark = Benchmark::SlowlyChangingRegression;
+        assert_eq!(flags, cfg);
+        // Switching back drops [regression]; an MNIST config never writes it.
+        flags.apply_benchmark_preset(Benchmark::PermutedMnist);
+        assert_eq!(flags.regression, None);
+        assert!(!RunConfig::default().to_toml().contains("regression"));
+        let stray = RunConfig {
+            regression: Some(RegressionSettings::default()),
+            ..RunConfig::default()
+        };
+        assert_eq!(stray.validate().unwrap_err().field, "regression");
+        let too_many = RunConfig {
+            examples: MAX_REGRESSION_EXAMPLES + 1,
+            ..cfg
+        };
+        assert_eq!(too_many.validate().unwrap_err().field, "examples");
     }
 
     #[test]

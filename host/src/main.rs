@@ -80,12 +80,21 @@ fn cmd_run(args: &RunArgs) -> CmdResult {
         summary.seed,
         summary.wall_seconds
     );
-    println!(
-        "end-of-task train accuracy: mean {:.4}, last 5 tasks {:.4}, final {:.4}",
+    match (
         summary.mean_train_accuracy,
         summary.mean_train_accuracy_last5,
-        summary.final_train_accuracy
-    );
+        summary.final_train_accuracy,
+    ) {
+        (Some(mean), Some(last5), Some(last)) => println!(
+            "end-of-task train accuracy: mean {mean:.4}, last 5 tasks {last5:.4}, final {last:.4}"
+        ),
+        _ => println!(
+            "squared error: online over the stream {:.4}, online final task {:.4}, end of final task {:.4}",
+            summary.mean_online_loss.unwrap_or(f64::NAN),
+            summary.final_online_loss.unwrap_or(f64::NAN),
+            summary.final_loss.unwrap_or(f64::NAN)
+        ),
+    }
     println!("results in {}", out.display());
     Ok(())
 }

@@ -26,6 +26,13 @@ pub enum PlotError {
     /// Reading a run failed.
     #[error(transparent)]
     Output(#[from] OutputError),
+    /// A run without accuracies (slowly-changing regression): the plot of its squared
+    /// error is not written yet.
+    #[error("{path} has no accuracy to plot (a slowly-changing-regression run; its tasks.csv holds the squared errors)")]
+    NoAccuracy {
+        /// The run folder.
+        path: PathBuf,
+    },
     /// Drawing failed.
     #[error("drawing {path}: {message}")]
     Draw {
@@ -132,10 +139,9 @@ pub fn accuracy_series(runs: &[PathBuf]) -> Result<Vec<Series>, PlotError> {
             "{} / {} / lr {}",
             summary.method, summary.scheduler, summary.lr
         );
-        groups
-            .entry(label)
-            .or_default()
-            .push(rows.iter().map(|r| r.train_accuracy).collect());
+        let accuracy: Option<Vec<f64>> = rows.iter().map(|r| r.train_accuracy).collect();
+        let accuracy = accuracy.ok_or_else(|| PlotError::NoAccuracy { path: dir.clone() })?;
+        groups.entry(label).or_default().push(accuracy);
     }
     Ok(groups
         .into_iter()

@@ -2,7 +2,10 @@
 //!
 //! Task `k` of the stream is trained for `epochs` epochs of shuffled minibatches (every
 //! example once per epoch; the last batch is smaller when the batch size does not divide
-//! the task, see [`epoch_batches`]), then evaluated on its whole training set. After
+//! the task, see [`epoch_batches`]), then evaluated on its whole training set. The MNIST
+//! benchmarks are scored by accuracy; slowly-changing regression by its squared error
+//! (online: each example's loss before the step that trains on it; end of task: the whole
+//! task set's), with no accuracy ([`Metric`]). After
 //! every task the run folder is brought up to date atomically and a checkpoint is written,
 //! so `--resume` continues from the last finished task and ends with results identical to
 //! an uninterrupted run.
@@ -16,17 +19,18 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use safestep_engine::{Activation, Backend, BackendError, ModelSpec};
+use safestep_engine::{Activation, Backend, BackendError, Loss, ModelSpec};
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::config::{BackendKind, ConfigError, RunConfig};
 use crate::data::mnist::{DataError, Mnist};
+use crate::data::regression::RegressionStream;
 use crate::data::streams::{subset_order, TaskStream};
 use crate::folder::{FolderError, RunFolder};
 use crate::indicators::{self, append_indicator_rows};
 use crate::outputs::{
-    self, append_controller_events, mean_last, normalized_area, tasks_csv, OutputError, Summary,
-    TaskRow, CHECKPOINT_FILE, CONFIG_FILE, CONTROLLER_FILE, INDICATORS_FILE, SUMMARY_FILE,
+    self, append_controller_events, mean_last, normalized_area, tasks_csv, Metric, OutputError,
+    Summary, TaskRow, CHECKPOINT_FILE, CONFIG_FILE, CONTROLLER_FILE, INDICATORS_FILE, SUMMARY_FILE,
     TASKS_FILE,
 };
 use crate::seeds::{derive_seed, RESET, SHUFFLE};
@@ -112,18 +116,72 @@ pub struct RunOptions {
     pub threads: usize,
 }
 
-/// The model a configuration describes.
+/// The model a configuration describes: 784 pixels to 10 classes with cross-entropy on
+/// the MNIST benchmarks; `regression.bits` inputs to `regression.outputs` outputs with the
+/// squared error on slowly-changing regression.
 pub fn model_spec(cfg: &RunConfig) -> ModelSpec {
+    let (input, classes, loss) = if cfg.benchmark.is_regression() {
+        let r = cfg.regression_settings();
+        (r.bits, r.outputs, Loss::SquaredError)
+    } else {
+        (784, 10, Loss::CrossEntropy)
+    };
     ModelSpec {
-        input: 784,
+        input,
         hidden: cfg.model.hidden.clone(),
-        classes: 10,
+        classes,
         activation: if cfg.method.uses_crelu() {
             Activation::Crelu
         } else {
             Activation::Relu
         },
         crelu_match_params: cfg.model.crelu_match_params,
+        loss,
+    }
+}
+
+/// The tasks of a run: an MNIST task stream, or the generated regression problem.
+#[derive(Debug, Clone)]
+pub enum RunStream {
+    /// One of the MNIST benchmarks.
+    Mnist(TaskStream),
+    /// Slowly-changing regression, with its examples per task.
+    Regression(RegressionStream, usize),
+}
+
+impl RunStream {
+    /// The stream a configuration describes ([`load_stream`] for MNIST).
+    ///
+    /// # Errors
+    /// As [`load_stream`].
+    pub fn of(cfg: &RunConfig) -> Result<Self, RunError> {
+        if cfg.benchmark.is_regression() {
+            Ok(RunStream::Regression(
+                RegressionStream::new(&cfg.regression_settings(), cfg.seed),
+                cfg.examples,
+            ))
+        } else {
+            load_stream(cfg).map(RunStream::Mnist)
+        }
+    }
+
+    /// Loads task `k` into `backend` and returns its number of examples.
+    ///
+    /// # Errors
+    /// The backend's refusal of the data.
+    pub fn load(&self, k: u64, backend: &mut dyn Backend) -> Result<usize, BackendError> {
+        match self {
+            RunStream::Mnist(stream) => {
+                let data = stream.task(k);
+                backend.load_task(&data.images, &data.labels)?;
+                Ok(data.labels.len())
+            }
+            RunStream::Regression(stream, examples) => {
+                let data = stream.task(k, *examples);
+                backend.load_regression_task(&data.inputs, &data.targets)?;
+                Ok(*examples)
+            }
+        }
     }
 }
 
@@ -226,9 +284,9 @@ pub fn run_in(folder: RunFolder, cfg: &RunConfig, opts: &RunOptions) -> Result<S
 }
 
 /// Everything that can fail on bad input, before any folder is touched.
-fn prepare(cfg: &RunConfig, opts: &RunOptions) -> Result<(TaskStream, Trainer), RunError> {
+fn prepare(cfg: &RunConfig, opts: &RunOptions) -> Result<(RunStream, Trainer), RunError> {
     cfg.validate()?;
-    let stream = load_stream(cfg)?;
+    let stream = RunStream::of(cfg)?;
     let trainer = Trainer::new(cfg, make_backend(cfg, opts.threads.max(1))?)?;
     Ok((stream, trainer))
 }
@@ -236,7 +294,7 @@ fn prepare(cfg: &RunConfig, opts: &RunOptions) -> Result<(TaskStream, Trainer), 
 fn run_prepared(
     cfg: &RunConfig,
     opts: &RunOptions,
-    stream: TaskStream,
+    stream: RunStream,
     mut trainer: Trainer,
     folder: RunFolder,
 ) -> Result<Summary, RunError> {
@@ -281,6 +339,7 @@ fn run_prepared(
     }
     let spec = model_spec(cfg);
     let shapes = spec.layer_shapes()?;
+    let metric = Metric::of(cfg.benchmark);
 
     let examples = cfg.examples;
     let steps_per_task = (epoch_batches(examples, cfg.batch_size).count() * cfg.epochs) as u64;
@@ -298,14 +357,11 @@ fn run_prepared(
         } else if task > 0 {
             trainer.begin_task();
         }
-        let data = stream.task(task as u64);
-        trainer
-            .backend_mut()
-            .load_task(&data.images, &data.labels)?;
-        let population = data.labels.len();
+        let population = stream.load(task as u64, trainer.backend_mut())?;
         let mut order: Vec<u32> = (0..population as u32).collect();
         let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(cfg.seed, SHUFFLE, task as u64));
         let (mut correct, mut seen, mut step_in_task) = (0usize, 0usize, 0u64);
+        let mut loss_sum = 0.0f64;
         for _epoch in 0..cfg.epochs {
             order.shuffle(&mut rng);
             for range in epoch_batches(population, cfg.batch_size) {
@@ -317,6 +373,7 @@ fn run_prepared(
                 };
                 let outcome = trainer.step(batch, pos, population, &mut rows)?;
                 correct += outcome.correct;
+                loss_sum += outcome.loss * batch.len() as f64;
                 seen += batch.len();
                 step_in_task += 1;
                 progress.inc(1);
@@ -331,15 +388,14 @@ fn run_prepared(
             .into());
         }
         let wall = wall_offset + started.elapsed().as_secs_f64();
+        let per_example = |sum: f64| if seen == 0 { 0.0 } else { sum / seen as f64 };
+        let classification = metric == Metric::Accuracy;
         let row = TaskRow {
             task,
-            train_accuracy: eval.accuracy(),
-            online_accuracy: if seen == 0 {
-                0.0
-            } else {
-                correct as f64 / seen as f64
-            },
+            train_accuracy: classification.then(|| eval.accuracy()),
+            online_accuracy: classification.then(|| per_example(correct as f64)),
             loss: eval.loss,
+            online_loss: (!classification).then(|| per_example(loss_sum)),
             steps: step_in_task,
             wall_seconds: wall,
             lrs: trainer.scheduled_lrs(),
@@ -445,8 +501,14 @@ fn read_checkpoint(
         )));
     }
     let controller = read(CONTROLLER_FILE)?;
-    ck.check_folder(&tasks, layers, &controller, cfg.method.resets_each_task())
-        .map_err(|e| resume_err(format!("{} disagrees with the folder: {e}", path.display())))?;
+    ck.check_folder(
+        &tasks,
+        layers,
+        Metric::of(cfg.benchmark),
+        &controller,
+        cfg.method.resets_each_task(),
+    )
+    .map_err(|e| resume_err(format!("{} disagrees with the folder: {e}", path.display())))?;
     if cfg.records_indicators() {
         let on_disk = read(INDICATORS_FILE)?;
         if on_disk != ck.indicators_csv {
@@ -479,7 +541,7 @@ fn commit(
     layers: usize,
     checkpoint: Option<&Checkpoint>,
 ) -> Result<(), RunError> {
-    let tasks = tasks_csv(rows, layers);
+    let tasks = tasks_csv(rows, layers, Metric::of(cfg.benchmark));
     let summary = serde_json::to_string_pretty(&summary(cfg, rows, logs.indicator_seconds))
         .unwrap_or_default();
     let ck = checkpoint.map(checkpoint::encode);
@@ -501,19 +563,31 @@ fn commit(
 
 /// The summary of the finished tasks `rows` of a run configured by `cfg` (its wall time is
 /// the last finished task's), which spent `indicator_seconds` on the diagnosis.
+///
+/// A classification run's summary has the accuracy fields; a regression run's the loss
+/// fields instead (accuracy does not apply).
 pub fn summary(cfg: &RunConfig, rows: &[TaskRow], indicator_seconds: f64) -> Summary {
-    let acc: Vec<f64> = rows.iter().map(|r| r.train_accuracy).collect();
-    let online: Vec<f64> = rows.iter().map(|r| r.online_accuracy).collect();
+    let classification = Metric::of(cfg.benchmark) == Metric::Accuracy;
+    let acc: Vec<f64> = rows.iter().filter_map(|r| r.train_accuracy).collect();
+    let online: Vec<f64> = rows.iter().filter_map(|r| r.online_accuracy).collect();
+    let losses: Vec<f64> = rows.iter().map(|r| r.loss).collect();
+    let online_loss: Vec<f64> = rows.iter().filter_map(|r| r.online_loss).collect();
+    let accuracy = |v: f64| classification.then_some(v);
+    let regression = |v: f64| (!classification).then_some(v);
     Summary {
         tasks: rows.len(),
         tasks_planned: cfg.tasks,
         finished: rows.len() == cfg.tasks,
-        mean_train_accuracy_last5: mean_last(&acc, 5),
-        mean_train_accuracy: mean_last(&acc, acc.len()),
-        mean_online_accuracy: mean_last(&online, online.len()),
-        final_train_accuracy: acc.last().copied().unwrap_or(0.0),
-        final_online_accuracy: online.last().copied().unwrap_or(0.0),
-        auc_train_accuracy: normalized_area(&acc),
+        mean_train_accuracy_last5: accuracy(mean_last(&acc, 5)),
+        mean_train_accuracy: accuracy(mean_last(&acc, acc.len())),
+        mean_online_accuracy: accuracy(mean_last(&online, online.len())),
+        final_train_accuracy: accuracy(acc.last().copied().unwrap_or(0.0)),
+        final_online_accuracy: accuracy(online.last().copied().unwrap_or(0.0)),
+        auc_train_accuracy: accuracy(normalized_area(&acc)),
+        mean_online_loss: regression(mean_last(&online_loss, online_loss.len())),
+        final_online_loss: regression(online_loss.last().copied().unwrap_or(0.0)),
+        final_loss: regression(losses.last().copied().unwrap_or(0.0)),
+        mean_loss: regression(mean_last(&losses, losses.len())),
         wall_seconds: rows.last().map_or(0.0, |r| r.wall_seconds),
         benchmark: cfg.benchmark.to_string(),
         method: cfg.method.name().to_string(),
@@ -542,14 +616,21 @@ fn report_task(bar: &ProgressBar, quiet: bool, tasks: usize, row: &TaskRow) {
     if quiet {
         return;
     }
-    let line = format!(
-        "task {}/{}: train accuracy {:.3}, online {:.3}, loss {:.3}",
-        row.task + 1,
-        tasks,
-        row.train_accuracy,
-        row.online_accuracy,
-        row.loss
-    );
+    let line = match (row.train_accuracy, row.online_accuracy, row.online_loss) {
+        (Some(train), Some(online), _) => format!(
+            "task {}/{}: train accuracy {train:.3}, online {online:.3}, loss {:.3}",
+            row.task + 1,
+            tasks,
+            row.loss
+        ),
+        (_, _, online) => format!(
+            "task {}/{}: squared error online {:.4}, end of task {:.4}",
+            row.task + 1,
+            tasks,
+            online.unwrap_or(f64::NAN),
+            row.loss
+        ),
+    };
     if bar.is_hidden() {
         eprintln!("{line}");
     } else {

@@ -1,6 +1,7 @@
 //! Hessian-vector products by Pearlmutter's R-operator (see the module docs of [`super`]).
 //! For a layer block the tangent starts at the layer, runs forward through the fixed
-//! activation masks and the softmax Jacobian, and back down to that layer only; for the
+//! activation masks and the loss's output Hessian (the softmax Jacobian, or the identity
+//! for squared error), and back down to that layer only; for the
 //! whole network every layer's tangent enters on the way forward, and on the way back each
 //! layer's product gains the term of its input's tangent (`δᵀ R{a}`).
 
@@ -9,6 +10,39 @@ use super::ops;
 use super::CpuBackend;
 use crate::checks::{check_layer, check_len, check_vector};
 use crate::error::BackendError;
+use crate::spec::Loss;
+
+/// `R{δ} = ∇²_z ℓ · R{z}` per sample: the loss's Hessian with respect to the outputs applied
+/// to the outputs' tangent `rz` (both `rows × classes`). Cross-entropy: the softmax Jacobian
+/// `p ⊙ (R{z} − pᵀR{z})` with `p = δ + onehot(y)` from the deltas `d` and labels `labels`;
+/// squared error: the identity.
+fn output_hessian(
+    loss: Loss,
+    rd: &mut [f32],
+    rz: &[f32],
+    d: &[f32],
+    labels: &[u8],
+    classes: usize,
+) {
+    match loss {
+        Loss::CrossEntropy => {
+            for (i, ((rd, rz), d)) in rd
+                .chunks_exact_mut(classes)
+                .zip(rz.chunks_exact(classes))
+                .zip(d.chunks_exact(classes))
+                .enumerate()
+            {
+                let y = labels[i] as usize;
+                let p = |j: usize| d[j] + if j == y { 1.0 } else { 0.0 };
+                let dot: f32 = (0..classes).map(|j| p(j) * rz[j]).sum();
+                for j in 0..classes {
+                    rd[j] = p(j) * (rz[j] - dot);
+                }
+            }
+        }
+        Loss::SquaredError => rd.copy_from_slice(rz),
+    }
+}
 
 impl CpuBackend {
     pub(super) fn hvp_impl(
@@ -64,21 +98,15 @@ impl CpuBackend {
                 threads,
             );
         }
-        // Softmax Jacobian: R{δ} = p ⊙ (R{z} − pᵀR{z}), with p = δ + onehot(y).
         let last = shapes.len() - 1;
-        for (i, ((rd, rz), d)) in t.rd[last][..rows * classes]
-            .chunks_exact_mut(classes)
-            .zip(t.rz[last].chunks_exact(classes))
-            .zip(ws.d[last].chunks_exact(classes))
-            .enumerate()
-        {
-            let y = self.batch_y[i] as usize;
-            let p = |j: usize| d[j] + if j == y { 1.0 } else { 0.0 };
-            let dot: f32 = (0..classes).map(|j| p(j) * rz[j]).sum();
-            for j in 0..classes {
-                rd[j] = p(j) * (rz[j] - dot);
-            }
-        }
+        output_hessian(
+            self.spec.loss,
+            &mut t.rd[last][..rows * classes],
+            &t.rz[last][..rows * classes],
+            &ws.d[last][..rows * classes],
+            &self.batch_y,
+            classes,
+        );
         // R-backward down to this layer only.
         for k in (layer + 1..shapes.len()).rev() {
             let (below, sk) = (shapes[k - 1], shapes[k]);
@@ -169,22 +197,16 @@ impl CpuBackend {
                 ops::activate_tangent(act, &ws.z[l], &rz[l], &mut ra[l], rows, s.fan_out);
             }
         }
-        // Softmax Jacobian: R{δ} = p ⊙ (R{z} − pᵀR{z}), with p = δ + onehot(y).
         let last = layers - 1;
         let mut rd: Vec<Vec<f32>> = shapes.iter().map(|s| vec![0.0; rows * s.fan_out]).collect();
-        for (i, ((r, z), d)) in rd[last]
-            .chunks_exact_mut(classes)
-            .zip(rz[last].chunks_exact(classes))
-            .zip(ws.d[last].chunks_exact(classes))
-            .enumerate()
-        {
-            let y = self.batch_y[i] as usize;
-            let p = |j: usize| d[j] + if j == y { 1.0 } else { 0.0 };
-            let dot: f32 = (0..classes).map(|j| p(j) * z[j]).sum();
-            for j in 0..classes {
-                r[j] = p(j) * (z[j] - dot);
-            }
-        }
+        output_hessian(
+            self.spec.loss,
+            &mut rd[last],
+            &rz[last][..rows * classes],
+            &ws.d[last][..rows * classes],
+            &self.batch_y,
+            classes,
+        );
         // R-backward: (Hv)_l = (1/B)(R{δ_l}ᵀ a_{l-1} + δ_lᵀ R{a_{l-1}}), and
         // R{δ_{l-1}} = act'(z_{l-1}) (R{δ_l} W_l + δ_l V_l).
         let inv = 1.0 / rows as f32;

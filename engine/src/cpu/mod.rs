@@ -1,5 +1,6 @@
-//! The CPU engine: an MLP with softmax cross-entropy, exact per-sample gradient norms and
-//! per-layer Hessian-vector products, trained by safestep-core's Adam.
+//! The CPU engine: an MLP with softmax cross-entropy or squared error ([`crate::Loss`]),
+//! exact per-sample gradient norms and per-layer Hessian-vector products, trained by
+//! safestep-core's Adam.
 //!
 //! Every dense product goes through [`gemm::matmul`] (the `gemm` crate; why, in that
 //! module). Per minibatch of B samples, with `a` a layer's input rows, `z` its
@@ -7,13 +8,15 @@
 //!
 //! * the mean gradient is `(1/B)·Δᵀ A` for the weights and `(1/B)·Σ_i δ_i` for the bias;
 //! * the per-sample gradient of sample i is `δ_i a_iᵀ` (plus `δ_i` for the bias), so its
-//!   squared norm is `‖δ_i‖²·(‖a_i‖² + 1)` — exact, without materialising it;
+//!   squared norm is `‖δ_i‖²·(‖a_i‖² + 1)` — exact, without materialising it, and the same
+//!   for either loss once its deltas are known;
 //! * the Hessian-vector product of layer ℓ's diagonal block uses Pearlmutter's R-operator
 //!   restricted to that block: the tangent `R{z_ℓ} = A·V_Wᵀ + V_b` starts at layer ℓ (the
 //!   layers below do not depend on its parameters), is pushed forward through the fixed
 //!   activation masks (ReLU and CReLU have zero second derivative almost everywhere) to the
-//!   logits, through the softmax Jacobian `R{δ} = p ⊙ (R{z} − pᵀR{z})`, and back down to
-//!   layer ℓ only, where `H_ℓℓ v = (1/B)·R{Δ_ℓ}ᵀ A` (bias: column sums). The layers below ℓ
+//!   outputs, through the loss's Hessian with respect to them — the softmax Jacobian
+//!   `R{δ} = p ⊙ (R{z} − pᵀR{z})` for cross-entropy, the identity `R{δ} = R{z}` for squared
+//!   error (`δ = ŷ − y`) — and back down to layer ℓ only, where `H_ℓℓ v = (1/B)·R{Δ_ℓ}ᵀ A` (bias: column sums). The layers below ℓ
 //!   are never touched, so the last layer's product costs a sliver of a training step.
 //!
 //! Buffers are sized on the first minibatch (and grow only if a larger one comes), so the
@@ -54,9 +57,11 @@ use safestep_core::adam::{Adam, StepStats};
 use crate::backend::{
     Backend, BackendState, BatchOutput, EvalOutput, LayerBatchStats, Regularizer, UnitStats,
 };
-use crate::checks::{check_layer, check_len, check_task, check_vector, Batch};
+use crate::checks::{
+    check_layer, check_len, check_regression_task, check_task, check_vector, Batch,
+};
 use crate::error::BackendError;
-use crate::spec::{init_params, Activation, LayerShape, ModelSpec};
+use crate::spec::{init_params, Activation, LayerShape, Loss, ModelSpec};
 use buffers::{Activations, Tangents};
 use pass::{backward, forward};
 
@@ -95,8 +100,13 @@ pub struct CpuBackend {
     ranker: wasserstein::Ranker,
     task_x: Vec<f32>,
     task_y: Vec<u8>,
+    /// Regression targets (`examples × classes`) of a squared-error model.
+    task_t: Vec<f32>,
+    /// Examples of the loaded task (0: none).
+    examples: usize,
     batch_x: Vec<f32>,
     batch_y: Vec<u8>,
+    batch_t: Vec<f32>,
     train: Activations,
     eval: Activations,
     tangents: Tangents,
@@ -127,8 +137,11 @@ impl CpuBackend {
             pool: None,
             task_x: Vec::new(),
             task_y: Vec::new(),
+            task_t: Vec::new(),
+            examples: 0,
             batch_x: Vec::new(),
             batch_y: Vec::new(),
+            batch_t: Vec::new(),
             train: Activations::default(),
             eval: Activations::default(),
             tangents: Tangents::default(),
@@ -206,15 +219,13 @@ impl CpuBackend {
     /// Mean data loss on the task examples `batch`, forward only (leaves the state of the
     /// last `forward_backward` intact).
     pub fn batch_loss(&mut self, batch: &[u32]) -> Result<f64, BackendError> {
-        let batch = Batch::new(batch, self.task_y.len())?.indices();
+        let batch = Batch::new(batch, self.examples)?.indices();
         let rows = batch.len();
         let input = self.spec.input;
         let mut x = vec![0.0f32; rows * input];
-        let mut y = vec![0u8; rows];
         for (k, &i) in batch.iter().enumerate() {
             let i = i as usize;
             x[k * input..(k + 1) * input].copy_from_slice(&self.task_x[i * input..(i + 1) * input]);
-            y[k] = self.task_y[i];
         }
         self.eval.ensure(&self.shapes, self.act.expansion(), rows);
         forward(
@@ -226,14 +237,29 @@ impl CpuBackend {
             rows,
             self.threads,
         );
-        let logits = &self.eval.z[self.shapes.len() - 1];
+        let outputs = &self.eval.z[self.shapes.len() - 1];
         let classes = self.spec.classes;
-        let loss: f64 = logits[..rows * classes]
+        let loss: f64 = outputs[..rows * classes]
             .chunks_exact(classes)
-            .zip(&y)
-            .map(|(z, &yi)| ops::xent_row(z, None, yi as usize).0)
+            .zip(batch)
+            .map(|(z, &i)| self.example_loss(z, i as usize).0)
             .sum();
         Ok(loss / rows as f64)
+    }
+
+    /// The loss of task example `i` given its outputs `z`, and whether it is classified
+    /// correctly (never, for the squared-error loss).
+    fn example_loss(&self, z: &[f32], i: usize) -> (f64, bool) {
+        match self.spec.loss {
+            Loss::CrossEntropy => ops::xent_row(z, None, self.task_y[i] as usize),
+            Loss::SquaredError => {
+                let c = self.spec.classes;
+                (
+                    ops::squared_error_row(z, &self.task_t[i * c..(i + 1) * c]),
+                    false,
+                )
+            }
+        }
     }
 
     /// The hidden layers' pre-activations on `batch`, through the evaluation buffers (the
@@ -242,7 +268,7 @@ impl CpuBackend {
         &mut self,
         batch: &[u32],
     ) -> Result<Vec<Vec<f32>>, BackendError> {
-        let batch = Batch::new(batch, self.task_y.len())?.indices();
+        let batch = Batch::new(batch, self.examples)?.indices();
         let rows = batch.len();
         let input = self.spec.input;
         let mut x = vec![0.0f32; rows * input];
@@ -304,19 +330,32 @@ impl CpuBackend {
         batch: &[u32],
         sample_norms: bool,
     ) -> Result<BatchOutput, BackendError> {
-        let batch = Batch::new(batch, self.task_y.len())?.indices();
+        let batch = Batch::new(batch, self.examples)?.indices();
         let rows = batch.len();
         let input = self.spec.input;
         let classes = self.spec.classes;
         let layers = self.shapes.len();
         self.train.ensure(&self.shapes, self.act.expansion(), rows);
         self.batch_x.resize(rows * input, 0.0);
-        self.batch_y.resize(rows, 0);
         for (k, &i) in batch.iter().enumerate() {
             let i = i as usize;
             self.batch_x[k * input..(k + 1) * input]
                 .copy_from_slice(&self.task_x[i * input..(i + 1) * input]);
-            self.batch_y[k] = self.task_y[i];
+        }
+        match self.spec.loss {
+            Loss::CrossEntropy => {
+                self.batch_y.resize(rows, 0);
+                for (y, &i) in self.batch_y.iter_mut().zip(batch) {
+                    *y = self.task_y[i as usize];
+                }
+            }
+            Loss::SquaredError => {
+                self.batch_t.resize(rows * classes, 0.0);
+                for (t, &i) in self.batch_t.chunks_exact_mut(classes).zip(batch) {
+                    let i = i as usize;
+                    t.copy_from_slice(&self.task_t[i * classes..(i + 1) * classes]);
+                }
+            }
         }
         forward(
             &self.shapes,
@@ -328,12 +367,22 @@ impl CpuBackend {
             self.threads,
         );
         let last = layers - 1;
-        let (loss_sum, correct) = ops::softmax_xent(
-            &self.train.z[last][..rows * classes],
-            &self.batch_y[..rows],
-            &mut self.train.d[last][..rows * classes],
-            classes,
-        );
+        let (loss_sum, correct) = match self.spec.loss {
+            Loss::CrossEntropy => ops::softmax_xent(
+                &self.train.z[last][..rows * classes],
+                &self.batch_y[..rows],
+                &mut self.train.d[last][..rows * classes],
+                classes,
+            ),
+            Loss::SquaredError => (
+                ops::squared_error(
+                    &self.train.z[last][..rows * classes],
+                    &self.batch_t[..rows * classes],
+                    &mut self.train.d[last][..rows * classes],
+                ),
+                0,
+            ),
+        };
         let mut sample_sq = if sample_norms {
             Some(vec![0.0f64; layers])
         } else {
@@ -370,7 +419,7 @@ impl CpuBackend {
     }
 
     fn evaluate_impl(&mut self) -> Result<EvalOutput, BackendError> {
-        let n = self.task_y.len();
+        let n = self.examples;
         if n == 0 {
             return Err(BackendError::NoTask);
         }
@@ -393,11 +442,11 @@ impl CpuBackend {
                 rows,
                 self.threads,
             );
-            for (z, &y) in self.eval.z[last][..rows * classes]
+            for (k, z) in self.eval.z[last][..rows * classes]
                 .chunks_exact(classes)
-                .zip(&self.task_y[start..start + rows])
+                .enumerate()
             {
-                let (l, ok) = ops::xent_row(z, None, y as usize);
+                let (l, ok) = self.example_loss(z, start + k);
                 loss += l;
                 correct += usize::from(ok);
             }
@@ -491,6 +540,22 @@ impl Backend for CpuBackend {
         self.task_x.extend_from_slice(images);
         self.task_y.clear();
         self.task_y.extend_from_slice(labels);
+        self.examples = labels.len();
+        self.batch = None;
+        Ok(())
+    }
+
+    fn load_regression_task(
+        &mut self,
+        inputs: &[f32],
+        targets: &[f32],
+    ) -> Result<(), BackendError> {
+        let rows = check_regression_task(&self.spec, inputs, targets)?;
+        self.task_x.clear();
+        self.task_x.extend_from_slice(inputs);
+        self.task_t.clear();
+        self.task_t.extend_from_slice(targets);
+        self.examples = rows;
         self.batch = None;
         Ok(())
     }

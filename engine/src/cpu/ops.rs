@@ -165,6 +165,32 @@ pub fn xent_row(z: &[f32], d: Option<&mut [f32]>, y: usize) -> (f64, bool) {
     (loss, arg == y)
 }
 
+/// Squared error on `outputs` (`rows × width`) against `targets` (same shape): writes the
+/// per-sample deltas `d_i = ŷ_i − y_i` (the gradient of `½‖ŷ_i − y_i‖²` w.r.t. the outputs)
+/// and returns the sum of the per-sample losses `½‖ŷ_i − y_i‖²`.
+pub fn squared_error(outputs: &[f32], targets: &[f32], d: &mut [f32]) -> f64 {
+    let mut loss = 0.0f64;
+    for ((di, &o), &t) in d.iter_mut().zip(outputs).zip(targets) {
+        let e = o - t;
+        *di = e;
+        loss += f64::from(e) * f64::from(e);
+    }
+    0.5 * loss
+}
+
+/// `½‖ŷ − y‖²` of one row (or of several, summed), in `f64`, without deltas.
+pub fn squared_error_row(outputs: &[f32], targets: &[f32]) -> f64 {
+    let sum: f64 = outputs
+        .iter()
+        .zip(targets)
+        .map(|(&o, &t)| {
+            let e = f64::from(o - t);
+            e * e
+        })
+        .sum();
+    0.5 * sum
+}
+
 /// Column sums of a row-major `rows × cols` matrix, scaled: `out_j = scale·Σ_i a_ij`.
 pub fn column_sums(a: &[f32], rows: usize, cols: usize, scale: f32, out: &mut [f32]) {
     out[..cols].fill(0.0);
@@ -247,6 +273,16 @@ mod tests {
             let rhs: f32 = r.iter().zip(&d).map(|(a, b)| a * b).sum();
             assert!((lhs - rhs).abs() < 1e-5, "{act}");
         }
+    }
+
+    #[test]
+    fn squared_error_deltas_and_loss() {
+        let (o, t) = ([1.0f32, -2.0, 0.5, 3.0], [0.5f32, -1.0, 0.5, 1.0]);
+        let mut d = [0.0f32; 4];
+        let loss = squared_error(&o, &t, &mut d);
+        assert_eq!(d, [0.5, -1.0, 0.0, 2.0]);
+        assert_eq!(loss, 0.5 * (0.25 + 1.0 + 0.0 + 4.0));
+        assert_eq!(squared_error_row(&o, &t), loss);
     }
 
     #[test]

@@ -28,7 +28,7 @@ mod pass;
 use std::sync::Arc;
 
 use safestep_engine::checks::check_layer;
-use safestep_engine::{BackendError, LayerShape, ModelSpec};
+use safestep_engine::{BackendError, LayerShape, Loss, ModelSpec};
 
 use crate::device::{Gpu, GpuBuffer, View};
 use crate::error::{GpuError, GpuResult};
@@ -183,6 +183,19 @@ impl std::fmt::Debug for GpuMlp {
     }
 }
 
+/// The CUDA engine's kernels compute softmax cross-entropy only: a squared-error model is
+/// refused with [`BackendError::Unsupported`] naming the loss.
+fn check_loss(spec: &ModelSpec) -> Result<(), BackendError> {
+    match spec.loss {
+        Loss::CrossEntropy => Ok(()),
+        Loss::SquaredError => Err(BackendError::Unsupported {
+            what:
+                "the squared-error loss (its CUDA kernels are not written yet; use --backend cpu)",
+            backend: "cuda",
+        }),
+    }
+}
+
 impl GpuMlp {
     /// Opens CUDA device 0, allocates the model of `spec` there and initialises it from
     /// `seed`: the parameters [`safestep_engine::CpuBackend::new`] draws for the same seed.
@@ -190,8 +203,11 @@ impl GpuMlp {
     /// # Errors
     /// [`BackendError::NoDevice`] without a GPU or driver (the message says which);
     /// [`BackendError::InvalidSpec`] for a spec the engine or the kernels do not accept;
+    /// [`BackendError::Unsupported`] for the squared-error loss (checked before the device
+    /// is opened; the CUDA kernels implement softmax cross-entropy only);
     /// [`BackendError::Device`] naming the operation that failed.
     pub fn open(spec: &ModelSpec, seed: u64) -> Result<GpuMlp, BackendError> {
+        check_loss(spec)?;
         GpuMlp::new(Gpu::new()?, spec, seed)
     }
 
@@ -200,6 +216,7 @@ impl GpuMlp {
     /// # Errors
     /// As [`GpuMlp::open`], except [`BackendError::NoDevice`].
     pub fn new(gpu: Arc<Gpu>, spec: &ModelSpec, seed: u64) -> Result<GpuMlp, BackendError> {
+        check_loss(spec)?;
         let shapes = spec.layer_shapes()?;
         check_layers(&shapes, spec.activation.expansion(), EVAL_CHUNK).map_err(|e| {
             BackendError::InvalidSpec {

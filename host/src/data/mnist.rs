@@ -16,6 +16,12 @@ use super::idx::{self, IdxArray, IdxError, IdxKind};
 /// Errors of the data layer; each names the file or parameter at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
+    /// A benchmark that uses no digits was asked for an MNIST task stream.
+    #[error("{benchmark} is not an MNIST benchmark (it generates its own data)")]
+    NotMnist {
+        /// The benchmark's name.
+        benchmark: &'static str,
+    },
     /// An IDX file could not be read or is malformed.
     #[error(transparent)]
     Idx(#[from] IdxError),

@@ -54,16 +54,34 @@ pub enum Benchmark {
     /// Online permuted MNIST (Dohare et al. 2024): the permuted-MNIST tasks, each seen in
     /// one pass with a small batch (1 by default); its metric is the online accuracy.
     OnlinePermutedMnist,
+    /// Slowly-changing regression (Dohare et al. 2024): generated bit inputs, targets from a
+    /// fixed random LTU network, one slow bit flipped per task, a squared-error loss; no
+    /// MNIST ([`crate::data::regression`]). Its metric is the squared error.
+    SlowlyChangingRegression,
 }
 
 impl Benchmark {
     /// All benchmarks, default first.
-    pub const ALL: [Benchmark; 4] = [
+    pub const ALL: [Benchmark; 5] = [
+        Benchmark::RandomLabelMnist,
+        Benchmark::PermutedMnist,
+        Benchmark::LabelPermutedMnist,
+        Benchmark::OnlinePermutedMnist,
+        Benchmark::SlowlyChangingRegression,
+    ];
+
+    /// The MNIST benchmarks ([`TaskStream`] builds their tasks).
+    pub const MNIST: [Benchmark; 4] = [
         Benchmark::RandomLabelMnist,
         Benchmark::PermutedMnist,
         Benchmark::LabelPermutedMnist,
         Benchmark::OnlinePermutedMnist,
     ];
+
+    /// Whether this is the regression benchmark (squared error, no accuracy).
+    pub fn is_regression(self) -> bool {
+        self == Benchmark::SlowlyChangingRegression
+    }
 
     /// Command-line name (`random-label-mnist`, `permuted-mnist`, `label-permuted-mnist`).
     pub fn as_str(self) -> &'static str {
@@ -72,6 +90,7 @@ impl Benchmark {
             Benchmark::PermutedMnist => "permuted-mnist",
             Benchmark::LabelPermutedMnist => "label-permuted-mnist",
             Benchmark::OnlinePermutedMnist => "online-permuted-mnist",
+            Benchmark::SlowlyChangingRegression => "slowly-changing-regression",
         }
     }
 }
@@ -85,7 +104,7 @@ impl core::fmt::Display for Benchmark {
 /// An unknown benchmark name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown benchmark {0:?} (allowed: random-label-mnist, permuted-mnist, label-permuted-mnist)"
+    "unknown benchmark {0:?} (allowed: random-label-mnist, permuted-mnist, label-permuted-mnist, online-permuted-mnist, slowly-changing-regression)"
 )]
 pub struct UnknownBenchmark(pub String);
 
@@ -154,14 +173,20 @@ pub struct TaskStream {
 }
 
 impl TaskStream {
-    /// Draws `examples` digits of `data` (seeded, without replacement) for the stream.
-    /// Errors when `examples` is 0 or exceeds `data.n`.
+    /// Draws `examples` digits of `data` (seeded, without replacement) for the stream of an
+    /// MNIST benchmark ([`Benchmark::MNIST`]). Errors when `examples` is 0 or exceeds
+    /// `data.n`, or for [`Benchmark::SlowlyChangingRegression`] (it uses no digits).
     pub fn new(
         benchmark: Benchmark,
         data: &Mnist,
         examples: usize,
         seed: u64,
     ) -> Result<Self, DataError> {
+        if benchmark.is_regression() {
+            return Err(DataError::NotMnist {
+                benchmark: benchmark.as_str(),
+            });
+        }
         let order = subset_order(data.n, examples, seed)?;
         let mut images = Vec::with_capacity(examples * Mnist::PIXELS);
         let mut labels = Vec::with_capacity(examples);
@@ -173,7 +198,8 @@ impl TaskStream {
     }
 
     /// The stream over digits already drawn by [`subset_order`] (in its order), e.g. by
-    /// [`Mnist::load_subset`], which reads only them from the files.
+    /// [`Mnist::load_subset`], which reads only them from the files. For an MNIST benchmark
+    /// ([`Benchmark::MNIST`]); [`TaskStream::new`] refuses the others.
     pub fn from_subset(benchmark: Benchmark, images: Vec<f32>, labels: Vec<u8>, seed: u64) -> Self {
         TaskStream {
             benchmark,
@@ -226,6 +252,11 @@ impl TaskStream {
                     labels: self.labels.clone(),
                 }
             }
+            // Not an MNIST stream (new() refuses it): the digits as they are.
+            Benchmark::SlowlyChangingRegression => Task {
+                images: self.images.clone(),
+                labels: self.labels.clone(),
+            },
             Benchmark::LabelPermutedMnist => {
                 let mut perm: Vec<u8> = (0..Mnist::CLASSES as u8).collect();
                 perm.shuffle(&mut rng);
@@ -256,7 +287,8 @@ mod tests {
     #[test]
     fn streams_are_deterministic_and_order_free() {
         let m = tiny_mnist(50);
-        for b in Benchmark::ALL {
+        assert!(TaskStream::new(Benchmark::SlowlyChangingRegression, &m, 30, 11).is_err());
+        for b in Benchmark::MNIST {
             let s1 = TaskStream::new(b, &m, 30, 11).unwrap();
             let s2 = TaskStream::new(b, &m, 30, 11).unwrap();
             let later = s2.task(5);

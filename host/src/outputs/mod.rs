@@ -69,17 +69,44 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), OutputError> {
     written.map_err(err)
 }
 
+/// What a benchmark's tasks are scored by, which decides the columns of `tasks.csv`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    /// Classification: accuracies and the cross-entropy (the MNIST benchmarks).
+    Accuracy,
+    /// Regression: the squared error `½‖ŷ − y‖²` only; accuracy does not apply.
+    SquaredError,
+}
+
+impl Metric {
+    /// The metric of `benchmark`.
+    pub fn of(benchmark: crate::data::Benchmark) -> Self {
+        if benchmark.is_regression() {
+            Metric::SquaredError
+        } else {
+            Metric::Accuracy
+        }
+    }
+}
+
 /// One row of `tasks.csv`: the state at the end of a task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskRow {
     /// Task index, from 0.
     pub task: usize,
-    /// Accuracy on the whole task's training set at the end of the task.
-    pub train_accuracy: f64,
-    /// Mean minibatch accuracy over the task's steps (before each step's update).
-    pub online_accuracy: f64,
-    /// Mean training loss on the whole task's training set at the end of the task.
+    /// Accuracy on the whole task's training set at the end of the task (`None` for a
+    /// regression benchmark, where accuracy does not apply).
+    pub train_accuracy: Option<f64>,
+    /// Mean minibatch accuracy over the task's steps (before each step's update; `None`
+    /// for a regression benchmark).
+    pub online_accuracy: Option<f64>,
+    /// Mean training loss on the whole task's training set at the end of the task (for
+    /// regression, the mean squared error `½‖ŷ − y‖²`).
     pub loss: f64,
+    /// Regression only: the online squared error, the mean over the task's examples of
+    /// their loss before the step that trained on them (`None` for classification, whose
+    /// `tasks.csv` has no such column).
+    pub online_loss: Option<f64>,
     /// Optimizer steps taken in the task.
     pub steps: u64,
     /// Seconds since the start of the run (including resumed parts).
@@ -98,19 +125,44 @@ const TASK_COLUMNS: [&str; 6] = [
     "wall_seconds",
 ];
 
-/// Renders `tasks.csv` for `rows` with `layers` lr columns.
-pub fn tasks_csv(rows: &[TaskRow], layers: usize) -> String {
-    let mut out = TASK_COLUMNS.join(",");
+/// The fixed columns of a regression benchmark's `tasks.csv` ([`Metric::SquaredError`]):
+/// no accuracy; `loss` the end-of-task squared error, `online_loss` the online one.
+const REGRESSION_COLUMNS: [&str; 5] = ["task", "loss", "online_loss", "steps", "wall_seconds"];
+
+/// Renders `tasks.csv` for `rows` with `layers` lr columns, with the columns of `metric`.
+pub fn tasks_csv(rows: &[TaskRow], layers: usize, metric: Metric) -> String {
+    let mut out = match metric {
+        Metric::Accuracy => TASK_COLUMNS.join(","),
+        Metric::SquaredError => REGRESSION_COLUMNS.join(","),
+    };
     for l in 0..layers {
         let _ = write!(out, ",lr_{l}");
     }
     out.push('\n');
+    // A missing value (which a row of its own metric never has) is written empty.
+    let opt = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
     for r in rows {
-        let _ = write!(
-            out,
-            "{},{},{},{},{},{:.3}",
-            r.task, r.train_accuracy, r.online_accuracy, r.loss, r.steps, r.wall_seconds
-        );
+        let _ = match metric {
+            Metric::Accuracy => write!(
+                out,
+                "{},{},{},{},{},{:.3}",
+                r.task,
+                opt(r.train_accuracy),
+                opt(r.online_accuracy),
+                r.loss,
+                r.steps,
+                r.wall_seconds
+            ),
+            Metric::SquaredError => write!(
+                out,
+                "{},{},{},{},{:.3}",
+                r.task,
+                r.loss,
+                opt(r.online_loss),
+                r.steps,
+                r.wall_seconds
+            ),
+        };
         for lr in &r.lrs {
             let _ = write!(out, ",{lr}");
         }
@@ -119,7 +171,7 @@ pub fn tasks_csv(rows: &[TaskRow], layers: usize) -> String {
     out
 }
 
-/// Parses a `tasks.csv` written by [`tasks_csv`].
+/// Parses a `tasks.csv` written by [`tasks_csv`], of either metric (told by its header).
 pub fn read_tasks_csv(path: &Path) -> Result<Vec<TaskRow>, OutputError> {
     let invalid = |problem: String| OutputError::Invalid {
         path: path.to_path_buf(),
@@ -130,14 +182,24 @@ pub fn read_tasks_csv(path: &Path) -> Result<Vec<TaskRow>, OutputError> {
         .headers()
         .map_err(|e| invalid(e.to_string()))?
         .clone();
-    if headers.len() < TASK_COLUMNS.len()
-        || headers.iter().zip(TASK_COLUMNS).any(|(h, want)| h != want)
-    {
+    let starts_with = |cols: &[&str]| {
+        headers.len() >= cols.len() && headers.iter().zip(cols).all(|(h, want)| h == *want)
+    };
+    let metric = if starts_with(&TASK_COLUMNS) {
+        Metric::Accuracy
+    } else if starts_with(&REGRESSION_COLUMNS) {
+        Metric::SquaredError
+    } else {
         return Err(invalid(format!(
-            "header must start with {}",
-            TASK_COLUMNS.join(",")
+            "header must start with {} (or, for regression, {})",
+            TASK_COLUMNS.join(","),
+            REGRESSION_COLUMNS.join(",")
         )));
-    }
+    };
+    let fixed = match metric {
+        Metric::Accuracy => TASK_COLUMNS.len(),
+        Metric::SquaredError => REGRESSION_COLUMNS.len(),
+    };
     let mut rows = Vec::new();
     for (line, record) in reader.records().enumerate() {
         let record = record.map_err(|e| invalid(e.to_string()))?;
@@ -153,16 +215,28 @@ pub fn read_tasks_csv(path: &Path) -> Result<Vec<TaskRow>, OutputError> {
                     ))
                 })
         };
-        rows.push(TaskRow {
-            task: num(0)? as usize,
-            train_accuracy: num(1)?,
-            online_accuracy: num(2)?,
-            loss: num(3)?,
-            steps: num(4)? as u64,
-            wall_seconds: num(5)?,
-            lrs: (TASK_COLUMNS.len()..record.len())
-                .map(num)
-                .collect::<Result<_, _>>()?,
+        let lrs = (fixed..record.len()).map(num).collect::<Result<_, _>>()?;
+        rows.push(match metric {
+            Metric::Accuracy => TaskRow {
+                task: num(0)? as usize,
+                train_accuracy: Some(num(1)?),
+                online_accuracy: Some(num(2)?),
+                loss: num(3)?,
+                online_loss: None,
+                steps: num(4)? as u64,
+                wall_seconds: num(5)?,
+                lrs,
+            },
+            Metric::SquaredError => TaskRow {
+                task: num(0)? as usize,
+                train_accuracy: None,
+                online_accuracy: None,
+                loss: num(1)?,
+                online_loss: Some(num(2)?),
+                steps: num(3)? as u64,
+                wall_seconds: num(4)?,
+                lrs,
+            },
         });
     }
     Ok(rows)
@@ -236,21 +310,41 @@ pub struct Summary {
     pub tasks_planned: usize,
     /// Whether every planned task finished.
     pub finished: bool,
-    /// Mean end-of-task training accuracy over the last five finished tasks: the maintained trainability.
-    pub mean_train_accuracy_last5: f64,
+    /// Mean end-of-task training accuracy over the last five finished tasks: the
+    /// maintained trainability. The accuracy fields are absent for a regression benchmark
+    /// (accuracy does not apply), whose `*_loss` fields are present instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean_train_accuracy_last5: Option<f64>,
     /// Mean end-of-task training accuracy over all finished tasks.
-    pub mean_train_accuracy: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean_train_accuracy: Option<f64>,
     /// Mean online accuracy over all finished tasks.
-    pub mean_online_accuracy: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean_online_accuracy: Option<f64>,
     /// End-of-task training accuracy of the last finished task.
-    pub final_train_accuracy: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_train_accuracy: Option<f64>,
     /// Online accuracy of the last finished task (the metric of online benchmarks).
-    #[serde(default)]
-    pub final_online_accuracy: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_online_accuracy: Option<f64>,
     /// Area under the end-of-task accuracy curve over tasks, by the trapezoid rule,
     /// divided by its width (tasks − 1): in [0, 1], the accuracy's mean over the stream.
-    #[serde(default)]
-    pub auc_train_accuracy: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auc_train_accuracy: Option<f64>,
+    /// Regression: the online squared error over the whole stream (the mean over tasks of
+    /// each task's online squared error; every task has as many examples, so also the mean
+    /// over every example seen), Dohare et al.'s metric.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean_online_loss: Option<f64>,
+    /// Regression: the online squared error of the last finished task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_online_loss: Option<f64>,
+    /// Regression: the end-of-task squared error (whole task set) of the last finished task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_loss: Option<f64>,
+    /// Regression: the mean over finished tasks of the end-of-task squared error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean_loss: Option<f64>,
     /// Wall-clock seconds of the run (resumed parts added up).
     pub wall_seconds: f64,
     /// benchmark name.
@@ -345,18 +439,20 @@ mod tests {
         let rows = vec![
             TaskRow {
                 task: 0,
-                train_accuracy: 0.5,
-                online_accuracy: 0.25,
+                train_accuracy: Some(0.5),
+                online_accuracy: Some(0.25),
                 loss: 1.5,
+                online_loss: None,
                 steps: 10,
                 wall_seconds: 1.25,
                 lrs: vec![1e-3, 2e-3],
             },
             TaskRow {
                 task: 1,
-                train_accuracy: 0.75,
-                online_accuracy: 0.5,
+                train_accuracy: Some(0.75),
+                online_accuracy: Some(0.5),
                 loss: 0.5,
+                online_loss: None,
                 steps: 10,
                 wall_seconds: 2.5,
                 lrs: vec![1e-4, 5e-4],
@@ -365,8 +461,23 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("safestep-out-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let path = dir.join(TASKS_FILE);
-        write_atomic(&path, tasks_csv(&rows, 2).as_bytes()).unwrap();
+        write_atomic(&path, tasks_csv(&rows, 2, Metric::Accuracy).as_bytes()).unwrap();
         assert_eq!(read_tasks_csv(&path).unwrap(), rows);
+        // A regression run's rows: no accuracy columns, the online squared error instead.
+        let regression: Vec<TaskRow> = rows
+            .iter()
+            .map(|r| TaskRow {
+                train_accuracy: None,
+                online_accuracy: None,
+                online_loss: Some(r.loss * 2.0),
+                ..r.clone()
+            })
+            .collect();
+        let text = tasks_csv(&regression, 2, Metric::SquaredError);
+        assert!(text.starts_with("task,loss,online_loss,steps,wall_seconds,lr_0,lr_1\n"));
+        assert!(!text.contains("accuracy"));
+        write_atomic(&path, text.as_bytes()).unwrap();
+        assert_eq!(read_tasks_csv(&path).unwrap(), regression);
         fs::remove_dir_all(&dir).unwrap();
     }
 
