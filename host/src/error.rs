@@ -1,5 +1,6 @@
 //! [`ConfigError`]: the user-facing error for a bad configuration value — which field,
-//! which value, what is allowed (`safestep` exits with status 2 on it).
+//! which value, what is allowed (`safestep` exits with status 2 on it) — and the checks
+//! shared by every settings module (so `methods` and `config` need not import each other).
 
 use std::fmt;
 
@@ -24,4 +25,37 @@ impl ConfigError {
             allowed: allowed.to_string(),
         }
     }
+}
+
+/// `value` of `field` must be at least `min` (an integer setting).
+pub(crate) fn at_least<T: PartialOrd + std::fmt::Display>(
+    field: &str,
+    value: T,
+    min: T,
+) -> Result<(), ConfigError> {
+    if value >= min {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            field,
+            value,
+            &format!("an integer >= {min}"),
+        ))
+    }
+}
+
+/// The engine computes in `f32`: a value valid in `f64` must stay finite there, a positive
+/// one must not round to 0, and one below 1 must not round to 1.
+pub(crate) fn representable_in_f32(field: &str, value: f64) -> Result<(), ConfigError> {
+    let single = value as f32;
+    let allowed = if !single.is_finite() {
+        "a value within f32's range (the engine computes in f32; at most 3.4e38)"
+    } else if value > 0.0 && single == 0.0 {
+        "a value f32 can tell from 0 (the engine computes in f32; at least 1.2e-38)"
+    } else if value < 1.0 && single >= 1.0 {
+        "a value below 1 that f32 can tell from 1 (the engine computes in f32; at most 1 − 6e-8)"
+    } else {
+        return Ok(());
+    };
+    Err(ConfigError::new(field, value, allowed))
 }

@@ -8,8 +8,7 @@ use clap::ValueEnum;
 use safestep_core::adam::WeightDecay;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{at_least, representable_in_f32};
-use crate::error::ConfigError;
+use crate::error::{at_least, representable_in_f32, ConfigError};
 
 /// The constants of the baseline methods.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
