@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{run_small, safestep, scratch, tasks_without_time, write_config};
+use common::{run_small, safestep, scratch, tasks_without_time, write_config, ONE_FULL_BATCH_STEP};
 
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -102,22 +102,20 @@ fn a_diverged_evaluation_stops_the_run_before_the_task_is_committed() {
     let dir = scratch("diverged");
     let cfg = write_config(&dir, "lr = 1e12\n[scheduler]\nlr_max = 1e13\n");
     let run = dir.join("run");
-    let out = safestep(&[
-        "run",
-        "--config",
-        &cfg,
-        "--tasks",
-        "1",
-        "--epochs",
-        "1",
-        "--examples",
-        "32",
-        "--batch-size",
-        "32",
-        "--quiet",
-        "--out",
-        run.to_str().expect("utf-8"),
-    ]);
+    let out = safestep(
+        &[
+            &[
+                "run",
+                "--config",
+                &cfg,
+                "--quiet",
+                "--out",
+                run.to_str().expect("utf-8"),
+            ][..],
+            &ONE_FULL_BATCH_STEP,
+        ]
+        .concat(),
+    );
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(

@@ -185,7 +185,8 @@ fn a_diverging_run_does_not_stop_the_sweep_and_is_listed() {
     let dir = scratch("sweep-diverged");
     let cfg = common::write_config(&dir, "[scheduler]\nlr_max = 1e13\n");
     let out = dir.join("out");
-    let run = safestep(&[
+    let out_dir = out.to_str().expect("utf-8");
+    let sweep = [
         "compare",
         "--quiet",
         "--config",
@@ -196,17 +197,10 @@ fn a_diverging_run_does_not_stop_the_sweep_and_is_listed() {
         "1e-3,1e12",
         "--seeds",
         "0..2",
-        "--tasks",
-        "1",
-        "--epochs",
-        "1",
-        "--examples",
-        "32",
-        "--batch-size",
-        "32",
         "--out",
-        out.to_str().expect("utf-8"),
-    ]);
+        out_dir,
+    ];
+    let run = safestep(&[&sweep[..], &common::ONE_FULL_BATCH_STEP].concat());
     let err = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(1), "{err}");
     assert!(err.contains("2 of 4 runs stopped in training"), "{err}");

@@ -58,3 +58,16 @@ pub fn run_small(out: &Path, extra: &[&str]) -> Output {
     args.extend(extra);
     safestep(&args)
 }
+
+/// One task of one full-batch step on 32 examples: with lr 1e12 that one step leaves the
+/// weights finite and the network's outputs not (the diverging-run tests).
+pub const ONE_FULL_BATCH_STEP: [&str; 8] = [
+    "--tasks",
+    "1",
+    "--epochs",
+    "1",
+    "--examples",
+    "32",
+    "--batch-size",
+    "32",
+];
