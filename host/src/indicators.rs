@@ -7,6 +7,7 @@
 //! | `sharpness` | the layer block's top Hessian eigenvalue (`λ_max`, by a shift when the largest-magnitude one is negative), `sharpness_iters` warm-started power iterations from the controller's direction |
 //! | `network_sharpness` | the whole network's top eigenvalue (opt-in, CPU engine) |
 //! | `hessian_rank` | an estimate: Ritz values of `lanczos_steps` Lanczos steps on the layer block (full reorthogonalization) whose magnitude exceeds `rank_threshold·max` (opt-in). It sees at most k eigenvalues, so it is exact for ranks below k and a lower bound above |
+//! | `hessian_rank_fraction` | from the same Lanczos run, the stochastic Lanczos quadrature estimate of the fraction of the block's eigenvalues above that threshold: `Σ_j τ_j²·[|θ_j| > rank_threshold·max|θ|]`, τ_j the first component of the j-th Ritz vector (opt-in). Not capped by k: it estimates `rank/n` for any rank, with the quadrature's blur near the threshold |
 //! | `weight_norm`, `grad_norm`, `grad_param_ratio` | `‖θ‖`, `‖ḡ‖` on the subset, their ratio |
 //! | `unit_sign_entropy`, `dead_fraction` | hidden layers: the mean binary entropy of each unit's sign over the subset, the fraction of units never positive |
 //! | `effective_rank` | hidden layers: Roy & Vetterli's effective rank of the layer's output features on the subset |
@@ -44,8 +45,12 @@ pub struct IndicatorRow {
     pub sharpness: f64,
     /// The whole network's top Hessian eigenvalue (opt-in).
     pub network_sharpness: Option<f64>,
-    /// The layer block's Hessian rank estimate (opt-in).
+    /// The layer block's Hessian rank estimate by counting Ritz values (opt-in).
     pub hessian_rank: Option<f64>,
+    /// The fraction of the block's eigenvalues above the rank threshold, by stochastic
+    /// Lanczos quadrature (opt-in; times the block's parameter count, a rank estimate that
+    /// is not capped by the Lanczos steps).
+    pub hessian_rank_fraction: Option<f64>,
     /// `‖θ‖₂`.
     pub weight_norm: f64,
     /// `‖ḡ‖₂` of the mean gradient on the subset.
@@ -152,14 +157,14 @@ pub fn record(
             |x: &[f32], o: &mut [f32]| backend.hvp(l, x, o),
         )
         .map_err(|e| power_err(l, e))?;
-        let hessian_rank = if cfg.hessian_rank {
-            Some(lanczos_rank(
-                |x: &[f32], o: &mut [f32]| backend.hvp(l, x, o),
+        let rank = if cfg.hessian_rank {
+            let ritz = lanczos_ritz_values(
+                &mut |x: &[f32], o: &mut [f32]| backend.hvp(l, x, o),
                 n,
                 cfg.lanczos_steps,
-                cfg.rank_threshold,
                 l as u64,
-            )?)
+            )?;
+            Some(RankEstimate::from_ritz(&ritz, cfg.rank_threshold))
         } else {
             None
         };
@@ -195,7 +200,8 @@ pub fn record(
             examples: subset.len(),
             sharpness: f64::from(sharpness),
             network_sharpness,
-            hessian_rank,
+            hessian_rank: rank.map(|r| r.count),
+            hessian_rank_fraction: rank.map(|r| r.fraction),
             weight_norm,
             grad_norm,
             grad_param_ratio: if weight_norm > 0.0 {
@@ -324,10 +330,52 @@ fn network_top_eigenvalue(
     .map_err(|e| power_err(0, e))
 }
 
+/// One Ritz pair of a Lanczos run, as stochastic Lanczos quadrature uses it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ritz {
+    /// The Ritz value θ_j (an eigenvalue of the tridiagonal matrix).
+    pub value: f64,
+    /// Its quadrature weight τ_j²: the squared first component of its eigenvector, i.e. the
+    /// share of the start vector in that Ritz direction. The weights sum to 1.
+    pub weight: f64,
+}
+
+/// Two Hessian rank estimates from one Lanczos run (see [`lanczos_ritz_values`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RankEstimate {
+    /// The number of Ritz values whose magnitude exceeds `threshold` times the largest.
+    /// Exact (with a start vector in general position) for ranks below the Lanczos steps,
+    /// when the iteration ends early on an invariant subspace; capped by the steps above.
+    pub count: f64,
+    /// Stochastic Lanczos quadrature: the quadrature weight of those Ritz values, an
+    /// estimate of the fraction of all `n` eigenvalues above the threshold (its expectation
+    /// over start vectors is `rank/n` once the Ritz values resolve the threshold). Not
+    /// capped by the steps.
+    pub fraction: f64,
+}
+
+impl RankEstimate {
+    /// Both estimates from the Ritz pairs of one run: a Ritz value counts when its
+    /// magnitude exceeds `threshold` times the largest.
+    pub fn from_ritz(ritz: &[Ritz], threshold: f64) -> Self {
+        let top = ritz.iter().fold(0.0f64, |a, r| a.max(r.value.abs()));
+        if top == 0.0 {
+            return RankEstimate {
+                count: 0.0,
+                fraction: 0.0,
+            };
+        }
+        let above = || ritz.iter().filter(|r| r.value.abs() > threshold * top);
+        RankEstimate {
+            count: above().count() as f64,
+            fraction: above().map(|r| r.weight).sum::<f64>().min(1.0),
+        }
+    }
+}
+
 /// The Hessian rank estimate of a symmetric operator of size `n` by `steps` Lanczos steps
 /// with full reorthogonalization: the number of Ritz values whose magnitude exceeds
-/// `threshold` times the largest. Exact (with a start vector in general position) for ranks
-/// below `steps`, when the iteration ends early on an invariant subspace.
+/// `threshold` times the largest ([`RankEstimate::count`]).
 ///
 /// # Errors
 /// The operator's own error.
@@ -343,41 +391,80 @@ where
     TrainError: From<E>,
 {
     let ritz = lanczos_ritz_values(&mut op, n, steps, seed)?;
-    let top = ritz.iter().fold(0.0f64, |a, &x| a.max(x.abs()));
-    if top == 0.0 {
-        return Ok(0.0);
-    }
-    Ok(ritz.iter().filter(|&&x| x.abs() > threshold * top).count() as f64)
+    Ok(RankEstimate::from_ritz(&ritz, threshold).count)
 }
 
-/// The Ritz values of up to `steps` Lanczos steps (fewer when an invariant subspace is
-/// found), in `f64` with full reorthogonalization against every basis vector.
+/// The Ritz pairs of up to `steps` Lanczos steps (fewer when an invariant subspace is
+/// found), in `f64` with full reorthogonalization against every basis vector, from a start
+/// vector with independent uniform coordinates drawn from `seed`.
+///
+/// # Errors
+/// The operator's own error.
 pub fn lanczos_ritz_values<F, E>(
     op: &mut F,
     n: usize,
     steps: usize,
     seed: u64,
-) -> Result<Vec<f64>, E>
+) -> Result<Vec<Ritz>, E>
 where
     F: FnMut(&[f32], &mut [f32]) -> Result<(), E>,
 {
-    let mut state = seed ^ 0x5afe_57e9_1a4c_2095;
-    let mut rand = || {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((state >> 11) as f64 / (1u64 << 53) as f64) - 0.5
-    };
-    let normalize = |v: &mut [f64]| {
-        let len = v.iter().map(|x| x * x).sum::<f64>().sqrt();
-        if len > 0.0 {
-            v.iter_mut().for_each(|x| *x /= len);
+    let q = lanczos_start(n, seed);
+    let (alphas, betas) = lanczos_tridiagonal(op, q, steps)?;
+    let k = alphas.len();
+    let mut t = DMatrix::<f64>::zeros(k, k);
+    for i in 0..k {
+        t[(i, i)] = alphas[i];
+        if i + 1 < k {
+            t[(i, i + 1)] = betas[i];
+            t[(i + 1, i)] = betas[i];
         }
-        len
-    };
-    let mut basis: Vec<Vec<f64>> = Vec::new();
-    let mut q: Vec<f64> = (0..n).map(|_| rand()).collect();
+    }
+    let eig = SymmetricEigen::new(t);
+    Ok((0..k)
+        .map(|j| Ritz {
+            value: eig.eigenvalues[j],
+            weight: eig.eigenvectors[(0, j)] * eig.eigenvectors[(0, j)],
+        })
+        .collect())
+}
+
+/// The unit start vector of [`lanczos_ritz_values`].
+fn lanczos_start(n: usize, seed: u64) -> Vec<f64> {
+    let mut state = seed ^ 0x5afe_57e9_1a4c_2095;
+    let mut q: Vec<f64> = (0..n)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 11) as f64 / (1u64 << 53) as f64) - 0.5
+        })
+        .collect();
     normalize(&mut q);
+    q
+}
+
+/// Scales `v` to unit length (a zero vector stays zero); returns its former length.
+fn normalize(v: &mut [f64]) -> f64 {
+    let len = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    if len > 0.0 {
+        v.iter_mut().for_each(|x| *x /= len);
+    }
+    len
+}
+
+/// The diagonal α and off-diagonal β of the Lanczos tridiagonal matrix from the unit start
+/// vector `q`, stopping early when an invariant subspace is found.
+fn lanczos_tridiagonal<F, E>(
+    op: &mut F,
+    mut q: Vec<f64>,
+    steps: usize,
+) -> Result<(Vec<f64>, Vec<f64>), E>
+where
+    F: FnMut(&[f32], &mut [f32]) -> Result<(), E>,
+{
+    let n = q.len();
+    let mut basis: Vec<Vec<f64>> = Vec::new();
     let (mut alphas, mut betas) = (Vec::new(), Vec::new());
     let mut x32 = vec![0.0f32; n];
     let mut y32 = vec![0.0f32; n];
@@ -408,16 +495,7 @@ where
         betas.push(beta);
         q = w;
     }
-    let k = alphas.len();
-    let mut t = DMatrix::<f64>::zeros(k, k);
-    for i in 0..k {
-        t[(i, i)] = alphas[i];
-        if i + 1 < k {
-            t[(i, i + 1)] = betas[i];
-            t[(i + 1, i)] = betas[i];
-        }
-    }
-    Ok(SymmetricEigen::new(t).eigenvalues.iter().copied().collect())
+    Ok((alphas, betas))
 }
 
 /// The header of `indicators.csv` (the fields of [`IndicatorRow`]).
@@ -502,6 +580,76 @@ mod tests {
             };
             let got = lanczos_rank(op, n, 32, 1e-3, 7).unwrap();
             assert_eq!(got, rank as f64, "n {n} rank {rank}");
+        }
+    }
+
+    #[test]
+    fn quadrature_fraction_is_the_start_vectors_share_of_the_range() {
+        // When Lanczos ends on an invariant subspace (k > rank), the weight of the nonzero
+        // Ritz values is exactly ‖P q₀‖², P the projection onto the operator's range.
+        for (n, rank, seed) in [(50, 3, 1u64), (80, 10, 2), (120, 17, 3)] {
+            let eig: Vec<f64> = (0..rank).map(|k| (k as f64 + 1.0) * 0.5).collect();
+            let factors = low_rank(n, &eig, seed);
+            let mut op = |x: &[f32], out: &mut [f32]| -> Result<(), TrainError> {
+                out.fill(0.0);
+                for f in &factors {
+                    let c: f64 = f.iter().zip(x).map(|(a, &b)| a * f64::from(b)).sum();
+                    for (o, a) in out.iter_mut().zip(f) {
+                        *o += (a * c) as f32;
+                    }
+                }
+                Ok(())
+            };
+            let ritz = lanczos_ritz_values(&mut op, n, 32, 9).unwrap();
+            let got = RankEstimate::from_ritz(&ritz, 1e-3);
+            let q0 = lanczos_start(n, 9);
+            let share: f64 = factors
+                .iter()
+                .map(|f| {
+                    let len = f.iter().map(|x| x * x).sum::<f64>().sqrt();
+                    let c: f64 = f.iter().zip(&q0).map(|(a, b)| a * b).sum::<f64>() / len;
+                    c * c
+                })
+                .sum();
+            assert_eq!(got.count, rank as f64);
+            assert!(
+                (got.fraction - share).abs() < 1e-4,
+                "n {n} rank {rank}: {} vs {share}",
+                got.fraction
+            );
+        }
+    }
+
+    #[test]
+    fn quadrature_fraction_estimates_rank_over_n_beyond_the_steps() {
+        // A diagonal operator of size 2000 and rank 500 (log-spread eigenvalues over two
+        // decades): 32 steps cannot count 500 Ritz values, the quadrature still finds
+        // rank/n = 0.25 (its standard deviation over start vectors is about 0.01).
+        let n = 2000;
+        let diag: Vec<f64> = (0..n)
+            .map(|i| {
+                if i % 4 == 0 {
+                    10f64.powf(-2.0 * (i as f64 / n as f64))
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        for seed in 0..3u64 {
+            let mut op = |x: &[f32], out: &mut [f32]| -> Result<(), TrainError> {
+                for ((o, &a), &d) in out.iter_mut().zip(x).zip(&diag) {
+                    *o = (f64::from(a) * d) as f32;
+                }
+                Ok(())
+            };
+            let ritz = lanczos_ritz_values(&mut op, n, 32, seed).unwrap();
+            let got = RankEstimate::from_ritz(&ritz, 1e-3);
+            assert!(got.count <= 32.0);
+            assert!(
+                (got.fraction - 0.25).abs() < 0.04,
+                "seed {seed}: fraction {}",
+                got.fraction
+            );
         }
     }
 

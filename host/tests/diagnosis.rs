@@ -26,6 +26,7 @@ fn diagnostics_record_indicators_without_changing_the_run() {
         "sharpness",
         "network_sharpness",
         "hessian_rank",
+        "hessian_rank_fraction",
         "effective_rank",
         "stable_rank",
         "rho_combined_mean",
@@ -38,6 +39,8 @@ fn diagnostics_record_indicators_without_changing_the_run() {
     for r in &rows {
         let rank: f64 = r[idx("hessian_rank")].parse().unwrap();
         assert!((1.0..=8.0).contains(&rank), "{r:?}");
+        let fraction: f64 = r[idx("hessian_rank_fraction")].parse().unwrap();
+        assert!(fraction > 0.0 && fraction <= 1.0, "{r:?}");
         assert!(r[idx("network_sharpness")]
             .parse::<f64>()
             .unwrap()
