@@ -34,6 +34,102 @@ pub struct Combination {
     pub seed: u64,
 }
 
+/// What a comparison tabulates: accuracies for the MNIST streams, squared errors for
+/// slowly-changing regression (which has no accuracy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tabulated {
+    /// End-of-task train accuracy over the last five and all tasks, and online accuracy;
+    /// the best lr has the highest last-five accuracy.
+    Accuracy,
+    /// The online squared error over the stream and on the final task, and the end-of-task
+    /// squared error over all tasks; the best lr has the lowest stream online error.
+    SquaredError,
+}
+
+impl Tabulated {
+    /// What a run with this summary is scored by.
+    pub fn of(summary: &Summary) -> Self {
+        if summary.mean_train_accuracy.is_none() && summary.mean_online_loss.is_some() {
+            Tabulated::SquaredError
+        } else {
+            Tabulated::Accuracy
+        }
+    }
+
+    /// The three metrics of a summary, in the table's column order (NaN where missing).
+    fn metrics(self, s: &Summary) -> [f64; 3] {
+        let v = |x: Option<f64>| x.unwrap_or(f64::NAN);
+        match self {
+            Tabulated::Accuracy => [
+                v(s.mean_train_accuracy_last5),
+                v(s.mean_train_accuracy),
+                v(s.mean_online_accuracy),
+            ],
+            Tabulated::SquaredError => [
+                v(s.mean_online_loss),
+                v(s.final_online_loss),
+                v(s.mean_loss),
+            ],
+        }
+    }
+
+    /// The columns of the terminal and Markdown tables.
+    fn header(self) -> [&'static str; 9] {
+        let [a, b, c] = match self {
+            Tabulated::Accuracy => ["acc last 5 tasks", "acc all tasks", "acc online"],
+            Tabulated::SquaredError => [
+                "online sq. error (stream)",
+                "online sq. error (final task)",
+                "sq. error all tasks",
+            ],
+        };
+        [
+            "method",
+            "scheduler",
+            "lr",
+            "seeds",
+            a,
+            b,
+            c,
+            "s/run",
+            "best lr",
+        ]
+    }
+
+    /// The metric columns of `compare.csv` (each followed by its `_se`).
+    fn csv_names(self) -> [&'static str; 3] {
+        match self {
+            Tabulated::Accuracy => ["last5", "all", "online"],
+            Tabulated::SquaredError => ["online_loss", "final_online_loss", "loss"],
+        }
+    }
+
+    /// Whether `a` is a better first metric than `b`.
+    fn better(self, a: f64, b: f64) -> bool {
+        match self {
+            Tabulated::Accuracy => a > b,
+            Tabulated::SquaredError => a < b,
+        }
+    }
+
+    /// The line above the Markdown table.
+    fn caption(self) -> &'static str {
+        match self {
+            Tabulated::Accuracy => "Maintained trainability: end-of-task training accuracy, mean ± standard error over seeds.",
+            Tabulated::SquaredError => "Squared error ½‖ŷ − y‖² (online: each example before the step that trains on it), mean ± standard error over seeds.",
+        }
+    }
+}
+
+/// A metric aggregated over seeds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stat {
+    /// Mean over seeds.
+    pub mean: f64,
+    /// Its standard error over seeds.
+    pub se: f64,
+}
+
 /// One row of the comparison: a (method, scheduler, lr) cell aggregated over seeds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CompareRow {
@@ -45,21 +141,14 @@ pub struct CompareRow {
     pub lr: f64,
     /// Seeds aggregated.
     pub seeds: usize,
-    /// Mean over seeds of the mean train accuracy over the last five tasks.
-    pub last5_mean: f64,
-    /// Its standard error over seeds.
-    pub last5_se: f64,
-    /// Mean over seeds of the mean train accuracy over all tasks.
-    pub all_mean: f64,
-    /// Its standard error over seeds.
-    pub all_se: f64,
-    /// Mean over seeds of the mean online accuracy (over every task's minibatches).
-    pub online_mean: f64,
-    /// Its standard error over seeds.
-    pub online_se: f64,
+    /// What the metrics are.
+    pub tabulated: Tabulated,
+    /// The three metrics over seeds, in [`Tabulated`]'s order: for accuracy, the mean train
+    /// accuracy over the last five tasks, over all tasks, and the mean online accuracy.
+    pub metrics: [Stat; 3],
     /// Mean wall seconds per run.
     pub wall_seconds: f64,
-    /// Whether this lr is the best (by last-5 accuracy) for its method and scheduler.
+    /// Whether this lr is the best (by the first metric) for its method and scheduler.
     pub best_lr: bool,
 }
 
@@ -130,15 +219,6 @@ pub fn plan(
     combos: &[Combination],
     out: &Path,
 ) -> Result<Vec<PlannedRun>, RunError> {
-    if base.benchmark.is_regression() {
-        // Its table ranks by accuracy; the squared error is not tabulated yet.
-        return Err(ConfigError::new(
-            "benchmark",
-            base.benchmark,
-            "an MNIST benchmark: compare tabulates accuracy, which slowly-changing-regression does not have (run it with `safestep run`; its summary.json holds the squared errors)",
-        )
-        .into());
-    }
     if combos.len() > MAX_COMBINATIONS {
         return Err(ConfigError::new(
             "combinations",
@@ -334,28 +414,22 @@ pub fn aggregate(done: &[(Combination, Summary)]) -> Vec<CompareRow> {
                 .filter(|(c, _)| (c.method, c.scheduler, c.lr) == (method, scheduler, lr))
                 .map(|(_, s)| s)
                 .collect();
-            // plan() refuses the regression benchmark, so every run here has accuracies.
-            let acc = |v: Option<f64>| v.unwrap_or(f64::NAN);
-            let last5: Vec<f64> = runs
-                .iter()
-                .map(|s| acc(s.mean_train_accuracy_last5))
-                .collect();
-            let all: Vec<f64> = runs.iter().map(|s| acc(s.mean_train_accuracy)).collect();
-            let (last5_mean, last5_se) = mean_se(&last5);
-            let (all_mean, all_se) = mean_se(&all);
-            let online: Vec<f64> = runs.iter().map(|s| acc(s.mean_online_accuracy)).collect();
-            let (online_mean, online_se) = mean_se(&online);
+            // One comparison has one benchmark, so its runs agree on what is tabulated.
+            let tabulated = runs
+                .first()
+                .map_or(Tabulated::Accuracy, |s| Tabulated::of(s));
+            let per_run: Vec<[f64; 3]> = runs.iter().map(|s| tabulated.metrics(s)).collect();
+            let metrics = [0, 1, 2].map(|k| {
+                let (mean, se) = mean_se(&per_run.iter().map(|m| m[k]).collect::<Vec<_>>());
+                Stat { mean, se }
+            });
             CompareRow {
                 method,
                 scheduler,
                 lr,
                 seeds: runs.len(),
-                last5_mean,
-                last5_se,
-                all_mean,
-                all_se,
-                online_mean,
-                online_se,
+                tabulated,
+                metrics,
                 wall_seconds: runs.iter().map(|s| s.wall_seconds).sum::<f64>()
                     / runs.len().max(1) as f64,
                 best_lr: false,
@@ -364,47 +438,44 @@ pub fn aggregate(done: &[(Combination, Summary)]) -> Vec<CompareRow> {
         .collect();
     // Mark the best lr of each (method, scheduler) group that swept more than one lr.
     for i in 0..rows.len() {
+        let (tabulated, method, scheduler) = (rows[i].tabulated, rows[i].method, rows[i].scheduler);
         let group: Vec<f64> = rows
             .iter()
-            .filter(|r| r.method == rows[i].method && r.scheduler == rows[i].scheduler)
-            .map(|r| r.last5_mean)
+            .filter(|r| r.method == method && r.scheduler == scheduler)
+            .map(|r| r.metrics[0].mean)
             .collect();
-        let best = group.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        rows[i].best_lr = group.len() > 1 && rows[i].last5_mean == best;
+        let mine = rows[i].metrics[0].mean;
+        rows[i].best_lr = group.len() > 1 && !group.iter().any(|&g| tabulated.better(g, mine));
     }
     rows
 }
 
-const HEADER: [&str; 9] = [
-    "method",
-    "scheduler",
-    "lr",
-    "seeds",
-    "acc last 5 tasks",
-    "acc all tasks",
-    "acc online",
-    "s/run",
-    "best lr",
-];
-
 fn cells(r: &CompareRow) -> [String; 9] {
+    let [a, b, c] = r.metrics.map(|m| format!("{:.4} ± {:.4}", m.mean, m.se));
     [
         r.method.name().to_string(),
         r.scheduler.to_string(),
         format!("{}", r.lr),
         r.seeds.to_string(),
-        format!("{:.4} ± {:.4}", r.last5_mean, r.last5_se),
-        format!("{:.4} ± {:.4}", r.all_mean, r.all_se),
-        format!("{:.4} ± {:.4}", r.online_mean, r.online_se),
+        a,
+        b,
+        c,
         format!("{:.1}", r.wall_seconds),
         if r.best_lr { "*".into() } else { String::new() },
     ]
 }
 
+/// What a set of rows tabulates (accuracy for an empty set).
+fn tabulated(rows: &[CompareRow]) -> Tabulated {
+    rows.first().map_or(Tabulated::Accuracy, |r| r.tabulated)
+}
+
 /// The comparison as a terminal table.
 pub fn render_table(rows: &[CompareRow]) -> String {
     let mut table = Table::new();
-    table.load_preset(UTF8_FULL_CONDENSED).set_header(HEADER);
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_header(tabulated(rows).header());
     for r in rows {
         table.add_row(cells(r));
     }
@@ -413,39 +484,39 @@ pub fn render_table(rows: &[CompareRow]) -> String {
 
 /// The comparison as a Markdown table.
 pub fn render_markdown(rows: &[CompareRow]) -> String {
-    let mut md = String::from(
-        "Maintained trainability: end-of-task training accuracy, mean ± standard error over seeds.\n\n",
-    );
-    let _ = writeln!(md, "| {} |", HEADER.join(" | "));
-    let _ = writeln!(md, "|{}", "---|".repeat(HEADER.len()));
+    let kind = tabulated(rows);
+    let mut md = format!("{}\n\n", kind.caption());
+    let header = kind.header();
+    let _ = writeln!(md, "| {} |", header.join(" | "));
+    let _ = writeln!(md, "|{}", "---|".repeat(header.len()));
     for r in rows {
         let _ = writeln!(md, "| {} |", cells(r).join(" | "));
     }
     md
 }
 
-/// The comparison as CSV (one row per method, scheduler and lr).
+/// The comparison as CSV (one row per method, scheduler and lr): for accuracy,
+/// `method,scheduler,lr,seeds,last5_mean,last5_se,all_mean,all_se,online_mean,online_se,wall_seconds,best_lr`;
+/// for squared error the metric columns are `online_loss_*`, `final_online_loss_*`, `loss_*`.
 pub fn render_csv(rows: &[CompareRow]) -> String {
-    let mut csv = String::from(
-        "method,scheduler,lr,seeds,last5_mean,last5_se,all_mean,all_se,online_mean,online_se,wall_seconds,best_lr\n",
-    );
+    let mut csv = String::from("method,scheduler,lr,seeds,");
+    for name in tabulated(rows).csv_names() {
+        let _ = write!(csv, "{name}_mean,{name}_se,");
+    }
+    csv.push_str("wall_seconds,best_lr\n");
     for r in rows {
-        let _ = writeln!(
+        let _ = write!(
             csv,
-            "{},{},{},{},{},{},{},{},{},{},{:.3},{}",
+            "{},{},{},{},",
             r.method.name(),
             r.scheduler,
             r.lr,
-            r.seeds,
-            r.last5_mean,
-            r.last5_se,
-            r.all_mean,
-            r.all_se,
-            r.online_mean,
-            r.online_se,
-            r.wall_seconds,
-            r.best_lr
+            r.seeds
         );
+        for m in r.metrics {
+            let _ = write!(csv, "{},{},", m.mean, m.se);
+        }
+        let _ = writeln!(csv, "{:.3},{}", r.wall_seconds, r.best_lr);
     }
     csv
 }
@@ -515,13 +586,67 @@ mod tests {
         let rows = aggregate(&done);
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].seeds, 2);
-        assert!((rows[0].last5_mean - 0.6).abs() < 1e-12);
-        assert!((rows[0].last5_se - 0.1).abs() < 1e-12);
+        assert!((rows[0].metrics[0].mean - 0.6).abs() < 1e-12);
+        assert!((rows[0].metrics[0].se - 0.1).abs() < 1e-12);
         assert!(!rows[0].best_lr && rows[1].best_lr);
         let md = render_markdown(&rows);
         assert!(
             md.contains("| adam | off | 0.001 | 2 | 0.6000 ± 0.1000 | 0.7000 ± 0.1000 |"),
             "{md}"
         );
+    }
+
+    #[test]
+    fn squared_error_runs_are_tabulated_by_their_losses_lowest_best() {
+        let loss = |online: f64, final_online: f64, end: f64| Summary {
+            mean_train_accuracy_last5: None,
+            mean_train_accuracy: None,
+            mean_online_accuracy: None,
+            final_train_accuracy: None,
+            final_online_accuracy: None,
+            auc_train_accuracy: None,
+            mean_online_loss: Some(online),
+            final_online_loss: Some(final_online),
+            mean_loss: Some(end),
+            ..summary(0.0, 0.0)
+        };
+        let c = |lr, seed| Combination {
+            method: Method::Adam,
+            scheduler: Mode::Off,
+            lr,
+            seed,
+        };
+        let done = vec![
+            (c(1e-2, 0), loss(0.3, 0.2, 0.1)),
+            (c(1e-2, 1), loss(0.5, 0.4, 0.3)),
+            (c(1e-3, 0), loss(0.9, 0.8, 0.7)),
+        ];
+        let rows = aggregate(&done);
+        assert_eq!(rows[0].tabulated, Tabulated::SquaredError);
+        assert!((rows[0].metrics[0].mean - 0.4).abs() < 1e-12);
+        assert!((rows[0].metrics[2].mean - 0.2).abs() < 1e-12);
+        assert!(
+            rows[0].best_lr && !rows[1].best_lr,
+            "the lower error is best"
+        );
+        let csv = render_csv(&rows);
+        assert!(csv.starts_with(
+            "method,scheduler,lr,seeds,online_loss_mean,online_loss_se,final_online_loss_mean,final_online_loss_se,loss_mean,loss_se,wall_seconds,best_lr\n"
+        ), "{csv}");
+        assert!(render_markdown(&rows).contains("online sq. error (stream)"));
+    }
+
+    #[test]
+    fn the_accuracy_csv_keeps_its_columns() {
+        let c = Combination {
+            method: Method::Adam,
+            scheduler: Mode::Off,
+            lr: 1e-3,
+            seed: 0,
+        };
+        let csv = render_csv(&aggregate(&[(c, summary(0.5, 0.6))]));
+        assert!(csv.starts_with(
+            "method,scheduler,lr,seeds,last5_mean,last5_se,all_mean,all_se,online_mean,online_se,wall_seconds,best_lr\nadam,off,0.001,1,0.5,0,0.6,0,0,0,1.000,false\n"
+        ), "{csv}");
     }
 }

@@ -26,11 +26,16 @@ pub enum PlotError {
     /// Reading a run failed.
     #[error(transparent)]
     Output(#[from] OutputError),
-    /// A run without accuracies (slowly-changing regression): the plot of its squared
-    /// error is not written yet.
-    #[error("{path} has no accuracy to plot (a slowly-changing-regression run; its tasks.csv holds the squared errors)")]
+    /// A run with neither accuracies nor online squared errors per task.
+    #[error("{path} has neither a train accuracy nor an online squared error per task to plot")]
     NoAccuracy {
         /// The run folder.
+        path: PathBuf,
+    },
+    /// Accuracy runs and squared-error runs asked for in one plot.
+    #[error("{path} is scored by another metric than the runs before it (accuracy or squared error): plot the MNIST and regression runs separately")]
+    MixedMetrics {
+        /// The first run folder of the other kind.
         path: PathBuf,
     },
     /// Drawing failed.
@@ -130,9 +135,41 @@ pub fn expand_dirs(dirs: &[PathBuf]) -> Result<Vec<PathBuf>, PlotError> {
     Ok(runs)
 }
 
-/// Accuracy-per-task lines: runs that differ only by seed are averaged into one line.
-pub fn accuracy_series(runs: &[PathBuf]) -> Result<Vec<Series>, PlotError> {
+/// What the per-task plot shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskMetric {
+    /// End-of-task train accuracy (the MNIST streams).
+    Accuracy,
+    /// Each task's online squared error (slowly-changing regression, which has no accuracy).
+    OnlineLoss,
+}
+
+impl TaskMetric {
+    /// The file stem, title and y label of its plot.
+    fn labels(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            TaskMetric::Accuracy => (
+                "accuracy",
+                "End-of-task training accuracy",
+                "train accuracy",
+            ),
+            TaskMetric::OnlineLoss => (
+                "online_loss",
+                "Online squared error per task",
+                "online squared error",
+            ),
+        }
+    }
+}
+
+/// Per-task lines (accuracy, or the online squared error when the runs have no accuracy):
+/// runs that differ only by seed are averaged into one line.
+///
+/// # Errors
+/// A run that cannot be read, or runs of both kinds mixed in one plot.
+pub fn task_series(runs: &[PathBuf]) -> Result<(TaskMetric, Vec<Series>), PlotError> {
     let mut groups: BTreeMap<String, Vec<Vec<f64>>> = BTreeMap::new();
+    let mut metric = None;
     for dir in runs {
         let (summary, rows) = read_run(dir)?;
         let label = format!(
@@ -140,10 +177,18 @@ pub fn accuracy_series(runs: &[PathBuf]) -> Result<Vec<Series>, PlotError> {
             summary.method, summary.scheduler, summary.lr
         );
         let accuracy: Option<Vec<f64>> = rows.iter().map(|r| r.train_accuracy).collect();
-        let accuracy = accuracy.ok_or_else(|| PlotError::NoAccuracy { path: dir.clone() })?;
-        groups.entry(label).or_default().push(accuracy);
+        let online_loss: Option<Vec<f64>> = rows.iter().map(|r| r.online_loss).collect();
+        let (kind, curve) = match (accuracy, online_loss) {
+            (Some(a), _) => (TaskMetric::Accuracy, a),
+            (None, Some(l)) => (TaskMetric::OnlineLoss, l),
+            (None, None) => return Err(PlotError::NoAccuracy { path: dir.clone() }),
+        };
+        if *metric.get_or_insert(kind) != kind {
+            return Err(PlotError::MixedMetrics { path: dir.clone() });
+        }
+        groups.entry(label).or_default().push(curve);
     }
-    Ok(groups
+    let series = groups
         .into_iter()
         .map(|(label, seeds)| {
             let n = seeds.len();
@@ -154,7 +199,8 @@ pub fn accuracy_series(runs: &[PathBuf]) -> Result<Vec<Series>, PlotError> {
             };
             Series::mean_band(label, &seeds)
         })
-        .collect())
+        .collect();
+    Ok((metric.unwrap_or(TaskMetric::Accuracy), series))
 }
 
 /// The columns of a `controller.csv` row the lr plot reads.
@@ -392,7 +438,8 @@ pub fn draw_panels(
     Ok(vec![png, svg])
 }
 
-/// Draws `accuracy.{png,svg}` for all runs and `lr_<run>.{png,svg}` for each run into
+/// Draws `accuracy.{png,svg}` (`online_loss.{png,svg}` for slowly-changing regression) for all
+/// runs and `lr_<run>.{png,svg}` for each run into
 /// `out`; returns the files written.
 pub fn plot(dirs: &[PathBuf], out: &Path) -> Result<Vec<PathBuf>, PlotError> {
     register_embedded_font();
@@ -401,15 +448,9 @@ pub fn plot(dirs: &[PathBuf], out: &Path) -> Result<Vec<PathBuf>, PlotError> {
         path: out.to_path_buf(),
         source,
     })?;
-    let mut written = draw_both(
-        out,
-        "accuracy",
-        "End-of-task training accuracy",
-        "task",
-        "train accuracy",
-        &accuracy_series(&runs)?,
-        false,
-    )?;
+    let (metric, series) = task_series(&runs)?;
+    let (stem, title, y_label) = metric.labels();
+    let mut written = draw_both(out, stem, title, "task", y_label, &series, false)?;
     for dir in &runs {
         let (series, x_label) = lr_series(dir)?;
         let name = dir

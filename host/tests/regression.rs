@@ -169,7 +169,7 @@ fn bad_regression_input_exits_2_and_names_the_field() {
         &dir,
         "benchmark = \"slowly-changing-regression\"\n[regression]\nslow_bits = 30\n",
     );
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 3] = [
         (
             &["run", "--config", &bits, "--out", out_dir],
             "regression.slow_bits",
@@ -198,16 +198,6 @@ fn bad_regression_input_exits_2_and_names_the_field() {
             ],
             "backend",
         ),
-        (
-            &[
-                "compare",
-                "--benchmark",
-                "slowly-changing-regression",
-                "--out",
-                out_dir,
-            ],
-            "benchmark",
-        ),
     ];
     for (args, field) in cases {
         let out = safestep(args);
@@ -216,4 +206,79 @@ fn bad_regression_input_exits_2_and_names_the_field() {
         assert!(err.contains(field), "{args:?}: {err}");
     }
     assert!(!Path::new(out_dir).join("tasks.csv").exists());
+}
+
+#[test]
+fn compare_and_plot_tabulate_the_squared_error() {
+    let out = scratch("reg-compare");
+    let res = safestep(&[
+        "compare",
+        "--benchmark",
+        "slowly-changing-regression",
+        "--tasks",
+        "2",
+        "--examples",
+        "200",
+        "--lrs",
+        "1e-3,1e-2",
+        "--schedulers",
+        "off",
+        "--seeds",
+        "0..2",
+        "--quiet",
+        "--out",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let csv = std::fs::read_to_string(out.join("compare.csv")).expect("compare.csv");
+    let mut lines = csv.lines();
+    assert!(lines
+        .next()
+        .expect("header")
+        .starts_with("method,scheduler,lr,seeds,online_loss_mean,online_loss_se,"));
+    let rows: Vec<Vec<String>> = lines
+        .map(|l| l.split(',').map(str::to_string).collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "{csv}");
+    // Each row's stream error is the mean of its two runs' summaries.
+    for row in &rows {
+        let lr = &row[2];
+        let per_seed: Vec<f64> = (0..2)
+            .map(|seed| {
+                summary(&out.join(format!("adam_off_lr{lr}_seed{seed}")))["mean_online_loss"]
+                    .as_f64()
+                    .expect("mean_online_loss")
+            })
+            .collect();
+        let mean: f64 = row[4].parse().expect("a number");
+        assert!(
+            (mean - (per_seed[0] + per_seed[1]) / 2.0).abs() < 1e-12,
+            "{row:?}"
+        );
+    }
+    // The best lr is the one with the lower error.
+    let errors: Vec<f64> = rows.iter().map(|r| r[4].parse().unwrap()).collect();
+    let best = rows
+        .iter()
+        .position(|r| r[11] == "true")
+        .expect("a best lr");
+    assert!(errors[best] <= errors[1 - best]);
+
+    let plots = scratch("reg-plots");
+    let res = safestep(&[
+        "plot",
+        out.to_str().expect("utf-8"),
+        "--out",
+        plots.to_str().expect("utf-8"),
+    ]);
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    assert!(plots.join("online_loss.png").is_file() && plots.join("online_loss.svg").is_file());
 }
