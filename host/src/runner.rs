@@ -19,7 +19,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use safestep_engine::{Activation, Backend, BackendError, Loss, ModelSpec, Norm};
+use safestep_engine::{Activation, Backend, BackendError, Loss, ModelSpec};
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::config::{BackendKind, ConfigError, RunConfig};
@@ -137,7 +137,7 @@ pub fn model_spec(cfg: &RunConfig) -> ModelSpec {
         },
         crelu_match_params: cfg.model.crelu_match_params,
         loss,
-        norm: Norm::None,
+        norm: cfg.model.norm.engine(),
     }
 }
 
