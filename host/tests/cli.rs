@@ -228,6 +228,8 @@ fn layer_norm_runs_and_resumes_bit_identically() {
     );
     let config = std::fs::read_to_string(full.join("config.toml")).expect("config.toml");
     assert!(config.contains("norm = \"layer\""), "{config}");
+    let summary = std::fs::read_to_string(full.join("summary.json")).expect("summary.json");
+    assert!(summary.contains("\"norm\": \"layer\""), "{summary}");
     let plain_config = std::fs::read_to_string(plain.join("config.toml")).expect("config.toml");
     assert!(!plain_config.contains("\nnorm ="), "{plain_config}");
     let mut first = args.to_vec();
