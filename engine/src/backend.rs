@@ -58,7 +58,8 @@ impl Regularizer {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct UnitStats {
     /// Per unit, the batch mean of `|h|` summed over the features it feeds forward (one for
-    /// ReLU, two for CReLU): its activity.
+    /// ReLU, two for CReLU): its activity. `h` is what the next layer reads, so with
+    /// [`crate::Norm::Layer`] it is measured after LayerNorm and the nonlinearity.
     pub activity: Vec<f32>,
     /// Per unit, `Σ_k |w_kj|` over the next layer's weights out of its features.
     pub outgoing: Vec<f32>,
@@ -234,7 +235,10 @@ pub trait Backend {
     }
 
     /// The pre-activations `z` of every hidden layer on the task examples `batch`
-    /// (row-major `batch × fan_out` each), by a forward pass that changes no parameter; it
+    /// (row-major `batch × fan_out` each), by a forward pass that changes no parameter:
+    /// the nonlinearity's inputs, so with [`crate::Norm::Layer`] the normalised
+    /// `LN(z)` (the diagnosis's dead-unit, entropy and rank indicators are of the features
+    /// the next layer sees); it
     /// may end the last `forward_backward`'s batch (call `forward_backward` again before
     /// [`Backend::hvp`]).
     fn hidden_pre_activations(&mut self, batch: &[u32]) -> Result<Vec<Vec<f32>>, BackendError>;

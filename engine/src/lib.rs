@@ -4,7 +4,7 @@
 //! - [`backend`]: the [`Backend`] trait every engine implements, with what crosses it: the
 //!   per-layer statistics of a minibatch ([`LayerBatchStats`], defined once: the controller
 //!   log's columns derive from it), evaluation results and checkpoint state;
-//! - [`spec`]: the model ([`ModelSpec`], [`Activation`], [`Loss`], [`LayerShape`]) and its seeded
+//! - [`spec`]: the model ([`ModelSpec`], [`Activation`], [`Loss`], [`Norm`], [`LayerShape`]) and its seeded
 //!   initialisation, shared by every engine so they start from bit-identical weights;
 //! - [`checks`]: the input checks every engine runs, written once;
 //! - [`error`]: [`BackendError`], naming the bad input or keeping the device's own error;
@@ -27,4 +27,4 @@ pub use backend::{
 };
 pub use cpu::CpuBackend;
 pub use error::BackendError;
-pub use spec::{init_params, Activation, LayerShape, Loss, ModelSpec};
+pub use spec::{init_params, Activation, LayerShape, Loss, ModelSpec, Norm, LAYER_NORM_EPS};

@@ -11,11 +11,11 @@
 //!
 //! ```
 //! use safestep_engine::reference::ReferenceMlp;
-//! use safestep_engine::{Activation, ModelSpec};
+//! use safestep_engine::{Activation, ModelSpec, Norm};
 //! let spec = ModelSpec { input: 2, hidden: vec![3], classes: 2, ..ModelSpec::default() };
 //! let shapes = spec.layer_shapes()?;
 //! let params: Vec<Vec<f64>> = shapes.iter().map(|s| vec![0.1; s.params()]).collect();
-//! let mlp = ReferenceMlp { shapes: &shapes, activation: Activation::Relu, params: &params, x: &[0.5, 1.0], y: &[1] };
+//! let mlp = ReferenceMlp { shapes: &shapes, activation: Activation::Relu, norm: Norm::None, params: &params, x: &[0.5, 1.0], y: &[1] };
 //! let (loss, grads) = mlp.loss_and_grads();
 //! assert!((loss - 2f64.ln()).abs() < 1e-12); // equal logits: log 2
 //! assert_eq!(grads.len(), 2);
@@ -23,7 +23,7 @@
 //! ```
 #![allow(clippy::needless_range_loop)] // plain index loops on purpose
 
-use crate::spec::{Activation, LayerShape};
+use crate::spec::{Activation, LayerShape, Norm, LAYER_NORM_EPS};
 
 /// A whole MLP in `f64` (naive loops): the mean cross-entropy, its gradient and the exact
 /// layer-block Hessian-vector product, as the references every engine's tests compare with.
@@ -35,6 +35,8 @@ pub struct ReferenceMlp<'a> {
     pub shapes: &'a [LayerShape],
     /// The hidden nonlinearity.
     pub activation: Activation,
+    /// The hidden layers' normalisation (LayerNorm before the nonlinearity, or none).
+    pub norm: Norm,
     /// Parameters per layer.
     pub params: &'a [Vec<f64>],
     /// Inputs, row-major.
@@ -52,6 +54,8 @@ pub struct ReferenceRegressionMlp<'a> {
     pub shapes: &'a [LayerShape],
     /// The hidden nonlinearity.
     pub activation: Activation,
+    /// The hidden layers' normalisation (LayerNorm before the nonlinearity, or none).
+    pub norm: Norm,
     /// Parameters per layer.
     pub params: &'a [Vec<f64>],
     /// Inputs, row-major.
@@ -74,6 +78,7 @@ enum Targets<'a> {
 struct Net<'a> {
     shapes: &'a [LayerShape],
     activation: Activation,
+    norm: Norm,
     params: &'a [Vec<f64>],
     x: &'a [f32],
     targets: Targets<'a>,
@@ -84,6 +89,7 @@ impl ReferenceMlp<'_> {
         Net {
             shapes: self.shapes,
             activation: self.activation,
+            norm: self.norm,
             params: self.params,
             x: self.x,
             targets: Targets::Labels(self.y),
@@ -112,6 +118,7 @@ impl ReferenceRegressionMlp<'_> {
         Net {
             shapes: self.shapes,
             activation: self.activation,
+            norm: self.norm,
             params: self.params,
             x: self.x,
             targets: Targets::Values(self.y),
@@ -137,8 +144,11 @@ impl ReferenceRegressionMlp<'_> {
 struct Pass {
     /// Inputs to each layer (a_{l-1}), rows × fan_in(l).
     inputs: Vec<Vec<f64>>,
-    /// Pre-activations per layer, rows × fan_out(l).
-    z: Vec<Vec<f64>>,
+    /// Per hidden layer, the nonlinearity's input (rows × fan_out(l)): `z`, or with
+    /// LayerNorm `u = (z − mean z)·s`.
+    pre: Vec<Vec<f64>>,
+    /// Per hidden layer with LayerNorm, each row's `s = 1/sqrt(var z + ε)` (else empty).
+    inv_std: Vec<Vec<f64>>,
     /// Cross-entropy: the softmax probabilities; squared error: the outputs ŷ.
     probs: Vec<f64>,
     loss: f64,
@@ -260,20 +270,28 @@ impl Net<'_> {
         let n = self.shapes.len();
         let x: Vec<f64> = self.x.iter().map(|&v| f64::from(v)).collect();
         let mut inputs = vec![x];
-        let mut zs = Vec::new();
+        let (mut pre, mut inv_std) = (Vec::new(), Vec::new());
+        let mut logits = Vec::new();
         for l in 0..n {
             let nw = self.shapes[l].fan_in * self.shapes[l].fan_out;
             let (w, b) = self.params[l].split_at(nw);
             let z = self.dense(l, &inputs[l], w, Some(b));
             if l + 1 < n {
-                inputs.push(self.act_fwd(&z, self.shapes[l].fan_out));
+                let cols = self.shapes[l].fan_out;
+                let (u, s) = match self.norm {
+                    Norm::None => (z, Vec::new()),
+                    Norm::Layer => layer_norm(&z, cols),
+                };
+                inputs.push(self.act_fwd(&u, cols));
+                pre.push(u);
+                inv_std.push(s);
+            } else {
+                logits = z;
             }
-            zs.push(z);
         }
         let (rows, k) = (self.rows(), self.classes());
         let mut probs = vec![0.0; rows * k];
         let mut loss = 0.0;
-        let logits = &zs[n - 1];
         match self.targets {
             Targets::Labels(y) => {
                 for r in 0..rows {
@@ -296,7 +314,8 @@ impl Net<'_> {
         }
         Pass {
             inputs,
-            z: zs,
+            pre,
+            inv_std,
             probs,
             loss: loss / rows as f64,
         }
@@ -305,6 +324,16 @@ impl Net<'_> {
     /// Mean loss and the gradient of every layer.
     fn loss_and_grads(&self) -> (f64, Vec<Vec<f64>>) {
         let p = self.forward();
+        let (deltas, _) = self.deltas(&p);
+        let grads = (0..self.shapes.len())
+            .map(|l| self.param_grad(l, &deltas[l], &p.inputs[l]))
+            .collect();
+        (p.loss, grads)
+    }
+
+    /// The deltas of the mean loss: `∂L/∂z_l` per layer, and per hidden layer `∂L/∂u_l`
+    /// (the nonlinearity's input; the same as `∂L/∂z_l` without LayerNorm).
+    fn deltas(&self, p: &Pass) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
         let n = self.shapes.len();
         let (rows, k) = (self.rows(), self.classes());
         // The output deltas: softmax − onehot, or ŷ − y.
@@ -322,29 +351,49 @@ impl Net<'_> {
             }
         }
         d.iter_mut().for_each(|v| *v /= rows as f64);
-        let mut grads = vec![Vec::new(); n];
+        let mut deltas = vec![Vec::new(); n];
+        let mut du = vec![Vec::new(); n - 1];
         for l in (0..n).rev() {
-            grads[l] = self.param_grad(l, &d, &p.inputs[l]);
             if l > 0 {
                 let nw = self.shapes[l].fan_in * self.shapes[l].fan_out;
+                let cols = self.shapes[l - 1].fan_out;
                 let da = self.dense_t(l, &d, &self.params[l][..nw]);
-                d = self.act_bwd(&p.z[l - 1], &da, self.shapes[l - 1].fan_out);
+                let g = self.act_bwd(&p.pre[l - 1], &da, cols);
+                let below = match self.norm {
+                    Norm::None => g.clone(),
+                    Norm::Layer => layer_norm_jvp(&p.pre[l - 1], &p.inv_std[l - 1], &g, cols),
+                };
+                du[l - 1] = g;
+                deltas[l] = std::mem::replace(&mut d, below);
+            } else {
+                deltas[0] = std::mem::take(&mut d);
             }
         }
-        (p.loss, grads)
+        (deltas, du)
     }
 
     /// `H_ll·v` for layer `layer`'s diagonal Hessian block (exact R-operator).
     fn hvp(&self, layer: usize, v: &[f64]) -> Vec<f64> {
         let p = self.forward();
+        let (deltas, du) = self.deltas(&p);
         let n = self.shapes.len();
         let (rows, k) = (self.rows(), self.classes());
         let nw = self.shapes[layer].fan_in * self.shapes[layer].fan_out;
+        // Tangents R{z_l} and (LayerNorm) R{u_l} of the hidden layers from `layer` up.
+        let mut rzs = vec![Vec::new(); n];
+        let mut rus = vec![Vec::new(); n];
         let mut rz = self.dense(layer, &p.inputs[layer], &v[..nw], Some(&v[nw..]));
         for l in layer + 1..n {
-            let ra = self.act_jvp(&p.z[l - 1], &rz, self.shapes[l - 1].fan_out);
+            let cols = self.shapes[l - 1].fan_out;
+            let ru = match self.norm {
+                Norm::None => rz.clone(),
+                Norm::Layer => layer_norm_jvp(&p.pre[l - 1], &p.inv_std[l - 1], &rz, cols),
+            };
+            let ra = self.act_jvp(&p.pre[l - 1], &ru, cols);
             let nwl = self.shapes[l].fan_in * self.shapes[l].fan_out;
-            rz = self.dense(l, &ra, &self.params[l][..nwl], None);
+            rzs[l - 1] =
+                std::mem::replace(&mut rz, self.dense(l, &ra, &self.params[l][..nwl], None));
+            rus[l - 1] = ru;
         }
         let mut rd = vec![0.0; rows * k];
         match self.targets {
@@ -368,8 +417,31 @@ impl Net<'_> {
         }
         for l in (layer + 1..n).rev() {
             let nwl = self.shapes[l].fan_in * self.shapes[l].fan_out;
+            let cols = self.shapes[l - 1].fan_out;
             let da = self.dense_t(l, &rd, &self.params[l][..nwl]);
-            rd = self.act_bwd(&p.z[l - 1], &da, self.shapes[l - 1].fan_out);
+            let rg = self.act_bwd(&p.pre[l - 1], &da, cols);
+            rd = match self.norm {
+                Norm::None => rg,
+                Norm::Layer => {
+                    let (u, s) = (&p.pre[l - 1], &p.inv_std[l - 1]);
+                    let mut out = layer_norm_jvp(u, s, &rg, cols);
+                    let (rzl, rul, g, d) = (&rzs[l - 1], &rus[l - 1], &du[l - 1], &deltas[l - 1]);
+                    // R{J}·g: J·g = s·(g − mean g − u·mean(u g)) with R{s} = −s²·mean(u R{z}).
+                    for r in 0..rows {
+                        let at = r * cols..(r + 1) * cols;
+                        let mean = |a: &[f64], b: &[f64]| {
+                            a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>() / cols as f64
+                        };
+                        let rho = mean(&u[at.clone()], &rzl[at.clone()]);
+                        let m = mean(&u[at.clone()], &g[at.clone()]);
+                        let q = mean(&rul[at.clone()], &g[at.clone()]);
+                        for c in at {
+                            out[c] -= s[r] * (rho * d[c] + m * rul[c] + q * u[c]);
+                        }
+                    }
+                    out
+                }
+            };
         }
         self.param_grad(layer, &rd, &p.inputs[layer])
     }
@@ -394,6 +466,41 @@ impl Net<'_> {
     }
 }
 
+/// LayerNorm (no affine) of each row of `z` (`cols` wide): `(u, s)` with
+/// `u = (z − mean z)·s` and `s = 1/sqrt(var z + ε)` (variance with divisor `cols`).
+fn layer_norm(z: &[f64], cols: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut u = vec![0.0; z.len()];
+    let mut inv = Vec::with_capacity(z.len() / cols);
+    for (zr, ur) in z.chunks_exact(cols).zip(u.chunks_exact_mut(cols)) {
+        let mean = zr.iter().sum::<f64>() / cols as f64;
+        let var = zr.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / cols as f64;
+        let s = 1.0 / (var + f64::from(LAYER_NORM_EPS)).sqrt();
+        for (o, v) in ur.iter_mut().zip(zr) {
+            *o = (v - mean) * s;
+        }
+        inv.push(s);
+    }
+    (u, inv)
+}
+
+/// LayerNorm's Jacobian (symmetric) applied to each row of `g`: `s·(g − mean g − u·mean(u g))`.
+fn layer_norm_jvp(u: &[f64], inv_std: &[f64], g: &[f64], cols: usize) -> Vec<f64> {
+    let mut out = vec![0.0; g.len()];
+    for (r, ((ur, gr), or)) in u
+        .chunks_exact(cols)
+        .zip(g.chunks_exact(cols))
+        .zip(out.chunks_exact_mut(cols))
+        .enumerate()
+    {
+        let mean_g = gr.iter().sum::<f64>() / cols as f64;
+        let mean_ug = ur.iter().zip(gr).map(|(a, b)| a * b).sum::<f64>() / cols as f64;
+        for c in 0..cols {
+            or[c] = inv_std[r] * (gr[c] - mean_g - ur[c] * mean_ug);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -401,12 +508,20 @@ mod tests {
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
+    /// Every activation with and without LayerNorm.
+    const CASES: [(Activation, Norm); 4] = [
+        (Activation::Relu, Norm::None),
+        (Activation::Crelu, Norm::None),
+        (Activation::Relu, Norm::Layer),
+        (Activation::Crelu, Norm::Layer),
+    ];
+
     /// The reference's own Hessian-vector product (the oracle of the engines' products)
     /// against central differences of its gradient, and its gradient against central
     /// differences of its loss, for ReLU and CReLU.
     #[test]
     fn hvp_and_gradient_match_finite_differences() {
-        for activation in [Activation::Relu, Activation::Crelu] {
+        for (activation, norm) in CASES {
             let spec = ModelSpec {
                 input: 6,
                 hidden: vec![5, 4],
@@ -414,6 +529,7 @@ mod tests {
                 activation,
                 crelu_match_params: false,
                 loss: crate::spec::Loss::CrossEntropy,
+                norm,
             };
             let shapes = spec.layer_shapes().unwrap();
             let mut rng = ChaCha8Rng::seed_from_u64(1);
@@ -431,6 +547,7 @@ mod tests {
                 ReferenceMlp {
                     shapes: &shapes,
                     activation,
+                    norm,
                     params: p,
                     x: &x,
                     y: &y,
@@ -454,6 +571,7 @@ mod tests {
                 let m = ReferenceMlp {
                     shapes: &shapes,
                     activation,
+                    norm,
                     params: &params,
                     x: &x,
                     y: &y,
@@ -463,7 +581,7 @@ mod tests {
                     let fd = (a - b) / (2.0 * h);
                     assert!(
                         (fd - hv[i]).abs() < 1e-6 + 1e-4 * hv[i].abs(),
-                        "{activation} layer {layer} [{i}]: {fd} vs {}",
+                        "{activation}/{norm} layer {layer} [{i}]: {fd} vs {}",
                         hv[i]
                     );
                 }
@@ -472,7 +590,7 @@ mod tests {
                 let dir: f64 = g[layer].iter().zip(&v).map(|(a, b)| a * b).sum();
                 assert!(
                     (fd - dir).abs() < 1e-6,
-                    "{activation} layer {layer}: {fd} vs {dir}"
+                    "{activation}/{norm} layer {layer}: {fd} vs {dir}"
                 );
             }
         }
@@ -483,7 +601,7 @@ mod tests {
     /// differences of its gradient, for ReLU and CReLU and two outputs.
     #[test]
     fn squared_error_hvp_and_gradient_match_finite_differences() {
-        for activation in [Activation::Relu, Activation::Crelu] {
+        for (activation, norm) in CASES {
             let spec = ModelSpec {
                 input: 5,
                 hidden: vec![6, 4],
@@ -491,6 +609,7 @@ mod tests {
                 activation,
                 crelu_match_params: false,
                 loss: crate::spec::Loss::SquaredError,
+                norm,
             };
             let shapes = spec.layer_shapes().unwrap();
             let mut rng = ChaCha8Rng::seed_from_u64(2);
@@ -509,6 +628,7 @@ mod tests {
                 ReferenceRegressionMlp {
                     shapes: &shapes,
                     activation,
+                    norm,
                     params: p,
                     x: &x,
                     y: &y,
@@ -518,6 +638,7 @@ mod tests {
             let m = ReferenceRegressionMlp {
                 shapes: &shapes,
                 activation,
+                norm,
                 params: &params,
                 x: &x,
                 y: &y,
@@ -553,7 +674,7 @@ mod tests {
                     let fd = (a - b) / (2.0 * h);
                     assert!(
                         (fd - hv[i]).abs() < 1e-6 + 1e-4 * hv[i].abs(),
-                        "{activation} layer {layer} [{i}]: {fd} vs {}",
+                        "{activation}/{norm} layer {layer} [{i}]: {fd} vs {}",
                         hv[i]
                     );
                 }
@@ -561,7 +682,7 @@ mod tests {
                 let dir: f64 = grads[layer].iter().zip(&v).map(|(a, b)| a * b).sum();
                 assert!(
                     (fd - dir).abs() < 1e-6,
-                    "{activation} layer {layer}: {fd} vs {dir}"
+                    "{activation}/{norm} layer {layer}: {fd} vs {dir}"
                 );
             }
             // The last layer's block is exactly (1/B)·Σ_i [a_i; 1][a_i; 1]ᵀ ⊗ I: a Gauss–Newton

@@ -53,6 +53,50 @@ impl core::fmt::Display for Activation {
     }
 }
 
+/// Normalisation of each hidden layer's pre-activations, applied before the nonlinearity.
+///
+/// [`Norm::Layer`] is LayerNorm (Ba et al. 2016) without learnable gain or bias (PyTorch's
+/// `LayerNorm(width, elementwise_affine=False)`): per example, over the layer's `fan_out`
+/// units, `ẑ = (z − mean(z)) / sqrt(var(z) + ε)` with `ε = `[`LAYER_NORM_EPS`] and the
+/// variance's divisor the width (biased, as PyTorch). With CReLU it is applied before the
+/// concatenation, so `[relu(ẑ), relu(−ẑ)]` is fed forward. The output layer (the logits) is
+/// never normalised.
+///
+/// Why no affine gain/bias: the parameter blocks then stay exactly each Linear layer's
+/// weights and bias, so the scheduler's per-layer blocks, the parameter count, the seeded
+/// initialisation, the checkpoint layout and the exact per-sample gradient-norm formula
+/// `‖δ_i‖²·(‖a_i‖² + 1)` are unchanged; LayerNorm only changes the deltas `δ` (and, to
+/// second order, the Hessian-vector products). A learnable gain/bias right before a
+/// (C)ReLU and a Linear layer adds little expressiveness (the next layer's weights absorb
+/// the gain up to sign, the bias shifts the kink) and would need its own parameter block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Norm {
+    /// No normalisation (the default; the paper's MLP).
+    #[default]
+    None,
+    /// LayerNorm without affine parameters on every hidden layer's pre-activations.
+    Layer,
+}
+
+/// The `ε` of [`Norm::Layer`] (PyTorch's default).
+pub const LAYER_NORM_EPS: f32 = 1e-5;
+
+impl Norm {
+    /// Lower-case name (`none`, `layer`), as the host's `--norm` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Norm::None => "none",
+            Norm::Layer => "layer",
+        }
+    }
+}
+
+impl core::fmt::Display for Norm {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The data loss the MLP is trained on: what its outputs mean and what the task's targets
 /// are. Every statistic an engine reports (losses, mean gradients, per-sample gradient
 /// norms, Hessian-vector products) is of this loss's minibatch mean.
@@ -109,6 +153,8 @@ pub struct ModelSpec {
     pub crelu_match_params: bool,
     /// The data loss (cross-entropy by default).
     pub loss: Loss,
+    /// Normalisation of the hidden pre-activations (none by default).
+    pub norm: Norm,
 }
 
 impl Default for ModelSpec {
@@ -121,6 +167,7 @@ impl Default for ModelSpec {
             activation: Activation::Relu,
             crelu_match_params: false,
             loss: Loss::CrossEntropy,
+            norm: Norm::None,
         }
     }
 }

@@ -9,7 +9,7 @@ use rand_chacha::ChaCha8Rng;
 use safestep_core::adam::{Adam, AdamConfig};
 use safestep_engine::reference::ReferenceMlp;
 use safestep_engine::{
-    Activation, Backend, BackendError, CpuBackend, LayerShape, Loss, ModelSpec, Regularizer,
+    Activation, Backend, BackendError, CpuBackend, LayerShape, Loss, ModelSpec, Norm, Regularizer,
 };
 
 /// Adam at its defaults.
@@ -20,7 +20,15 @@ fn default_adam() -> Adam<f32> {
 const B: usize = 7;
 const N: usize = 11;
 
-fn spec(act: Activation) -> ModelSpec {
+/// Every activation, without and with LayerNorm.
+const CASES: [(Activation, Norm); 4] = [
+    (Activation::Relu, Norm::None),
+    (Activation::Crelu, Norm::None),
+    (Activation::Relu, Norm::Layer),
+    (Activation::Crelu, Norm::Layer),
+];
+
+fn spec(act: Activation, norm: Norm) -> ModelSpec {
     ModelSpec {
         input: 6,
         hidden: vec![5, 4],
@@ -28,6 +36,7 @@ fn spec(act: Activation) -> ModelSpec {
         activation: act,
         crelu_match_params: false,
         loss: Loss::CrossEntropy,
+        norm,
     }
 }
 
@@ -47,6 +56,7 @@ fn batch() -> Vec<u32> {
 struct Reference {
     shapes: Vec<LayerShape>,
     act: Activation,
+    norm: Norm,
     params: Vec<Vec<f64>>,
 }
 
@@ -65,6 +75,7 @@ impl Reference {
         Reference {
             shapes,
             act: cpu.spec().activation,
+            norm: cpu.spec().norm,
             params,
         }
     }
@@ -73,6 +84,7 @@ impl Reference {
         ReferenceMlp {
             shapes: &self.shapes,
             activation: self.act,
+            norm: self.norm,
             params: &self.params,
             x,
             y,
@@ -101,8 +113,8 @@ impl Reference {
     }
 }
 
-fn setup(act: Activation, seed: u64) -> (CpuBackend, Vec<f32>, Vec<u8>) {
-    let s = spec(act);
+fn setup(act: Activation, norm: Norm, seed: u64) -> (CpuBackend, Vec<f32>, Vec<u8>) {
+    let s = spec(act, norm);
     let mut cpu = CpuBackend::new(&s, seed).unwrap();
     let (x, y) = task(seed + 100, N, s.input, s.classes);
     cpu.load_task(&x, &y).unwrap();
@@ -122,8 +134,8 @@ fn rel_err(a: &[f64], b: &[f64]) -> f64 {
 
 #[test]
 fn reference_gradient_matches_finite_differences() {
-    for act in [Activation::Relu, Activation::Crelu] {
-        let (cpu, x, y) = setup(act, 1);
+    for (act, norm) in CASES {
+        let (cpu, x, y) = setup(act, norm, 1);
         let mut r = Reference::of(&cpu);
         let (_, g) = r.mean(&x, &y, &batch());
         let h = 1e-6;
@@ -138,7 +150,7 @@ fn reference_gradient_matches_finite_differences() {
                 let fd = (lp - lm) / (2.0 * h);
                 assert!(
                     (fd - g[l][k]).abs() < 1e-6 + 1e-5 * fd.abs(),
-                    "{act} layer {l} param {k}: fd {fd} vs {}",
+                    "{act}/{norm} layer {l} param {k}: fd {fd} vs {}",
                     g[l][k]
                 );
             }
@@ -148,14 +160,14 @@ fn reference_gradient_matches_finite_differences() {
 
 #[test]
 fn engine_loss_and_gradient_match_reference() {
-    for act in [Activation::Relu, Activation::Crelu] {
-        let (mut cpu, x, y) = setup(act, 2);
+    for (act, norm) in CASES {
+        let (mut cpu, x, y) = setup(act, norm, 2);
         let r = Reference::of(&cpu);
         let (loss, g) = r.mean(&x, &y, &batch());
         let out = cpu.forward_backward(&batch(), false).unwrap();
         assert!(
             (out.loss - loss).abs() < 1e-5,
-            "{act}: {} vs {loss}",
+            "{act}/{norm}: {} vs {loss}",
             out.loss
         );
         assert_eq!(out.batch, B);
@@ -167,7 +179,7 @@ fn engine_loss_and_gradient_match_reference() {
                 .iter()
                 .map(|&v| v as f64)
                 .collect();
-            assert!(rel_err(&eg, &g[l]) < 1e-5, "{act} layer {l}");
+            assert!(rel_err(&eg, &g[l]) < 1e-5, "{act}/{norm} layer {l}");
             let sq: f64 = g[l].iter().map(|v| v * v).sum();
             assert!((out.layers[l].mean_grad_sq - sq).abs() < 1e-5 * sq + 1e-12);
         }
@@ -183,8 +195,8 @@ fn engine_loss_and_gradient_match_reference() {
 
 #[test]
 fn per_sample_norms_match_materialised_per_sample_gradients() {
-    for act in [Activation::Relu, Activation::Crelu] {
-        let (mut cpu, x, y) = setup(act, 3);
+    for (act, norm) in CASES {
+        let (mut cpu, x, y) = setup(act, norm, 3);
         let r = Reference::of(&cpu);
         let input = cpu.spec().input;
         let layers = cpu.shapes().len();
@@ -217,7 +229,7 @@ fn per_sample_norms_match_materialised_per_sample_gradients() {
         for l in 0..layers {
             assert!(
                 (got[l] - ref_sum[l]).abs() < 1e-5 * ref_sum[l],
-                "{act} layer {l}: {} vs reference {}",
+                "{act}/{norm} layer {l}: {} vs reference {}",
                 got[l],
                 ref_sum[l]
             );
@@ -230,8 +242,8 @@ fn per_sample_norms_match_materialised_per_sample_gradients() {
 
 #[test]
 fn hvp_matches_central_differences_of_the_gradient() {
-    for act in [Activation::Relu, Activation::Crelu] {
-        let (mut cpu, x, y) = setup(act, 4);
+    for (act, norm) in CASES {
+        let (mut cpu, x, y) = setup(act, norm, 4);
         cpu.forward_backward(&batch(), false).unwrap();
         let base = Reference::of(&cpu);
         let mut rng = ChaCha8Rng::seed_from_u64(9);
@@ -256,7 +268,7 @@ fn hvp_matches_central_differences_of_the_gradient() {
                 .collect();
             let got: Vec<f64> = hv.iter().map(|&v| v as f64).collect();
             let e = rel_err(&got, &fd);
-            assert!(e < 1e-4, "{act} layer {l}: relative error {e}");
+            assert!(e < 1e-4, "{act}/{norm} layer {l}: relative error {e}");
             // Symmetry of the block: uᵀ(Hv) = vᵀ(Hu).
             let u: Vec<f32> = (0..n).map(|_| rng.random::<f32>() - 0.5).collect();
             let mut hu = vec![0.0f32; n];
@@ -265,7 +277,7 @@ fn hvp_matches_central_differences_of_the_gradient() {
             let vhu: f64 = v.iter().zip(&hu).map(|(&a, &b)| a as f64 * b as f64).sum();
             assert!(
                 (uhv - vhu).abs() < 1e-4 * (uhv.abs() + vhu.abs() + 1e-9),
-                "{act} layer {l}"
+                "{act}/{norm} layer {l}"
             );
         }
     }
@@ -273,8 +285,8 @@ fn hvp_matches_central_differences_of_the_gradient() {
 
 /// A few training steps with every feature on: sample norms, HVPs, preconditioner,
 /// Wasserstein, evaluation. Returns all parameters and every statistic as bits.
-fn trajectory(act: Activation, seed: u64, threads: usize) -> Vec<u64> {
-    let s = spec(act);
+fn trajectory(act: Activation, norm: Norm, seed: u64, threads: usize) -> Vec<u64> {
+    let s = spec(act, norm);
     let mut cpu = CpuBackend::new(&s, seed)
         .unwrap()
         .with_threads(threads)
@@ -326,19 +338,29 @@ fn trajectory(act: Activation, seed: u64, threads: usize) -> Vec<u64> {
 
 #[test]
 fn one_seed_gives_bit_identical_results() {
-    for act in [Activation::Relu, Activation::Crelu] {
+    for (act, norm) in CASES {
         for threads in [1, 2] {
-            let a = trajectory(act, 5, threads);
-            assert_eq!(a, trajectory(act, 5, threads), "{act} threads {threads}");
-            assert_ne!(a, trajectory(act, 6, threads), "{act}");
+            let a = trajectory(act, norm, 5, threads);
+            assert_eq!(
+                a,
+                trajectory(act, norm, 5, threads),
+                "{act}/{norm} threads {threads}"
+            );
+            assert_ne!(a, trajectory(act, norm, 6, threads), "{act}/{norm}");
         }
+        // Any thread count: the same bits.
+        assert_eq!(
+            trajectory(act, norm, 5, 1),
+            trajectory(act, norm, 5, 2),
+            "{act}/{norm}"
+        );
     }
 }
 
 #[test]
 fn regulariser_changes_the_step_not_the_statistics() {
-    let (mut a, _, _) = setup(Activation::Relu, 7);
-    let (mut b, _, _) = setup(Activation::Relu, 7);
+    let (mut a, _, _) = setup(Activation::Relu, Norm::None, 7);
+    let (mut b, _, _) = setup(Activation::Relu, Norm::None, 7);
     let adam = default_adam();
     for t in 1..=3 {
         let oa = a.forward_backward(&batch(), true).unwrap();
@@ -364,7 +386,7 @@ fn regulariser_changes_the_step_not_the_statistics() {
 
 #[test]
 fn errors_name_the_bad_input() {
-    let (mut cpu, _, _) = setup(Activation::Relu, 8);
+    let (mut cpu, _, _) = setup(Activation::Relu, Norm::None, 8);
     let n = cpu.layer_param_counts()[1];
     let mut out = vec![0.0f32; n];
     assert!(matches!(
@@ -438,7 +460,7 @@ fn errors_name_the_bad_input() {
         cpu.load_task(&bad, &[0, 1]),
         Err(BackendError::NonFiniteInput { index: 4, .. })
     ));
-    assert!(CpuBackend::new(&spec(Activation::Relu), 1)
+    assert!(CpuBackend::new(&spec(Activation::Relu, Norm::None), 1)
         .unwrap()
         .with_threads(0)
         .is_err());
@@ -446,7 +468,7 @@ fn errors_name_the_bad_input() {
 
 #[test]
 fn non_finite_gradients_are_refused_without_touching_the_model() {
-    let (mut cpu, _, _) = setup(Activation::Relu, 9);
+    let (mut cpu, _, _) = setup(Activation::Relu, Norm::None, 9);
     let mut w = cpu.layer_params(2).unwrap().to_vec();
     w.iter_mut().for_each(|x| *x = 3e38);
     cpu.set_layer_params(2, &w).unwrap();
@@ -476,7 +498,7 @@ fn non_finite_gradients_are_refused_without_touching_the_model() {
 
 #[test]
 fn exported_state_continues_bit_identically() {
-    let s = spec(Activation::Crelu);
+    let s = spec(Activation::Crelu, Norm::None);
     let (x, y) = task(3, N, s.input, s.classes);
     let adam = default_adam();
     let reg = Regularizer {
@@ -530,8 +552,8 @@ fn exported_state_continues_bit_identically() {
 
 #[test]
 fn network_hvp_matches_central_differences_of_the_whole_gradient() {
-    for act in [Activation::Relu, Activation::Crelu] {
-        let (mut cpu, x, y) = setup(act, 12);
+    for (act, norm) in CASES {
+        let (mut cpu, x, y) = setup(act, norm, 12);
         cpu.forward_backward(&batch(), false).unwrap();
         let base = Reference::of(&cpu);
         let mut rng = ChaCha8Rng::seed_from_u64(21);
@@ -561,7 +583,7 @@ fn network_hvp_matches_central_differences_of_the_whole_gradient() {
             .collect();
         let got: Vec<f64> = hv.iter().flatten().map(|&x| x as f64).collect();
         let e = rel_err(&got, &fd);
-        assert!(e < 1e-4, "{act}: relative error {e}");
+        assert!(e < 1e-4, "{act}/{norm}: relative error {e}");
         // The diagonal blocks agree with the block products.
         for (l, vl) in v.iter().enumerate() {
             let mut block = vec![0.0f32; vl.len()];
@@ -577,14 +599,14 @@ fn network_hvp_matches_central_differences_of_the_whole_gradient() {
                 block.iter().map(|&x| x as f64).collect(),
                 full[l].iter().map(|&x| x as f64).collect(),
             );
-            assert!(rel_err(&a, &b) < 1e-5, "{act} layer {l}");
+            assert!(rel_err(&a, &b) < 1e-5, "{act}/{norm} layer {l}");
         }
     }
 }
 
 #[test]
 fn hidden_pre_activations_match_the_reference_and_keep_the_batch() {
-    let (mut cpu, x, _) = setup(Activation::Relu, 13);
+    let (mut cpu, x, _) = setup(Activation::Relu, Norm::None, 13);
     cpu.forward_backward(&batch(), false).unwrap();
     let z = cpu.hidden_pre_activations(&[2, 5]).unwrap();
     assert_eq!(z.len(), 2);
@@ -605,10 +627,55 @@ fn hidden_pre_activations_match_the_reference_and_keep_the_batch() {
     cpu.hvp(0, &vec![0.1; n], &mut vec![0.0; n]).unwrap();
 }
 
+/// With LayerNorm the hidden pre-activations reported are the normalised ones (the
+/// nonlinearity's input): per example, mean 0 and variance 1 (up to ε), and exactly LN of
+/// `W x + b` by hand for the first layer.
+#[test]
+fn layer_norm_pre_activations_have_zero_mean_and_unit_variance() {
+    for act in [Activation::Relu, Activation::Crelu] {
+        let (mut cpu, x, _) = setup(act, Norm::Layer, 17);
+        let rows: Vec<u32> = (0..N as u32).collect();
+        let u = cpu.hidden_pre_activations(&rows).unwrap();
+        let r = Reference::of(&cpu);
+        for (l, ul) in u.iter().enumerate() {
+            let w = r.shapes[l].fan_out;
+            assert_eq!(ul.len(), N * w);
+            for row in ul.chunks_exact(w) {
+                let mean = row.iter().map(|&v| v as f64).sum::<f64>() / w as f64;
+                let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / w as f64;
+                assert!(mean.abs() < 1e-6, "{act} layer {l}: mean {mean}");
+                assert!((var - 1.0).abs() < 1e-3, "{act} layer {l}: variance {var}");
+            }
+        }
+        let s = r.shapes[0];
+        for i in 0..N {
+            let z: Vec<f64> = (0..s.fan_out)
+                .map(|j| {
+                    r.params[0][s.weights() + j]
+                        + (0..s.fan_in)
+                            .map(|k| r.params[0][j * s.fan_in + k] * x[i * s.fan_in + k] as f64)
+                            .sum::<f64>()
+                })
+                .collect();
+            let n = s.fan_out as f64;
+            let mean = z.iter().sum::<f64>() / n;
+            let var = z.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+            for j in 0..s.fan_out {
+                let want = (z[j] - mean) / (var + 1e-5).sqrt();
+                let got = u[0][i * s.fan_out + j] as f64;
+                assert!(
+                    (got - want).abs() < 1e-5,
+                    "{act} [{i}, {j}]: {got} vs {want}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn reinit_units_redraws_inputs_zeroes_outputs_and_their_moments_only() {
-    for act in [Activation::Relu, Activation::Crelu] {
-        let (mut cpu, _, _) = setup(act, 14);
+    for (act, norm) in CASES {
+        let (mut cpu, _, _) = setup(act, norm, 14);
         let adam = default_adam();
         for t in 1..=3 {
             cpu.forward_backward(&batch(), false).unwrap();
@@ -660,7 +727,7 @@ fn reinit_units_redraws_inputs_zeroes_outputs_and_their_moments_only() {
 
 #[test]
 fn shrink_perturb_shrinks_and_perturbs_by_exactly_its_constants() {
-    let (mut cpu, _, _) = setup(Activation::Relu, 15);
+    let (mut cpu, _, _) = setup(Activation::Relu, Norm::None, 15);
     let before = cpu.export_state().unwrap();
     cpu.shrink_perturb(0.1, 0.0, 3).unwrap();
     let shrunk = cpu.export_state().unwrap();
@@ -698,7 +765,7 @@ fn shrink_perturb_shrinks_and_perturbs_by_exactly_its_constants() {
 fn l2_init_adds_twice_lambda_times_the_drift_to_the_step_gradient() {
     // One plain step moves θ away from θ₀; the next step's gradient (its ‖g‖² statistic)
     // must then be the data gradient plus 2λ(θ − θ₀), computed here by hand.
-    let (mut cpu, _, _) = setup(Activation::Relu, 16);
+    let (mut cpu, _, _) = setup(Activation::Relu, Norm::None, 16);
     let adam = default_adam();
     cpu.forward_backward(&batch(), false).unwrap();
     cpu.adam_step(&adam, &[0.01; 3], 1, &Regularizer::default())

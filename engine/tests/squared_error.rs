@@ -9,13 +9,21 @@ use rand_chacha::ChaCha8Rng;
 use safestep_core::adam::{Adam, AdamConfig};
 use safestep_engine::reference::ReferenceRegressionMlp;
 use safestep_engine::{
-    Activation, Backend, BackendError, CpuBackend, LayerShape, Loss, ModelSpec, Regularizer,
+    Activation, Backend, BackendError, CpuBackend, LayerShape, Loss, ModelSpec, Norm, Regularizer,
 };
 
 const N: usize = 11;
 const OUT: usize = 2;
 
-fn spec(act: Activation) -> ModelSpec {
+/// Every activation, without and with LayerNorm.
+const CASES: [(Activation, Norm); 4] = [
+    (Activation::Relu, Norm::None),
+    (Activation::Crelu, Norm::None),
+    (Activation::Relu, Norm::Layer),
+    (Activation::Crelu, Norm::Layer),
+];
+
+fn spec(act: Activation, norm: Norm) -> ModelSpec {
     ModelSpec {
         input: 6,
         hidden: vec![5, 4],
@@ -23,6 +31,7 @@ fn spec(act: Activation) -> ModelSpec {
         activation: act,
         crelu_match_params: false,
         loss: Loss::SquaredError,
+        norm,
     }
 }
 
@@ -37,8 +46,8 @@ struct Setup {
     y: Vec<f32>,
 }
 
-fn setup(act: Activation, seed: u64) -> Setup {
-    let s = spec(act);
+fn setup(act: Activation, norm: Norm, seed: u64) -> Setup {
+    let s = spec(act, norm);
     let cpu = CpuBackend::new(&s, seed).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(seed + 100);
     let x: Vec<f32> = (0..N * s.input).map(|_| rng.random::<f32>()).collect();
@@ -94,13 +103,14 @@ fn rel_err(a: &[f64], b: &[f64]) -> f64 {
 
 #[test]
 fn loss_gradient_and_sample_norms_match_the_reference() {
-    for act in [Activation::Relu, Activation::Crelu] {
-        let mut s = setup(act, 5);
+    for (act, norm) in CASES {
+        let mut s = setup(act, norm, 5);
         let params = s.params();
         let (x, y) = s.gather(&batch());
         let r = ReferenceRegressionMlp {
             shapes: &s.shapes,
             activation: act,
+            norm,
             params: &params,
             x: &x,
             y: &y,
@@ -108,7 +118,10 @@ fn loss_gradient_and_sample_norms_match_the_reference() {
         let (loss, g) = r.loss_and_grads();
         let samples = r.sample_grads();
         let out = s.cpu.forward_backward(&batch(), true).unwrap();
-        assert!((out.loss - loss).abs() < 1e-5 * loss.max(1.0), "{act}");
+        assert!(
+            (out.loss - loss).abs() < 1e-5 * loss.max(1.0),
+            "{act}/{norm}"
+        );
         assert_eq!((out.correct, out.batch), (0, batch().len()));
         for (l, want) in g.iter().enumerate() {
             let got: Vec<f64> = s
@@ -118,7 +131,7 @@ fn loss_gradient_and_sample_norms_match_the_reference() {
                 .iter()
                 .map(|&v| f64::from(v))
                 .collect();
-            assert!(rel_err(&got, want) < 1e-5, "{act} layer {l}");
+            assert!(rel_err(&got, want) < 1e-5, "{act}/{norm} layer {l}");
             let sq: f64 = want.iter().map(|v| v * v).sum();
             assert!((out.layers[l].mean_grad_sq - sq).abs() < 1e-5 * sq + 1e-12);
             let per_sample: f64 = samples
@@ -128,11 +141,11 @@ fn loss_gradient_and_sample_norms_match_the_reference() {
             let got = out.layers[l].sum_sample_sq_norms.unwrap();
             assert!(
                 per_sample > 0.0,
-                "{act} layer {l}: a dead layer tests nothing"
+                "{act}/{norm} layer {l}: a dead layer tests nothing"
             );
             assert!(
                 (got - per_sample).abs() < 1e-5 * per_sample,
-                "{act} layer {l}: {got} vs {per_sample}"
+                "{act}/{norm} layer {l}: {got} vs {per_sample}"
             );
         }
         // The whole task: mean ½‖ŷ − y‖², no accuracy.
@@ -141,6 +154,7 @@ fn loss_gradient_and_sample_norms_match_the_reference() {
         let (full_loss, _) = ReferenceRegressionMlp {
             shapes: &s.shapes,
             activation: act,
+            norm,
             params: &params,
             x: &fx,
             y: &fy,
@@ -155,13 +169,14 @@ fn loss_gradient_and_sample_norms_match_the_reference() {
 
 #[test]
 fn hessian_vector_products_match_the_reference_and_finite_differences() {
-    for act in [Activation::Relu, Activation::Crelu] {
-        let mut s = setup(act, 2);
+    for (act, norm) in CASES {
+        let mut s = setup(act, norm, 2);
         let params = s.params();
         let (x, y) = s.gather(&batch());
         let r = ReferenceRegressionMlp {
             shapes: &s.shapes,
             activation: act,
+            norm,
             params: &params,
             x: &x,
             y: &y,
@@ -183,7 +198,7 @@ fn hessian_vector_products_match_the_reference_and_finite_differences() {
             let want = r.hvp(l, &v.iter().map(|&a| f64::from(a)).collect::<Vec<_>>());
             let got: Vec<f64> = hv.iter().map(|&a| f64::from(a)).collect();
             let e = rel_err(&got, &want);
-            assert!(e < 1e-5, "{act} layer {l}: relative error {e}");
+            assert!(e < 1e-5, "{act}/{norm} layer {l}: relative error {e}");
         }
         // The whole network's product against central differences of the reference gradient.
         let mut out: Vec<Vec<f32>> = vs.iter().map(|v| vec![0.0; v.len()]).collect();
@@ -213,14 +228,17 @@ fn hessian_vector_products_match_the_reference_and_finite_differences() {
                 .collect();
             let got: Vec<f64> = out[l].iter().map(|&a| f64::from(a)).collect();
             let e = rel_err(&got, &fd);
-            assert!(e < 1e-4, "{act} network layer {l}: relative error {e}");
+            assert!(
+                e < 1e-4,
+                "{act}/{norm} network layer {l}: relative error {e}"
+            );
         }
     }
 }
 
 #[test]
 fn adam_lowers_the_squared_error_and_regularisers_still_apply() {
-    let mut s = setup(Activation::Relu, 3);
+    let mut s = setup(Activation::Relu, Norm::None, 3);
     let adam = Adam::new(AdamConfig::default()).unwrap();
     let all: Vec<u32> = (0..N as u32).collect();
     let before = s.cpu.evaluate().unwrap().loss;
@@ -238,7 +256,7 @@ fn adam_lowers_the_squared_error_and_regularisers_still_apply() {
 
 #[test]
 fn the_wrong_kind_of_task_data_is_refused() {
-    let mut s = setup(Activation::Relu, 4);
+    let mut s = setup(Activation::Relu, Norm::None, 4);
     assert!(matches!(
         s.cpu.load_task(&s.x.clone(), &[0; N]),
         Err(BackendError::WrongTargets {
@@ -267,7 +285,7 @@ fn the_wrong_kind_of_task_data_is_refused() {
         &ModelSpec {
             classes: 3,
             loss: Loss::CrossEntropy,
-            ..spec(Activation::Relu)
+            ..spec(Activation::Relu, Norm::None)
         },
         1,
     )

@@ -623,6 +623,7 @@ fn check_mlp(gpu: &Arc<Gpu>, rng: &mut TestRng, out: &mut Vec<Check>) -> Selftes
             activation: act,
             crelu_match_params: false,
             loss: safestep_engine::Loss::CrossEntropy,
+            norm: safestep_engine::Norm::None,
         };
         let mut mlp = GpuMlp::new(gpu.clone(), &spec, 3)?;
         let shapes = mlp.shapes().to_vec();
@@ -647,6 +648,7 @@ fn check_mlp(gpu: &Arc<Gpu>, rng: &mut TestRng, out: &mut Vec<Check>) -> Selftes
         let reference = ReferenceMlp {
             shapes: &shapes,
             activation: act,
+            norm: safestep_engine::Norm::None,
             params: &params,
             x: &x,
             y: &y,

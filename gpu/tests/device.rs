@@ -35,6 +35,27 @@ fn no_device_error_is_clear() {
     }
 }
 
+/// LayerNorm has no CUDA kernels: `open` refuses it, naming the option, before it looks
+/// for a device (so this holds on machines without one too).
+#[test]
+fn layer_norm_is_refused_naming_the_option() {
+    let spec = ModelSpec {
+        hidden: vec![16],
+        norm: safestep_engine::Norm::Layer,
+        ..ModelSpec::default()
+    };
+    match GpuMlp::open(&spec, 1) {
+        Err(e @ BackendError::Unsupported { .. }) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains("--norm layer") && msg.contains("cuda"),
+                "{msg}"
+            );
+        }
+        other => panic!("expected Unsupported, got {:?}", other.map(|_| ())),
+    }
+}
+
 #[test]
 fn every_kernel_matches_its_reference() {
     let Some(gpu) = gpu() else { return };
@@ -95,6 +116,7 @@ fn mlp_trains_and_is_deterministic() {
         activation: Activation::Relu,
         crelu_match_params: false,
         loss: safestep_engine::Loss::CrossEntropy,
+        norm: safestep_engine::Norm::None,
     };
     let run = || -> Vec<f64> {
         let mut mlp = GpuMlp::new(gpu.clone(), &spec, 5).unwrap();

@@ -272,6 +272,7 @@ fn cuda_matches_cpu_with_crelu_wasserstein_and_weight_decay() {
         activation: Activation::Crelu,
         crelu_match_params: false,
         loss: safestep_engine::Loss::CrossEntropy,
+        norm: safestep_engine::Norm::None,
     };
     for (name, wd, lambda) in [
         (

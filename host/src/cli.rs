@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use safestep_core::bounds::StepMeasure;
 use safestep_core::scheduler::Mode;
 
-use crate::config::{BackendKind, ConfigError, RunConfig};
+use crate::config::{BackendKind, ConfigError, NormKind, RunConfig};
 use crate::data::Benchmark;
 use crate::methods::Method;
 
@@ -97,6 +97,10 @@ pub struct CommonArgs {
     /// Hidden widths, comma-separated (e.g. 256,256).
     #[arg(long, value_delimiter = ',')]
     pub hidden: Option<Vec<usize>>,
+    /// Hidden-layer normalisation: none (default) or layer (LayerNorm without gain/bias
+    /// before each hidden nonlinearity; CPU backend only). With compare, every run gets it.
+    #[arg(long, value_enum)]
+    pub norm: Option<NormKind>,
     /// Step measure compared with the bound: normalized (ρ = α_agg·λ, default),
     /// preconditioned (ρ = lr·λ_max(D^½HD^½)) or mean (the literal mean multiplier).
     #[arg(long, value_parser = core_names::<StepMeasure>(StepMeasure::NAMES))]
@@ -141,7 +145,7 @@ pub struct RunArgs {
     /// Seed of everything random.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Output folder [default: runs/METHOD_SCHEDULER_lrLR_seedSEED].
+    /// Output folder [default: runs/METHOD_SCHEDULER_lrLR_seedSEED, METHOD-ln_… with --norm layer].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Continue the run in DIR from its last finished task (uses DIR/config.toml).
@@ -326,6 +330,7 @@ impl CommonArgs {
         set(&mut cfg.examples, &self.examples);
         set(&mut cfg.batch_size, &self.batch_size);
         set(&mut cfg.model.hidden, &self.hidden);
+        set(&mut cfg.model.norm, &self.norm);
         set(&mut cfg.scheduler.measure, &self.measure);
         set(&mut cfg.scheduler.interval, &self.interval);
         set(&mut cfg.scheduler.safety, &self.safety);

@@ -562,6 +562,7 @@ mod tests {
             wall_seconds: 1.0,
             benchmark: String::new(),
             method: String::new(),
+            norm: None,
             scheduler: String::new(),
             lr: 0.0,
             seed: 0,

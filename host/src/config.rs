@@ -62,6 +62,42 @@ pub enum NoiseBatch {
     Fresh,
 }
 
+/// Normalisation of the hidden layers (`[model] norm`, `--norm`): the engine's
+/// [`safestep_engine::Norm`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum NormKind {
+    /// No normalisation (the default).
+    #[default]
+    None,
+    /// LayerNorm without learnable gain or bias on each hidden layer's pre-activations,
+    /// before the nonlinearity (as in the L2-Init and plasticity baselines of Kumar et al.
+    /// 2023 and Lyle et al. 2023); CPU engine only.
+    Layer,
+}
+
+impl NormKind {
+    /// The engine's option.
+    pub fn engine(self) -> safestep_engine::Norm {
+        match self {
+            NormKind::None => safestep_engine::Norm::None,
+            NormKind::Layer => safestep_engine::Norm::Layer,
+        }
+    }
+
+    /// Whether this is the default (`none`): `config.toml` then leaves the key out, so the
+    /// files of every run without LayerNorm stay as they were before the option existed.
+    pub fn is_none(&self) -> bool {
+        *self == NormKind::None
+    }
+}
+
+impl fmt::Display for NormKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.engine().as_str())
+    }
+}
+
 /// The model architecture.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -70,6 +106,10 @@ pub struct ModelConfig {
     pub hidden: Vec<usize>,
     /// With CReLU, shrink hidden widths so the parameter count matches the ReLU network.
     pub crelu_match_params: bool,
+    /// none | layer: LayerNorm (no affine parameters) before each hidden nonlinearity.
+    /// Written to `config.toml` only when it is `layer`.
+    #[serde(skip_serializing_if = "NormKind::is_none")]
+    pub norm: NormKind,
 }
 
 impl Default for ModelConfig {
@@ -77,6 +117,7 @@ impl Default for ModelConfig {
         Self {
             hidden: vec![256, 256],
             crelu_match_params: false,
+            norm: NormKind::None,
         }
     }
 }
@@ -459,6 +500,13 @@ impl RunConfig {
                 "a method the cuda engine offers (l2-init, shrink-perturb, cbp and redo run on the cpu backend only, for now)",
             ));
         }
+        if self.model.norm == NormKind::Layer && self.backend == BackendKind::Cuda {
+            return Err(ConfigError::new(
+                "model.norm",
+                self.model.norm,
+                "none on the cuda backend (its kernels have no LayerNorm yet; --norm layer runs on --backend cpu)",
+            ));
+        }
         at_least("examples", self.examples, 2)?;
         if self.benchmark.is_regression() {
             self.regression_settings().validate()?;
@@ -639,10 +687,16 @@ impl RunConfig {
         self.scheduler.mode != Mode::Off || self.records_indicators()
     }
 
-    /// A short label naming the run's method, scheduler, lr and seed (used for folder names).
+    /// A short label naming the run's method, scheduler, lr and seed (used for folder names),
+    /// the method marked `-ln` with LayerNorm (`adam-ln_combined_lr0.001_seed0`), so runs
+    /// with and without it never share a folder.
     pub fn label(&self) -> String {
+        let norm = match self.model.norm {
+            NormKind::None => "",
+            NormKind::Layer => "-ln",
+        };
         format!(
-            "{}_{}_lr{}_seed{}",
+            "{}{norm}_{}_lr{}_seed{}",
             self.method.name(),
             self.scheduler.mode,
             self.lr,
@@ -705,6 +759,38 @@ mod tests {
             ..cfg
         };
         assert_eq!(too_many.validate().unwrap_err().field, "examples");
+    }
+
+    #[test]
+    fn norm_round_trips_and_stays_out_of_default_configs() {
+        assert!(!RunConfig::default().to_toml().contains("\nnorm ="));
+        let cfg = RunConfig::from_toml_str("[model]\nnorm = \"layer\"").unwrap();
+        assert_eq!(cfg.model.norm, NormKind::Layer);
+        cfg.validate().unwrap();
+        assert!(
+            cfg.to_toml().contains("norm = \"layer\""),
+            "{}",
+            cfg.to_toml()
+        );
+        assert_eq!(RunConfig::from_toml_str(&cfg.to_toml()).unwrap(), cfg);
+        assert_eq!(cfg.label(), "adam-ln_off_lr0.001_seed0");
+        assert_eq!(RunConfig::default().label(), "adam_off_lr0.001_seed0");
+        assert_eq!(
+            crate::runner::model_spec(&cfg).norm,
+            safestep_engine::Norm::Layer
+        );
+        // A bad value names the key, the value and what is allowed.
+        let err = RunConfig::from_toml_str("[model]\nnorm = \"batch\"").unwrap_err();
+        assert!(
+            err.contains("norm") && err.contains("batch") && err.contains("layer"),
+            "{err}"
+        );
+        // The CUDA engine has no LayerNorm.
+        let cuda = RunConfig {
+            backend: BackendKind::Cuda,
+            ..cfg
+        };
+        assert_eq!(cuda.validate().unwrap_err().field, "model.norm");
     }
 
     #[test]

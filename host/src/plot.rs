@@ -174,7 +174,9 @@ pub fn task_series(runs: &[PathBuf]) -> Result<(TaskMetric, Vec<Series>), PlotEr
         let (summary, rows) = read_run(dir)?;
         let label = format!(
             "{} / {} / lr {}",
-            summary.method, summary.scheduler, summary.lr
+            summary.method_label(),
+            summary.scheduler,
+            summary.lr
         );
         let accuracy: Option<Vec<f64>> = rows.iter().map(|r| r.train_accuracy).collect();
         let online_loss: Option<Vec<f64>> = rows.iter().map(|r| r.online_loss).collect();
@@ -217,7 +219,7 @@ struct LrPoint {
 /// (x = optimizer step), else from the end of each task (x = task).
 pub fn lr_series(dir: &Path) -> Result<(Vec<Series>, &'static str), PlotError> {
     let (summary, rows) = read_run(dir)?;
-    let name = format!("{} / {}", summary.method, summary.scheduler);
+    let name = format!("{} / {}", summary.method_label(), summary.scheduler);
     let mut by_layer: BTreeMap<usize, Vec<(f64, f64)>> = BTreeMap::new();
     if let Ok(mut reader) = csv::Reader::from_path(dir.join(CONTROLLER_FILE)) {
         for rec in reader.deserialize::<LrPoint>().flatten() {

@@ -137,6 +137,7 @@ pub fn model_spec(cfg: &RunConfig) -> ModelSpec {
         },
         crelu_match_params: cfg.model.crelu_match_params,
         loss,
+        norm: cfg.model.norm.engine(),
     }
 }
 
@@ -591,6 +592,7 @@ pub fn summary(cfg: &RunConfig, rows: &[TaskRow], indicator_seconds: f64) -> Sum
         wall_seconds: rows.last().map_or(0.0, |r| r.wall_seconds),
         benchmark: cfg.benchmark.to_string(),
         method: cfg.method.name().to_string(),
+        norm: (!cfg.model.norm.is_none()).then(|| cfg.model.norm.to_string()),
         scheduler: cfg.scheduler.mode.to_string(),
         lr: cfg.lr,
         seed: cfg.seed,

@@ -207,3 +207,121 @@ fn the_plasticity_baselines_run_and_resume_bit_identically() {
         assert_eq!(cuda.status.code(), Some(2), "{method} on cuda");
     }
 }
+
+#[test]
+fn layer_norm_runs_and_resumes_bit_identically() {
+    let (full, cut, plain) = (scratch("ln-full"), scratch("ln-cut"), scratch("ln-plain"));
+    let args = ["--scheduler", "combined", "--norm", "layer"];
+    let out = run_small(&full, &args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(run_small(&plain, &["--scheduler", "combined"])
+        .status
+        .success());
+    assert_ne!(
+        tasks_without_time(&full),
+        tasks_without_time(&plain),
+        "--norm layer changes nothing"
+    );
+    let config = std::fs::read_to_string(full.join("config.toml")).expect("config.toml");
+    assert!(config.contains("norm = \"layer\""), "{config}");
+    let summary = std::fs::read_to_string(full.join("summary.json")).expect("summary.json");
+    assert!(summary.contains("\"norm\": \"layer\""), "{summary}");
+    let plain_config = std::fs::read_to_string(plain.join("config.toml")).expect("config.toml");
+    assert!(!plain_config.contains("\nnorm ="), "{plain_config}");
+    let mut first = args.to_vec();
+    first.extend(["--stop-after", "1"]);
+    assert!(run_small(&cut, &first).status.success());
+    assert_eq!(tasks_without_time(&cut).len(), 2, "header and one task");
+    let resumed = safestep(&["run", "--resume", cut.to_str().unwrap(), "--quiet"]);
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert_eq!(tasks_without_time(&full), tasks_without_time(&cut));
+    assert_eq!(
+        std::fs::read(full.join("controller.csv")).expect("controller.csv"),
+        std::fs::read(cut.join("controller.csv")).expect("controller.csv")
+    );
+}
+
+#[test]
+fn bad_norm_values_exit_2_and_name_the_field() {
+    let dir = scratch("bad-norm");
+    let out_dir = dir.to_str().expect("utf-8");
+    let bad_file = write_config(&scratch("bad-norm-cfg"), "[model]\nnorm = \"batch\"\n");
+    let cases: [(&[&str], &[&str]); 3] = [
+        (
+            &["run", "--norm", "batch", "--out", out_dir],
+            &["--norm", "batch", "layer"],
+        ),
+        (
+            &["run", "--config", &bad_file, "--out", out_dir],
+            &["norm", "batch", "layer"],
+        ),
+        (
+            &[
+                "run",
+                "--norm",
+                "layer",
+                "--backend",
+                "cuda",
+                "--out",
+                out_dir,
+            ],
+            &["model.norm", "layer", "cpu"],
+        ),
+    ];
+    for (args, needles) in cases {
+        let out = safestep(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        for needle in needles {
+            assert!(stderr.contains(needle), "{args:?} lacks {needle}: {stderr}");
+        }
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn compare_passes_the_norm_to_every_run() {
+    let dir = scratch("compare-ln");
+    let out = safestep(&[
+        "compare",
+        "--norm",
+        "layer",
+        "--methods",
+        "adam",
+        "--schedulers",
+        "off",
+        "--seeds",
+        "0,1",
+        "--tasks",
+        "1",
+        "--epochs",
+        "1",
+        "--examples",
+        "64",
+        "--batch-size",
+        "32",
+        "--jobs",
+        "1",
+        "--quiet",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for seed in [0, 1] {
+        let run = dir.join(format!("adam-ln_off_lr0.001_seed{seed}"));
+        let config = std::fs::read_to_string(run.join("config.toml")).expect("config.toml");
+        assert!(config.contains("norm = \"layer\""), "{config}");
+    }
+}

@@ -4,13 +4,19 @@
 //! for squared error), and back down to that layer only; for the
 //! whole network every layer's tangent enters on the way forward, and on the way back each
 //! layer's product gains the term of its input's tangent (`δᵀ R{a}`).
+//!
+//! With LayerNorm ([`Norm::Layer`]) on a hidden layer, `u = LN(z)` feeds the nonlinearity:
+//! the tangent goes through its Jacobian `J = s·(I − 11ᵀ/n − uuᵀ/n)` (symmetric, so the
+//! backward uses the same map), `R{u} = J·R{z}`, and on the way back
+//! `R{δ_z} = J·R{∂ℓ/∂u} + R{J}·∂ℓ/∂u`, the second term LayerNorm's own curvature
+//! ([`ops::layer_norm_second_order`]). The (C)ReLU still has no second-order term.
 
 use super::gemm::{matmul, MatRef};
 use super::ops;
 use super::CpuBackend;
 use crate::checks::{check_layer, check_len, check_vector};
 use crate::error::BackendError;
-use crate::spec::Loss;
+use crate::spec::{Loss, Norm};
 
 /// `R{δ} = ∇²_z ℓ · R{z}` per sample: the loss's Hessian with respect to the outputs applied
 /// to the outputs' tangent `rz` (both `rows × classes`). Cross-entropy: the softmax Jacobian
@@ -58,11 +64,12 @@ impl CpuBackend {
         check_len("out", s.params(), out.len())?;
         let shapes = &self.shapes;
         let act = self.act;
+        let norm = self.norm;
         let threads = self.threads;
         let classes = self.spec.classes;
         let ws = &self.train;
         let t = &mut self.tangents;
-        t.ensure(shapes, act.expansion(), rows);
+        t.ensure(shapes, act.expansion(), norm, rows);
         let input = if layer == 0 {
             &self.batch_x[..]
         } else {
@@ -81,14 +88,16 @@ impl CpuBackend {
         );
         for k in layer + 1..shapes.len() {
             let (below, sk) = (shapes[k - 1], shapes[k]);
-            ops::activate_tangent(
-                act,
-                &ws.z[k - 1],
-                &t.rz[k - 1],
-                &mut t.rh,
-                rows,
-                below.fan_out,
-            );
+            let rpre = match norm {
+                Norm::None => &t.rz[k - 1],
+                Norm::Layer => {
+                    let (u, is) = (&ws.u[k - 1], &ws.inv_std[k - 1]);
+                    let (rz, ru) = (&t.rz[k - 1], &mut t.ru[k - 1]);
+                    ops::layer_norm_jacobian(u, is, rz, ru, rows, below.fan_out);
+                    &t.ru[k - 1]
+                }
+            };
+            ops::activate_tangent(act, ws.act_in(k - 1), rpre, &mut t.rh, rows, below.fan_out);
             matmul(
                 &mut t.rz[k],
                 MatRef::row_major(&t.rh, rows, sk.fan_in),
@@ -119,14 +128,29 @@ impl CpuBackend {
                 threads,
             );
             let (lower, _) = t.rd.split_at_mut(k);
-            ops::activate_backward(
-                act,
-                &ws.z[k - 1],
-                &t.rdh,
-                &mut lower[k - 1],
-                rows,
-                below.fan_out,
-            );
+            let w = below.fan_out;
+            match norm {
+                Norm::None => {
+                    ops::activate_backward(act, &ws.z[k - 1], &t.rdh, &mut lower[k - 1], rows, w);
+                }
+                Norm::Layer => {
+                    let (u, is) = (&ws.u[k - 1], &ws.inv_std[k - 1]);
+                    let rgu = &mut t.rgu[..rows * w];
+                    ops::activate_backward(act, u, &t.rdh, rgu, rows, w);
+                    ops::layer_norm_jacobian(u, is, rgu, &mut lower[k - 1], rows, w);
+                    ops::layer_norm_second_order(
+                        u,
+                        is,
+                        &t.rz[k - 1],
+                        &t.ru[k - 1],
+                        &ws.gu[k - 1],
+                        &ws.d[k - 1],
+                        &mut lower[k - 1],
+                        rows,
+                        w,
+                    );
+                }
+            }
         }
         let inv = 1.0 / rows as f32;
         let (ow, ob) = out.split_at_mut(s.weights());
@@ -157,8 +181,13 @@ impl CpuBackend {
             check_vector("v", s.params(), &v[l])?;
             check_len("out", s.params(), out[l].len())?;
         }
-        let (shapes, act, threads, classes) =
-            (&self.shapes, self.act, self.threads, self.spec.classes);
+        let (shapes, act, norm, threads, classes) = (
+            &self.shapes,
+            self.act,
+            self.norm,
+            self.threads,
+            self.spec.classes,
+        );
         let e = act.expansion();
         let ws = &self.train;
         let input = |l: usize| {
@@ -175,6 +204,13 @@ impl CpuBackend {
             .iter()
             .filter(|s| s.hidden)
             .map(|s| vec![0.0; rows * e * s.fan_out])
+            .collect();
+        // With LayerNorm, R{u_l} = J_l R{z_l} (empty without).
+        let ln = norm == Norm::Layer;
+        let mut ru: Vec<Vec<f32>> = shapes
+            .iter()
+            .filter(|s| s.hidden)
+            .map(|s| vec![0.0; if ln { rows * s.fan_out } else { 0 }])
             .collect();
         for (l, s) in shapes.iter().enumerate() {
             let (vw, vb) = v[l].split_at(s.weights());
@@ -194,7 +230,14 @@ impl CpuBackend {
                 matmul(&mut rz[l], below, w, 1.0, true, threads);
             }
             if s.hidden {
-                ops::activate_tangent(act, &ws.z[l], &rz[l], &mut ra[l], rows, s.fan_out);
+                let rpre = if ln {
+                    let (u, is) = (&ws.u[l], &ws.inv_std[l]);
+                    ops::layer_norm_jacobian(u, is, &rz[l], &mut ru[l], rows, s.fan_out);
+                    &ru[l]
+                } else {
+                    &rz[l]
+                };
+                ops::activate_tangent(act, ws.act_in(l), rpre, &mut ra[l], rows, s.fan_out);
             }
         }
         let last = layers - 1;
@@ -212,6 +255,8 @@ impl CpuBackend {
         let inv = 1.0 / rows as f32;
         let max_in = shapes.iter().map(|s| s.fan_in).max().unwrap_or(0);
         let mut scratch = vec![0.0f32; rows * max_in];
+        let widest = shapes.iter().filter(|s| s.hidden).map(|s| s.fan_out).max();
+        let mut rgu = vec![0.0f32; if ln { rows * widest.unwrap_or(0) } else { 0 }];
         for l in (0..layers).rev() {
             let s = shapes[l];
             let (ow, ob) = out[l].split_at_mut(s.weights());
@@ -251,14 +296,26 @@ impl CpuBackend {
                 let dl = MatRef::row_major(&ws.d[l][..rows * s.fan_out], rows, s.fan_out);
                 matmul(dh, dl, vw, 1.0, true, threads);
                 let (lower, _) = rd.split_at_mut(l);
-                ops::activate_backward(
-                    act,
-                    &ws.z[l - 1],
-                    dh,
-                    &mut lower[l - 1],
-                    rows,
-                    shapes[l - 1].fan_out,
-                );
+                let w = shapes[l - 1].fan_out;
+                if ln {
+                    let (u, is) = (&ws.u[l - 1], &ws.inv_std[l - 1]);
+                    let rgu = &mut rgu[..rows * w];
+                    ops::activate_backward(act, u, dh, rgu, rows, w);
+                    ops::layer_norm_jacobian(u, is, rgu, &mut lower[l - 1], rows, w);
+                    ops::layer_norm_second_order(
+                        u,
+                        is,
+                        &rz[l - 1],
+                        &ru[l - 1],
+                        &ws.gu[l - 1],
+                        &ws.d[l - 1],
+                        &mut lower[l - 1],
+                        rows,
+                        w,
+                    );
+                } else {
+                    ops::activate_backward(act, &ws.z[l - 1], dh, &mut lower[l - 1], rows, w);
+                }
             }
         }
         Ok(())

@@ -19,6 +19,15 @@
 //!   error (`δ = ŷ − y`) — and back down to layer ℓ only, where `H_ℓℓ v = (1/B)·R{Δ_ℓ}ᵀ A` (bias: column sums). The layers below ℓ
 //!   are never touched, so the last layer's product costs a sliver of a training step.
 //!
+//! With LayerNorm ([`crate::Norm::Layer`]) each hidden layer's `z` is normalised per row,
+//! `u = (z − mean z)·s` with `s = 1/sqrt(var z + ε)`, and the nonlinearity reads `u`. The
+//! deltas `δ_ℓ = ∂ℓ/∂z_ℓ` then pass through LayerNorm's symmetric Jacobian
+//! `J = s·(I − 11ᵀ/n − uuᵀ/n)`; the gradient and per-sample norm formulas above are
+//! unchanged (LayerNorm has no parameters and acts on one example at a time), and the R-operator
+//! gains LayerNorm's tangent `R{u} = J·R{z}` and its second-order term on the way back (see
+//! `hvp`). Unit statistics for continual backprop and ReDo stay those of the fed-forward
+//! features `act(u)`: a unit's activity is measured after LayerNorm and the nonlinearity.
+//!
 //! Buffers are sized on the first minibatch (and grow only if a larger one comes), so the
 //! training loop does not allocate apart from the small per-layer vectors of its outputs.
 //! Every reduction runs in a fixed order: with several threads, GEMMs are split only into
@@ -61,7 +70,7 @@ use crate::checks::{
     check_layer, check_len, check_regression_task, check_task, check_vector, Batch,
 };
 use crate::error::BackendError;
-use crate::spec::{init_params, Activation, LayerShape, Loss, ModelSpec};
+use crate::spec::{init_params, Activation, LayerShape, Loss, ModelSpec, Norm};
 use buffers::{Activations, Tangents};
 use pass::{backward, forward};
 
@@ -83,6 +92,7 @@ pub struct CpuBackend {
     spec: ModelSpec,
     shapes: Vec<LayerShape>,
     act: Activation,
+    norm: Norm,
     threads: usize,
     params: Vec<Vec<f32>>,
     grads: Vec<Vec<f32>>,
@@ -125,6 +135,7 @@ impl CpuBackend {
         let mut cpu = CpuBackend {
             spec: spec.clone(),
             act: spec.activation,
+            norm: spec.norm,
             threads: DEFAULT_THREADS,
             params: shapes.iter().map(zeros).collect(),
             grads: shapes.iter().map(zeros).collect(),
@@ -227,10 +238,12 @@ impl CpuBackend {
             let i = i as usize;
             x[k * input..(k + 1) * input].copy_from_slice(&self.task_x[i * input..(i + 1) * input]);
         }
-        self.eval.ensure(&self.shapes, self.act.expansion(), rows);
+        self.eval
+            .ensure(&self.shapes, self.act.expansion(), self.norm, rows);
         forward(
             &self.shapes,
             self.act,
+            self.norm,
             &self.params,
             &x,
             &mut self.eval,
@@ -263,7 +276,8 @@ impl CpuBackend {
     }
 
     /// The hidden layers' pre-activations on `batch`, through the evaluation buffers (the
-    /// training batch's state is left intact).
+    /// training batch's state is left intact): the nonlinearity's inputs, so with
+    /// [`Norm::Layer`] the normalised `u = LN(z)`.
     fn hidden_pre_activations_impl(
         &mut self,
         batch: &[u32],
@@ -276,10 +290,12 @@ impl CpuBackend {
             let i = i as usize;
             x[k * input..(k + 1) * input].copy_from_slice(&self.task_x[i * input..(i + 1) * input]);
         }
-        self.eval.ensure(&self.shapes, self.act.expansion(), rows);
+        self.eval
+            .ensure(&self.shapes, self.act.expansion(), self.norm, rows);
         forward(
             &self.shapes,
             self.act,
+            self.norm,
             &self.params,
             &x,
             &mut self.eval,
@@ -291,7 +307,7 @@ impl CpuBackend {
             .iter()
             .enumerate()
             .filter(|(_, s)| s.hidden)
-            .map(|(l, s)| self.eval.z[l][..rows * s.fan_out].to_vec())
+            .map(|(l, s)| self.eval.act_in(l)[..rows * s.fan_out].to_vec())
             .collect())
     }
 
@@ -335,7 +351,8 @@ impl CpuBackend {
         let input = self.spec.input;
         let classes = self.spec.classes;
         let layers = self.shapes.len();
-        self.train.ensure(&self.shapes, self.act.expansion(), rows);
+        self.train
+            .ensure(&self.shapes, self.act.expansion(), self.norm, rows);
         self.batch_x.resize(rows * input, 0.0);
         for (k, &i) in batch.iter().enumerate() {
             let i = i as usize;
@@ -360,6 +377,7 @@ impl CpuBackend {
         forward(
             &self.shapes,
             self.act,
+            self.norm,
             &self.params,
             &self.batch_x,
             &mut self.train,
@@ -391,6 +409,7 @@ impl CpuBackend {
         backward(
             &self.shapes,
             self.act,
+            self.norm,
             &self.params,
             &self.batch_x,
             &mut self.train,
@@ -426,8 +445,12 @@ impl CpuBackend {
         let input = self.spec.input;
         let classes = self.spec.classes;
         let last = self.shapes.len() - 1;
-        self.eval
-            .ensure(&self.shapes, self.act.expansion(), EVAL_ROWS.min(n));
+        self.eval.ensure(
+            &self.shapes,
+            self.act.expansion(),
+            self.norm,
+            EVAL_ROWS.min(n),
+        );
         let mut loss = 0.0f64;
         let mut correct = 0usize;
         let mut start = 0;
@@ -436,6 +459,7 @@ impl CpuBackend {
             forward(
                 &self.shapes,
                 self.act,
+                self.norm,
                 &self.params,
                 &self.task_x[start * input..(start + rows) * input],
                 &mut self.eval,

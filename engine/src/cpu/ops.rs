@@ -113,6 +113,99 @@ pub fn activate_backward(
     }
 }
 
+/// LayerNorm without affine parameters, row by row: `u = (z − mean(z))·s` with
+/// `s = 1/sqrt(var(z) + ε)` (variance with divisor `out`), `z` and `u` `rows × out`; writes
+/// each row's `s` into `inv_std`. Means and variances are summed in `f64`, in order.
+pub fn layer_norm(z: &[f32], u: &mut [f32], inv_std: &mut [f32], rows: usize, out: usize) {
+    let n = out as f64;
+    for ((zr, ur), s) in z[..rows * out]
+        .chunks_exact(out)
+        .zip(u[..rows * out].chunks_exact_mut(out))
+        .zip(&mut inv_std[..rows])
+    {
+        let mean = zr.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+        let var = zr
+            .iter()
+            .map(|&v| {
+                let c = f64::from(v) - mean;
+                c * c
+            })
+            .sum::<f64>()
+            / n;
+        let inv = 1.0 / (var + f64::from(crate::spec::LAYER_NORM_EPS)).sqrt();
+        *s = inv as f32;
+        for (ui, &zi) in ur.iter_mut().zip(zr) {
+            *ui = ((f64::from(zi) - mean) * inv) as f32;
+        }
+    }
+}
+
+/// `Σ_j a_j·b_j / n` of two rows, summed in `f64`.
+fn row_mean_product(a: &[f32], b: &[f32]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| f64::from(x) * f64::from(y))
+        .sum::<f64>()
+        / a.len() as f64
+}
+
+/// The LayerNorm Jacobian `J = s·(I − 11ᵀ/n − u uᵀ/n)` applied to each row of `g`
+/// (`rows × out`): `out = s·(g − mean(g) − u·mean(u ⊙ g))`. `J` is symmetric, so this is
+/// both the backward pass (`δ_z = J·∂ℓ/∂u`) and the tangent (`R{u} = J·R{z}`).
+pub fn layer_norm_jacobian(
+    u: &[f32],
+    inv_std: &[f32],
+    g: &[f32],
+    res: &mut [f32],
+    rows: usize,
+    out: usize,
+) {
+    for (((ur, &s), gr), rr) in u[..rows * out]
+        .chunks_exact(out)
+        .zip(&inv_std[..rows])
+        .zip(g[..rows * out].chunks_exact(out))
+        .zip(res[..rows * out].chunks_exact_mut(out))
+    {
+        let mean_g = gr.iter().map(|&v| f64::from(v)).sum::<f64>() / out as f64;
+        let mean_ug = row_mean_product(ur, gr);
+        let s = f64::from(s);
+        for ((r, &gi), &ui) in rr.iter_mut().zip(gr).zip(ur) {
+            *r = (s * (f64::from(gi) - mean_g - f64::from(ui) * mean_ug)) as f32;
+        }
+    }
+}
+
+/// The second-order term of LayerNorm's R-backward: the tangent of `J·g` when `z` moves
+/// along `R{z}` with `g = ∂ℓ/∂u` held fixed, added to `rd`:
+/// `rd −= s·(ρ·δ + m·R{u} + u·mean(R{u} ⊙ g))`, with `ρ = mean(u ⊙ R{z})`,
+/// `m = mean(u ⊙ g)` and `δ = J·g` (all `rows × out`). Derivation: `R{s} = −s²ρ`, and
+/// `J·g = s·(g − mean(g) − u·m)` with `R{u} = J·R{z}`, `R{m} = mean(R{u} ⊙ g)`.
+#[allow(clippy::too_many_arguments)]
+pub fn layer_norm_second_order(
+    u: &[f32],
+    inv_std: &[f32],
+    rz: &[f32],
+    ru: &[f32],
+    g: &[f32],
+    delta: &[f32],
+    rd: &mut [f32],
+    rows: usize,
+    out: usize,
+) {
+    for (r, &s) in inv_std[..rows].iter().enumerate() {
+        let at = r * out..(r + 1) * out;
+        let (ur, rur, gr) = (&u[at.clone()], &ru[at.clone()], &g[at.clone()]);
+        let rho = row_mean_product(ur, &rz[at.clone()]);
+        let m = row_mean_product(ur, gr);
+        let q = row_mean_product(rur, gr);
+        let s = f64::from(s);
+        for (((o, &ui), &rui), &di) in rd[at.clone()].iter_mut().zip(ur).zip(rur).zip(&delta[at]) {
+            let t = s * (rho * f64::from(di) + m * f64::from(rui) + q * f64::from(ui));
+            *o = (f64::from(*o) - t) as f32;
+        }
+    }
+}
+
 /// Softmax cross-entropy on `logits` (`rows × classes`): writes the per-sample deltas
 /// `d_i = softmax(z_i) − onehot(y_i)` (the gradient of sample i's loss w.r.t. its logits) and
 /// returns (sum of per-sample losses, samples whose first arg-max equals the label).
@@ -272,6 +365,63 @@ mod tests {
             let lhs: f32 = rh.iter().zip(&g).map(|(a, b)| a * b).sum();
             let rhs: f32 = r.iter().zip(&d).map(|(a, b)| a * b).sum();
             assert!((lhs - rhs).abs() < 1e-5, "{act}");
+        }
+    }
+
+    #[test]
+    fn layer_norm_by_hand() {
+        // Row 1: mean 2.5, variance (2.25 + 0.25 + 0.25 + 2.25)/4 = 1.25.
+        // Row 2: constant, so u = 0 (variance 0: s = 1/sqrt(ε)).
+        let z = [1.0f32, 2.0, 3.0, 4.0, 7.0, 7.0, 7.0, 7.0];
+        let (mut u, mut s) = ([0.0f32; 8], [0.0f32; 2]);
+        layer_norm(&z, &mut u, &mut s, 2, 4);
+        let inv = 1.0 / (1.25f64 + 1e-5).sqrt();
+        for (j, &zj) in z[..4].iter().enumerate() {
+            assert!(
+                (u[j] as f64 - (zj as f64 - 2.5) * inv).abs() < 1e-6,
+                "{u:?}"
+            );
+        }
+        assert!((s[0] as f64 - inv).abs() < 1e-6);
+        assert_eq!(&u[4..], &[0.0; 4]);
+        assert!((s[1] as f64 - 1.0 / 1e-5f64.sqrt()).abs() < 1e-2);
+        // Per row: mean 0 and (biased) variance 1 − ε·s², i.e. 1 up to ε.
+        let row = &u[..4];
+        let mean: f64 = row.iter().map(|&v| v as f64).sum::<f64>() / 4.0;
+        let var: f64 = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / 4.0;
+        assert!(
+            mean.abs() < 1e-7 && (var - 1.0).abs() < 1e-4,
+            "{mean} {var}"
+        );
+    }
+
+    #[test]
+    fn layer_norm_jacobian_is_symmetric_and_matches_differences() {
+        let z: Vec<f32> = (0..12)
+            .map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.3)
+            .collect();
+        let r: Vec<f32> = (0..12).map(|i| (i as f32 * 0.9).cos()).collect();
+        let g: Vec<f32> = (0..12).map(|i| (i as f32 * 0.7).sin()).collect();
+        let (rows, out) = (2, 6);
+        let (mut u, mut s) = (vec![0.0f32; 12], vec![0.0f32; 2]);
+        layer_norm(&z, &mut u, &mut s, rows, out);
+        let (mut jr, mut jg) = (vec![0.0f32; 12], vec![0.0f32; 12]);
+        layer_norm_jacobian(&u, &s, &r, &mut jr, rows, out);
+        layer_norm_jacobian(&u, &s, &g, &mut jg, rows, out);
+        let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+        assert!((dot(&jr, &g) - dot(&r, &jg)).abs() < 1e-4);
+        // J·r against central differences of LN along r.
+        let h = 1e-3f32;
+        let at = |sign: f32| {
+            let zs: Vec<f32> = z.iter().zip(&r).map(|(a, b)| a + sign * h * b).collect();
+            let (mut u, mut s) = (vec![0.0f32; 12], vec![0.0f32; 2]);
+            layer_norm(&zs, &mut u, &mut s, rows, out);
+            u
+        };
+        let (up, um) = (at(1.0), at(-1.0));
+        for j in 0..12 {
+            let fd = (up[j] - um[j]) / (2.0 * h);
+            assert!((fd - jr[j]).abs() < 2e-3, "[{j}] {fd} vs {}", jr[j]);
         }
     }
 

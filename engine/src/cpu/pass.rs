@@ -4,12 +4,16 @@
 use super::buffers::Activations;
 use super::gemm::{matmul, MatRef};
 use super::ops;
-use crate::spec::{Activation, LayerShape};
+use crate::spec::{Activation, LayerShape, Norm};
 
-/// Forward pass of `rows` input rows `x` through all layers into `ws`.
+/// Forward pass of `rows` input rows `x` through all layers into `ws` (with
+/// [`Norm::Layer`], each hidden layer's `z` is normalised into `ws.u` before the
+/// nonlinearity).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn forward(
     shapes: &[LayerShape],
     act: Activation,
+    norm: Norm,
     params: &[Vec<f32>],
     x: &[f32],
     ws: &mut Activations,
@@ -30,17 +34,27 @@ pub(super) fn forward(
             threads,
         );
         if s.hidden {
-            ops::activate(act, &ws.z[l], &mut ws.h[l], rows, s.fan_out);
+            let pre = match norm {
+                Norm::None => &ws.z[l],
+                Norm::Layer => {
+                    ops::layer_norm(&ws.z[l], &mut ws.u[l], &mut ws.inv_std[l], rows, s.fan_out);
+                    &ws.u[l]
+                }
+            };
+            ops::activate(act, pre, &mut ws.h[l], rows, s.fan_out);
         }
     }
 }
 
 /// Backward pass from the deltas already in `ws.d[last]`: writes the mean gradients into
-/// `grads` and, with `sample_sq`, each layer's `Σ_i ‖g_i‖²`.
+/// `grads` and, with `sample_sq`, each layer's `Σ_i ‖g_i‖²`. With [`Norm::Layer`] the
+/// deltas `∂ℓ_i/∂u` of each hidden layer are kept in `ws.gu` and `ws.d` holds
+/// `∂ℓ_i/∂z = J·∂ℓ_i/∂u` (so the gradients and the per-sample norms keep their form).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn backward(
     shapes: &[LayerShape],
     act: Activation,
+    norm: Norm,
     params: &[Vec<f32>],
     x: &[f32],
     ws: &mut Activations,
@@ -85,7 +99,23 @@ pub(super) fn backward(
             );
             let below = shapes[l - 1].fan_out;
             let (lower, _) = ws.d.split_at_mut(l);
-            ops::activate_backward(act, &ws.z[l - 1], &ws.dh, &mut lower[l - 1], rows, below);
+            match norm {
+                Norm::None => {
+                    ops::activate_backward(
+                        act,
+                        &ws.z[l - 1],
+                        &ws.dh,
+                        &mut lower[l - 1],
+                        rows,
+                        below,
+                    );
+                }
+                Norm::Layer => {
+                    let (u, s) = (&ws.u[l - 1], &ws.inv_std[l - 1]);
+                    ops::activate_backward(act, u, &ws.dh, &mut ws.gu[l - 1], rows, below);
+                    ops::layer_norm_jacobian(u, s, &ws.gu[l - 1], &mut lower[l - 1], rows, below);
+                }
+            }
         }
     }
 }

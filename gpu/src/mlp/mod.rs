@@ -28,7 +28,7 @@ mod pass;
 use std::sync::Arc;
 
 use safestep_engine::checks::check_layer;
-use safestep_engine::{BackendError, LayerShape, Loss, ModelSpec};
+use safestep_engine::{BackendError, LayerShape, Loss, ModelSpec, Norm};
 
 use crate::device::{Gpu, GpuBuffer, View};
 use crate::error::{GpuError, GpuResult};
@@ -196,6 +196,18 @@ fn check_loss(spec: &ModelSpec) -> Result<(), BackendError> {
     }
 }
 
+/// The CUDA engine's kernels have no LayerNorm: a model with [`Norm::Layer`] is refused
+/// with [`BackendError::Unsupported`] naming the option.
+fn check_norm(spec: &ModelSpec) -> Result<(), BackendError> {
+    match spec.norm {
+        Norm::None => Ok(()),
+        Norm::Layer => Err(BackendError::Unsupported {
+            what: "the layer-norm architecture option (--norm layer; its CUDA kernels are not written yet; use --backend cpu)",
+            backend: "cuda",
+        }),
+    }
+}
+
 impl GpuMlp {
     /// Opens CUDA device 0, allocates the model of `spec` there and initialises it from
     /// `seed`: the parameters [`safestep_engine::CpuBackend::new`] draws for the same seed.
@@ -203,11 +215,13 @@ impl GpuMlp {
     /// # Errors
     /// [`BackendError::NoDevice`] without a GPU or driver (the message says which);
     /// [`BackendError::InvalidSpec`] for a spec the engine or the kernels do not accept;
-    /// [`BackendError::Unsupported`] for the squared-error loss (checked before the device
-    /// is opened; the CUDA kernels implement softmax cross-entropy only);
+    /// [`BackendError::Unsupported`] for the squared-error loss or [`Norm::Layer`] (checked
+    /// before the device is opened; the CUDA kernels implement softmax cross-entropy
+    /// without normalisation only);
     /// [`BackendError::Device`] naming the operation that failed.
     pub fn open(spec: &ModelSpec, seed: u64) -> Result<GpuMlp, BackendError> {
         check_loss(spec)?;
+        check_norm(spec)?;
         GpuMlp::new(Gpu::new()?, spec, seed)
     }
 
@@ -217,6 +231,7 @@ impl GpuMlp {
     /// As [`GpuMlp::open`], except [`BackendError::NoDevice`].
     pub fn new(gpu: Arc<Gpu>, spec: &ModelSpec, seed: u64) -> Result<GpuMlp, BackendError> {
         check_loss(spec)?;
+        check_norm(spec)?;
         let shapes = spec.layer_shapes()?;
         check_layers(&shapes, spec.activation.expansion(), EVAL_CHUNK).map_err(|e| {
             BackendError::InvalidSpec {

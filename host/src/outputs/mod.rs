@@ -301,6 +301,18 @@ pub fn append_controller_events(out: &mut String, events: &[ControllerEvent]) {
     }
 }
 
+impl Summary {
+    /// The method as plots label it: `adam`, or `adam-ln` with LayerNorm (as run folders
+    /// are named), so runs with and without it are never averaged together.
+    pub fn method_label(&self) -> String {
+        match self.norm.as_deref() {
+            Some("layer") => format!("{}-ln", self.method),
+            Some(other) => format!("{}-{other}", self.method),
+            None => self.method.clone(),
+        }
+    }
+}
+
 /// `summary.json`: the run's headline numbers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
@@ -351,6 +363,10 @@ pub struct Summary {
     pub benchmark: String,
     /// method name.
     pub method: String,
+    /// The hidden-layer normalisation when there is one (`layer`); absent without (so the
+    /// summaries of runs without it are as before the option existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub norm: Option<String>,
     /// scheduler mode.
     pub scheduler: String,
     /// Initial lr.
