@@ -175,7 +175,12 @@ pub fn record(
             let z = &pre[l];
             let units = s.fan_out;
             let features = activate(activation, z, units);
-            let sv = singular_values(&features, subset.len(), features.len() / subset.len());
+            let sv = singular_values(&features, subset.len(), features.len() / subset.len())
+                .ok_or_else(|| TrainError::Indicator {
+                    layer: l,
+                    indicator: "effective_rank",
+                    message: "the singular values of the layer's features did not converge (or the features are not finite)".into(),
+                })?;
             (
                 Some(f64::from(
                     core_ind::unit_sign_entropy(z, units).map_err(|e| core_err(l, e))?,
@@ -241,10 +246,38 @@ fn activate(activation: Activation, z: &[f32], units: usize) -> Vec<f32> {
     }
 }
 
-/// Singular values of a row-major `rows × cols` matrix.
-fn singular_values(a: &[f32], rows: usize, cols: usize) -> Vec<f64> {
+/// Singular values of a row-major `rows × cols` matrix, or `None` when neither method
+/// below converges.
+///
+/// nalgebra's `singular_values()` iterates without bound, and it was seen to spin forever
+/// on the features of a collapsed network (a 100-epoch plain-Adam run stopped at task 5
+/// for half an hour inside it). Here its QR sweeps are bounded as LAPACK bounds them
+/// (`6·n²`); if that fails, the singular values are the square roots of the eigenvalues of
+/// the smaller Gram matrix (bounded the same way), which loses only the relative accuracy
+/// of the smallest ones.
+fn singular_values(a: &[f32], rows: usize, cols: usize) -> Option<Vec<f64>> {
+    if a.iter().any(|x| !x.is_finite()) {
+        return None;
+    }
     let m = DMatrix::from_row_iterator(rows, cols, a.iter().map(|&x| f64::from(x)));
-    m.singular_values().iter().copied().collect()
+    let n = rows.min(cols);
+    let max_sweeps = 6 * n * n + 100;
+    if let Some(svd) = m.clone().try_svd(false, false, f64::EPSILON, max_sweeps) {
+        return Some(svd.singular_values.iter().copied().collect());
+    }
+    singular_values_by_gram(&m, max_sweeps)
+}
+
+/// The singular values of `m` as the square roots of the eigenvalues of its smaller Gram
+/// matrix (unordered), with at most `max_sweeps` QR sweeps.
+fn singular_values_by_gram(m: &DMatrix<f64>, max_sweeps: usize) -> Option<Vec<f64>> {
+    let gram = if m.nrows() <= m.ncols() {
+        m * m.transpose()
+    } else {
+        m.transpose() * m
+    };
+    SymmetricEigen::try_new(gram, f64::EPSILON, max_sweeps)
+        .map(|e| e.eigenvalues.iter().map(|&l| l.max(0.0).sqrt()).collect())
 }
 
 /// `‖W‖_F²/‖W‖_2²` with `‖W‖_2² = λ_max(WᵀW)` by power iteration on the core.
@@ -654,6 +687,45 @@ mod tests {
     }
 
     #[test]
+    fn singular_values_of_dead_and_tiny_features() {
+        // Features of a collapsed layer: most columns dead (exactly 0), the rest tiny or
+        // duplicated. The singular values of [[3, 0, 0], [0, 4, 0]] scaled by 1e-30, with
+        // two dead columns added: 4e-30 and 3e-30.
+        let rows = 2;
+        let a = [3e-30f32, 0.0, 0.0, 0.0, 0.0, 0.0, 4e-30, 0.0, 0.0, 0.0];
+        let mut sv = singular_values(&a, rows, 5).unwrap();
+        sv.sort_by(|x, y| y.total_cmp(x));
+        assert!(
+            (sv[0] / 4e-30 - 1.0).abs() < 1e-6 && (sv[1] / 3e-30 - 1.0).abs() < 1e-6,
+            "{sv:?}"
+        );
+        assert!(singular_values(&[1.0, f32::NAN], 1, 2).is_none());
+    }
+
+    #[test]
+    fn the_gram_fallback_agrees_with_the_svd() {
+        let (rows, cols) = (12, 7);
+        let mut state = 3u64;
+        let a: Vec<f32> = (0..rows * cols)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+            })
+            .collect();
+        let mut svd = singular_values(&a, rows, cols).unwrap();
+        let m = DMatrix::from_row_iterator(rows, cols, a.iter().map(|&x| f64::from(x)));
+        let mut gram = singular_values_by_gram(&m, 1000).unwrap();
+        svd.sort_by(|x, y| y.total_cmp(x));
+        gram.sort_by(|x, y| y.total_cmp(x));
+        assert_eq!(svd.len(), gram.len());
+        for (s, g) in svd.iter().zip(&gram) {
+            assert!((s - g).abs() < 1e-9 * svd[0], "{svd:?} vs {gram:?}");
+        }
+    }
+
+    #[test]
     fn stable_rank_of_a_diagonal_matrix() {
         // diag(3, 4) as 2×2: ‖W‖_F² = 25, ‖W‖_2 = 4.
         let s = stable_rank(&[3.0, 0.0, 0.0, 4.0], 2, 2, 0).unwrap();
@@ -663,7 +735,7 @@ mod tests {
     #[test]
     fn singular_values_and_effective_rank_of_orthogonal_features() {
         // Rows are orthonormal: two equal singular values, effective rank 2.
-        let sv = singular_values(&[1.0, 0.0, 0.0, 0.0, 1.0, 0.0], 2, 3);
+        let sv = singular_values(&[1.0, 0.0, 0.0, 0.0, 1.0, 0.0], 2, 3).unwrap();
         let e = core_ind::effective_rank(&sv).unwrap();
         assert!((e - 2.0).abs() < 1e-9, "{sv:?} {e}");
     }

@@ -68,6 +68,16 @@ pub enum TrainError {
         /// The evaluation's mean loss.
         loss: f64,
     },
+    /// An indicator of the diagnosis could not be computed.
+    #[error("indicator {indicator}, layer {layer}: {message}")]
+    Indicator {
+        /// Layer index.
+        layer: usize,
+        /// The indicator (its `indicators.csv` column).
+        indicator: &'static str,
+        /// What failed.
+        message: String,
+    },
     /// The power iteration failed.
     #[error("power iteration, layer {layer}, step {step}: {message}")]
     Power {
