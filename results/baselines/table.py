@@ -15,7 +15,7 @@ from collections import defaultdict
 
 HERE = pathlib.Path(__file__).resolve().parent
 METHODS = ["adam", "adam-l2", "adamw", "crelu", "wasserstein", "reset", "step-decay",
-           "l2-init", "shrink-perturb", "cbp", "redo"]
+           "l2-init", "shrink-perturb", "cbp", "redo", "adam+layernorm"]
 
 
 def mean_se(xs):
@@ -29,8 +29,12 @@ def mean_se(xs):
 def load(stream):
     runs = defaultdict(list)  # (method, scheduler, lr) -> finished summaries
     stopped = defaultdict(int)  # (method, scheduler) -> runs that stopped (diverged)
-    for summary in sorted((HERE / stream).glob("*/summary.json")):
+    # <stream>-ln holds the runs with `--norm layer` (their summaries say "norm": "layer").
+    for summary in sorted((HERE / stream).glob("*/summary.json")) + sorted(
+            (HERE / f"{stream}-ln").glob("*/summary.json")):
         s = json.loads(summary.read_text())
+        if s.get("norm") == "layer":
+            s["method"] += "+layernorm"
         if s.get("finished"):
             runs[(s["method"], s["scheduler"], s["lr"])].append(s)
         else:
