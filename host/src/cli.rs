@@ -193,10 +193,15 @@ pub struct CompareArgs {
     /// Re-run combinations whose folder already holds a finished run.
     #[arg(long)]
     pub force: bool,
-    /// Combinations run at once, one thread each [default: the number of cores]. The
-    /// results do not depend on it.
+    /// Combinations run at once [default: the number of cores]. The results do not depend
+    /// on it.
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
+    /// GEMM threads of each run's CPU engine [default: 1 when several runs go at once, the
+    /// number of cores when one does]. The results do not depend on it (bit-identical for
+    /// any count).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
     /// Plan the combinations into DIR for Slurm (manifest, job array, dependent table
     /// step, submit.sh) instead of running them.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["collect", "manifest"])]
