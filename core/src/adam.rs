@@ -178,6 +178,7 @@ impl<T: Real> Adam<T> {
     ///
     /// # Errors
     /// Those of [`adam_step`] except [`Error::InvalidConfig`]; nothing is changed.
+    #[inline(always)]
     pub fn prepare<'a>(
         &self,
         lr: T,
@@ -231,6 +232,9 @@ pub struct PreparedStep<'a, T> {
 
 impl<T: Real> PreparedStep<'_, T> {
     /// Writes the update into the slices and accumulates its statistics into `stats`.
+    // Inlined so that a caller compiled for wider vectors (the CPU engine's AVX2 path)
+    // compiles the whole update for them.
+    #[inline(always)]
     pub fn apply(self, stats: &mut StepStats<T>) {
         let k = &self.coefficients;
         let (p, g, m, v) = (self.params, self.grads, self.m, self.v);
@@ -389,6 +393,7 @@ fn larger<T: Real>(a: T, b: T) -> T {
 
 /// One lane-parallel pass over `(p, g, m, v)` (equal lengths), in fixed-size views so the
 /// lanes vectorise.
+#[inline(always)]
 fn scan<T: Real>(p: &[T], g: &[T], m: &[T], v: &[T]) -> InputScan<T> {
     #[derive(Clone, Copy)]
     struct Lanes<T> {
@@ -558,6 +563,7 @@ fn lane<T: Real, const DECAY: u8>(
 }
 
 /// The fused update over equal-length slices; returns the lane accumulators.
+#[inline(always)]
 fn update<T: Real, const DECAY: u8>(
     k: &Coefficients<T>,
     params: &mut [T],
@@ -707,6 +713,7 @@ pub fn check_adam_step<T: Real>(
 
 /// Validates a step's arguments (the configuration is already valid) and proves the step
 /// finite; returns its coefficients and the input scan.
+#[inline(always)]
 fn prepare<T: Real>(
     cfg: &AdamConfig<T>,
     lr: T,
