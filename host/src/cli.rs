@@ -295,6 +295,12 @@ pub struct BenchArgs {
         value_parser = core_names::<Mode>(Mode::NAMES)
     )]
     pub schedulers: Vec<Mode>,
+    /// Hidden widths, comma-separated [default: the run default, 256,256].
+    #[arg(long, value_delimiter = ',')]
+    pub hidden: Option<Vec<usize>>,
+    /// Control interval K of the scheduled modes [default: the run default, 10].
+    #[arg(long)]
+    pub interval: Option<usize>,
     /// Also time each backend call of a step and of a controller event.
     #[arg(long)]
     pub breakdown: bool,
