@@ -274,10 +274,16 @@ fn hvp_matches_central_differences_of_the_gradient() {
 /// A few training steps with every feature on: sample norms, HVPs, preconditioner,
 /// Wasserstein, evaluation. Returns all parameters and every statistic as bits.
 fn trajectory(act: Activation, seed: u64, threads: usize) -> Vec<u64> {
+    trajectory_with(act, seed, threads, true)
+}
+
+fn trajectory_with(act: Activation, seed: u64, threads: usize, flush: bool) -> Vec<u64> {
     let s = spec(act);
     let mut cpu = CpuBackend::new(&s, seed)
         .unwrap()
         .with_threads(threads)
+        .unwrap()
+        .with_flush_denormals(flush)
         .unwrap();
     let (x, y) = task(seed, N, s.input, s.classes);
     cpu.load_task(&x, &y).unwrap();
@@ -331,7 +337,14 @@ fn one_seed_gives_bit_identical_results() {
             let a = trajectory(act, 5, threads);
             assert_eq!(a, trajectory(act, 5, threads), "{act} threads {threads}");
             assert_ne!(a, trajectory(act, 6, threads), "{act}");
+            // Flushing subnormals changes nothing where none arise.
+            assert_eq!(a, trajectory_with(act, 5, threads, false), "{act} no flush");
         }
+        assert_eq!(
+            trajectory(act, 5, 1),
+            trajectory(act, 5, 2),
+            "{act} 1 vs 2 threads"
+        );
     }
 }
 
