@@ -59,6 +59,10 @@ pub struct BenchReport {
     pub threads: usize,
     /// Minibatch size.
     pub batch_size: usize,
+    /// Hidden widths of the model measured.
+    pub hidden: Vec<usize>,
+    /// Control interval K of the scheduled modes.
+    pub interval: usize,
     /// Timed steps per repetition.
     pub steps: usize,
     /// Repetitions.
@@ -73,8 +77,14 @@ impl BenchReport {
     /// A human-readable summary.
     pub fn render(&self) -> String {
         let mut out = format!(
-            "backend {}, {} thread(s), batch {}, {} steps x {} repeats (medians)\n",
-            self.backend, self.threads, self.batch_size, self.steps, self.repeats
+            "backend {}, {} thread(s), batch {}, hidden {:?}, K {}, {} steps x {} repeats (medians)\n",
+            self.backend,
+            self.threads,
+            self.batch_size,
+            self.hidden,
+            self.interval,
+            self.steps,
+            self.repeats
         );
         for m in &self.modes {
             out.push_str(&format!(
@@ -135,6 +145,12 @@ fn bench_config(args: &BenchArgs, mode: Mode) -> RunConfig {
         ..RunConfig::default()
     };
     cfg.scheduler.mode = mode;
+    if let Some(hidden) = &args.hidden {
+        cfg.model.hidden.clone_from(hidden);
+    }
+    if let Some(k) = args.interval {
+        cfg.scheduler.interval = k;
+    }
     cfg
 }
 
@@ -142,6 +158,8 @@ fn bench_config(args: &BenchArgs, mode: Mode) -> RunConfig {
 struct Subject {
     trainer: Trainer,
     population: usize,
+    /// The minibatches of an epoch (as index ranges into `order`).
+    ranges: Vec<std::ops::Range<usize>>,
     order: Vec<u32>,
     rng: ChaCha8Rng,
     step: usize,
@@ -149,14 +167,13 @@ struct Subject {
 
 impl Subject {
     /// The next minibatch, reshuffling at each epoch's start, as a run does.
-    fn next_batch(&mut self, batch: usize) -> Vec<u32> {
-        let ranges: Vec<_> = epoch_batches(self.population, batch).collect();
-        let k = self.step % ranges.len();
+    fn next_batch(&mut self) -> Vec<u32> {
+        let k = self.step % self.ranges.len();
         if k == 0 {
             self.order.shuffle(&mut self.rng);
         }
         self.step += 1;
-        self.order[ranges[k].clone()].to_vec()
+        self.order[self.ranges[k].clone()].to_vec()
     }
 }
 
@@ -181,6 +198,7 @@ pub fn bench(args: &BenchArgs) -> Result<BenchReport, RunError> {
         subjects.push(Subject {
             trainer,
             population,
+            ranges: epoch_batches(population, args.batch_size).collect(),
             order: (0..population as u32).collect(),
             rng: ChaCha8Rng::seed_from_u64(cfg.seed),
             step: 0,
@@ -193,8 +211,7 @@ pub fn bench(args: &BenchArgs) -> Result<BenchReport, RunError> {
     // One untimed warm-up repetition each, then alternate.
     for rep in 0..=args.repeats.max(1) {
         for (i, s) in subjects.iter_mut().enumerate() {
-            let batches: Vec<Vec<u32>> =
-                (0..steps).map(|_| s.next_batch(args.batch_size)).collect();
+            let batches: Vec<Vec<u32>> = (0..steps).map(|_| s.next_batch()).collect();
             let mut samples = 0usize;
             let start = Instant::now();
             for batch in &batches {
@@ -240,7 +257,7 @@ pub fn bench(args: &BenchArgs) -> Result<BenchReport, RunError> {
         })
         .collect();
     let breakdown = if args.breakdown {
-        Some(breakdown(&mut subjects[0], args.batch_size)?)
+        Some(breakdown(&mut subjects[0])?)
     } else {
         None
     };
@@ -248,6 +265,8 @@ pub fn bench(args: &BenchArgs) -> Result<BenchReport, RunError> {
         backend: subjects[0].trainer.backend_mut().name().to_string(),
         threads: args.threads,
         batch_size: args.batch_size,
+        hidden: bench_config(args, Mode::Off).model.hidden,
+        interval: bench_config(args, Mode::Off).scheduler.interval,
         steps,
         repeats: args.repeats.max(1),
         modes,
@@ -256,11 +275,11 @@ pub fn bench(args: &BenchArgs) -> Result<BenchReport, RunError> {
 }
 
 /// Mean milliseconds of each backend call over 50 calls on one minibatch.
-fn breakdown(s: &mut Subject, batch: usize) -> Result<Breakdown, RunError> {
+fn breakdown(s: &mut Subject) -> Result<Breakdown, RunError> {
     const REPS: usize = 50;
     let cfg = RunConfig::default();
     let adam = run_adam(&cfg)?;
-    let b = s.next_batch(batch);
+    let b = s.next_batch();
     let backend = s.trainer.backend_mut();
     let time = |f: &mut dyn FnMut() -> Result<(), RunError>| -> Result<f64, RunError> {
         let start = Instant::now();

@@ -197,10 +197,15 @@ pub struct CompareArgs {
     /// Re-run combinations whose folder already holds a finished run.
     #[arg(long)]
     pub force: bool,
-    /// Combinations run at once, one thread each [default: the number of cores]. The
-    /// results do not depend on it.
+    /// Combinations run at once [default: the number of cores]. The results do not depend
+    /// on it.
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
+    /// GEMM threads of each run's CPU engine [default: 1 when several runs go at once, the
+    /// number of cores when one does]. The results do not depend on it (bit-identical for
+    /// any count).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
     /// Plan the combinations into DIR for Slurm (manifest, job array, dependent table
     /// step, submit.sh) instead of running them.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["collect", "manifest"])]
@@ -294,6 +299,12 @@ pub struct BenchArgs {
         value_parser = core_names::<Mode>(Mode::NAMES)
     )]
     pub schedulers: Vec<Mode>,
+    /// Hidden widths, comma-separated [default: the run default, 256,256].
+    #[arg(long, value_delimiter = ',')]
+    pub hidden: Option<Vec<usize>>,
+    /// Control interval K of the scheduled modes [default: the run default, 10].
+    #[arg(long)]
+    pub interval: Option<usize>,
     /// Also time each backend call of a step and of a controller event.
     #[arg(long)]
     pub breakdown: bool,

@@ -193,6 +193,8 @@ pub struct PlannedRun {
 pub struct CompareOptions {
     /// Combinations run at once (each on its own thread; at least 1).
     pub jobs: usize,
+    /// GEMM threads of each run's CPU engine (0 is taken as 1; results do not depend on it).
+    pub threads: usize,
     /// No per-run lines.
     pub quiet: bool,
     /// Re-run combinations whose folder already holds a finished run.
@@ -203,6 +205,7 @@ impl Default for CompareOptions {
     fn default() -> Self {
         CompareOptions {
             jobs: 1,
+            threads: 1,
             quiet: false,
             force: false,
         }
@@ -279,7 +282,7 @@ fn run_planned(p: &PlannedRun, opts: &CompareOptions, label: &str) -> Result<Sum
                 resume: false,
                 force: true,
                 stop_after: None,
-                threads: 1,
+                threads: opts.threads.max(1),
             },
         ),
     }

@@ -217,8 +217,22 @@ fn cmd_compare(args: &CompareArgs) -> CmdResult {
         );
         return Ok(());
     }
+    let jobs = args.jobs.unwrap_or_else(available_cores).max(1);
+    // One GEMM thread per run while several share the cores; all of them for a lone run.
+    let concurrent = jobs.min(combos.len().max(1));
+    let threads = args
+        .threads
+        .unwrap_or(if concurrent > 1 { 1 } else { available_cores() });
+    if !(1..=safestep_engine::cpu::MAX_THREADS).contains(&threads) {
+        return Err(config_error(ConfigError::new(
+            "--threads",
+            threads,
+            &format!("1..={}", safestep_engine::cpu::MAX_THREADS),
+        )));
+    }
     let opts = CompareOptions {
-        jobs: args.jobs.unwrap_or_else(available_cores),
+        jobs,
+        threads,
         quiet: args.common.quiet,
         force: args.force,
     };

@@ -325,3 +325,64 @@ fn compare_passes_the_norm_to_every_run() {
         assert!(config.contains("norm = \"layer\""), "{config}");
     }
 }
+
+#[test]
+fn compare_results_do_not_depend_on_threads_or_jobs() {
+    let dirs = [scratch("cmp-t1"), scratch("cmp-t2")];
+    // One run alone on 1 GEMM thread, then two runs at once on 2 GEMM threads each.
+    for (dir, (jobs, threads)) in dirs.iter().zip([("1", "1"), ("2", "2")]) {
+        let out = safestep(&[
+            "compare",
+            "--schedulers",
+            "off,combined",
+            "--seeds",
+            "3",
+            "--tasks",
+            "2",
+            "--epochs",
+            "1",
+            "--examples",
+            "200",
+            "--batch-size",
+            "64",
+            "--jobs",
+            jobs,
+            "--threads",
+            threads,
+            "--quiet",
+            "--force",
+            "--out",
+            dir.to_str().expect("utf-8"),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let runs: Vec<_> = std::fs::read_dir(&dirs[0])
+        .expect("compare folder")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("tasks.csv").is_file())
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    for run in &runs {
+        let (a, b) = (dirs[0].join(run), dirs[1].join(run));
+        assert_eq!(tasks_without_time(&a), tasks_without_time(&b), "{run:?}");
+        assert_eq!(
+            std::fs::read(a.join("controller.csv")).expect("controller.csv"),
+            std::fs::read(b.join("controller.csv")).expect("controller.csv"),
+            "{run:?}"
+        );
+    }
+    let bad = safestep(&[
+        "compare",
+        "--threads",
+        "0",
+        "--out",
+        dirs[0].to_str().expect("utf-8"),
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--threads"));
+}

@@ -15,16 +15,20 @@ fn stderr(out: &std::process::Output) -> String {
 }
 
 /// Every file of a run folder parses, they agree on the finished tasks, and no temporary
-/// file is left in it.
+/// file is left in it. Files are read through `run_file`, as the binary reads them: a run
+/// killed between making a snapshot current and linking its files into `DIR` leaves some
+/// `DIR/<file>` links out until the next run recreates them.
 fn assert_consistent(dir: &Path) -> usize {
-    let summary: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("summary.json")).expect("summary.json readable"),
-    )
-    .expect("summary.json parses");
+    let read = |file: &str| {
+        std::fs::read_to_string(safestep_host::folder::run_file(dir, file))
+            .unwrap_or_else(|e| panic!("{file} readable in {dir:?}: {e}"))
+    };
+    let summary: serde_json::Value =
+        serde_json::from_str(&read("summary.json")).expect("summary.json parses");
     let tasks = summary["tasks"].as_u64().expect("tasks") as usize;
-    let rows = tasks_without_time(dir).len() - 1;
+    let rows = read("tasks.csv").lines().count() - 1;
     assert_eq!(rows, tasks, "tasks.csv rows vs summary.json in {dir:?}");
-    let controller = std::fs::read_to_string(dir.join("controller.csv")).expect("controller");
+    let controller = read("controller.csv");
     let mut reader = csv::Reader::from_reader(controller.as_bytes());
     let max_task = reader
         .records()
@@ -39,7 +43,8 @@ fn assert_consistent(dir: &Path) -> usize {
         "controller.csv ahead of summary.json"
     );
     if tasks > 0 {
-        let bytes = std::fs::read(dir.join("checkpoint.bin")).expect("checkpoint");
+        let path = safestep_host::folder::run_file(dir, "checkpoint.bin");
+        let bytes = std::fs::read(&path).expect("checkpoint");
         let ck = safestep_host::checkpoint::decode(&bytes).expect("checkpoint decodes");
         assert_eq!(ck.next_task, tasks);
     }

@@ -36,6 +36,63 @@ fn at_offset(e: safestep_core::Error, offset: usize) -> safestep_core::Error {
     }
 }
 
+/// Whether this CPU runs the AVX2 builds of the core's Adam kernels (checked once).
+#[cfg(target_arch = "x86_64")]
+fn has_avx2() -> bool {
+    static AVX2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVX2.get_or_init(|| std::arch::is_x86_feature_detected!("avx2"))
+}
+
+/// [`Adam::prepare`] (the read-only checking pass), compiled for AVX2 where the CPU has it.
+/// The core is built for the baseline x86_64 (SSE2: 4 lanes); its kernels are written so
+/// that each lane does the same IEEE operations in the same order whatever the vector
+/// width, and Rust never fuses a multiply and an add, so both builds give the same bits.
+#[allow(clippy::too_many_arguments)]
+fn prepare_fast<'a>(
+    adam: &Adam<f32>,
+    lr: f32,
+    t: u64,
+    p: &'a mut [f32],
+    g: &'a [f32],
+    m: &'a mut [f32],
+    v: &'a mut [f32],
+) -> Result<PreparedStep<'a, f32>, safestep_core::Error> {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        #[target_feature(enable = "avx2")]
+        #[allow(clippy::too_many_arguments)]
+        fn avx2<'a>(
+            adam: &Adam<f32>,
+            lr: f32,
+            t: u64,
+            p: &'a mut [f32],
+            g: &'a [f32],
+            m: &'a mut [f32],
+            v: &'a mut [f32],
+        ) -> Result<PreparedStep<'a, f32>, safestep_core::Error> {
+            adam.prepare(lr, t, p, g, m, v)
+        }
+        // SAFETY: this CPU supports AVX2 (`has_avx2`), the only requirement of `avx2`.
+        return unsafe { avx2(adam, lr, t, p, g, m, v) };
+    }
+    adam.prepare(lr, t, p, g, m, v)
+}
+
+/// [`PreparedStep::apply`] (the fused update), compiled for AVX2 where the CPU has it (see
+/// [`prepare_fast`]: the same bits either way).
+fn apply_fast(step: PreparedStep<'_, f32>, stats: &mut StepStats<f32>) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        #[target_feature(enable = "avx2")]
+        fn avx2(step: PreparedStep<'_, f32>, stats: &mut StepStats<f32>) {
+            step.apply(stats);
+        }
+        // SAFETY: this CPU supports AVX2 (`has_avx2`), the only requirement of `avx2`.
+        return unsafe { avx2(step, stats) };
+    }
+    step.apply(stats);
+}
+
 /// One chunk of one layer, prepared: its layer and its checked step.
 type Chunk<'a> = (usize, PreparedStep<'a, f32>);
 
@@ -120,7 +177,7 @@ impl CpuBackend {
             }
         }
         let prepare = |(l, offset, p, g, m, v): (usize, usize, _, _, _, _)| {
-            adam.prepare(lrs[l], t, p, g, m, v)
+            prepare_fast(adam, lrs[l], t, p, g, m, v)
                 .map(|step| (l, step))
                 .map_err(|error| BackendError::Optimizer {
                     layer: l,
@@ -129,7 +186,7 @@ impl CpuBackend {
         };
         let apply = |(l, step): Chunk<'_>| {
             let mut stats = StepStats::new();
-            step.apply(&mut stats);
+            apply_fast(step, &mut stats);
             (l, stats)
         };
         let chunk_stats: Vec<(usize, StepStats<f32>)> = if self.pool.is_some() {
@@ -151,5 +208,36 @@ impl CpuBackend {
         self.batch = None;
         self.grads_ready = false;
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use safestep_core::adam::AdamConfig;
+
+    /// The AVX2 builds of prepare and apply give the same bits as the baseline build.
+    #[test]
+    fn fast_paths_match_the_baseline_build() {
+        let adam = Adam::new(AdamConfig::default()).expect("valid");
+        let n = 1003;
+        let x = |i: usize, s: u32| ((i as u32).wrapping_mul(2_654_435_761) ^ s) as f32 / 4e9;
+        let p0: Vec<f32> = (0..n).map(|i| x(i, 1) - 0.5).collect();
+        let g: Vec<f32> = (0..n).map(|i| (x(i, 2) - 0.5) * 1e-2).collect();
+        let m0: Vec<f32> = (0..n).map(|i| (x(i, 3) - 0.5) * 1e-3).collect();
+        let v0: Vec<f32> = (0..n).map(|i| x(i, 4) * 1e-6).collect();
+        let (mut p1, mut m1, mut v1) = (p0.clone(), m0.clone(), v0.clone());
+        let (mut p2, mut m2, mut v2) = (p0, m0, v0);
+        let (mut s1, mut s2) = (StepStats::new(), StepStats::new());
+        let step = prepare_fast(&adam, 1e-3, 9, &mut p1, &g, &mut m1, &mut v1).expect("ok");
+        apply_fast(step, &mut s1);
+        adam.prepare(1e-3, 9, &mut p2, &g, &mut m2, &mut v2)
+            .expect("ok")
+            .apply(&mut s2);
+        let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&p1), bits(&p2));
+        assert_eq!(bits(&m1), bits(&m2));
+        assert_eq!(bits(&v1), bits(&v2));
+        assert_eq!(s1, s2);
     }
 }

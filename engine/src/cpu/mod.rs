@@ -54,6 +54,7 @@
 
 mod adam;
 mod buffers;
+mod denormals;
 pub mod gemm;
 mod hvp;
 pub mod ops;
@@ -106,6 +107,8 @@ pub struct CpuBackend {
     step_grads: Vec<Vec<f32>>,
     /// Thread pool for `threads > 1` (None: everything on the caller's thread).
     pool: Option<std::sync::Arc<rayon::ThreadPool>>,
+    /// Whether the engine's calls flush subnormals to zero (see [`Self::with_flush_denormals`]).
+    flush_denormals: bool,
     /// Scratch of the Wasserstein regulariser's ranking.
     ranker: wasserstein::Ranker,
     task_x: Vec<f32>,
@@ -146,6 +149,7 @@ impl CpuBackend {
             step_grads: Vec::new(),
             ranker: wasserstein::Ranker::default(),
             pool: None,
+            flush_denormals: true,
             task_x: Vec::new(),
             task_y: Vec::new(),
             task_t: Vec::new(),
@@ -174,22 +178,42 @@ impl CpuBackend {
                 allowed: "1..=64",
             });
         }
-        self.pool = if threads > 1 {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .thread_name(|i| format!("safestep-cpu-{i}"))
-                .build()
-                .map_err(|e| BackendError::InvalidSpec {
-                    field: "threads",
-                    value: format!("{threads} ({e})"),
-                    allowed: "a thread count the system can start",
-                })?;
-            Some(std::sync::Arc::new(pool))
-        } else {
-            None
-        };
+        self.pool = Self::build_pool(threads, self.flush_denormals)?;
         self.threads = threads;
         Ok(self)
+    }
+
+    /// Whether the engine's own arithmetic flushes subnormal numbers to zero (x86_64: the
+    /// FTZ and DAZ bits of MXCSR, set only while an engine call runs and on the engine's
+    /// pool threads; elsewhere a no-op). On by default: without it, Adam's first moments of
+    /// parameters with exactly zero gradient (dead ReLU units) sit in the subnormal range
+    /// for good and slow every step down; the default runs' outputs are bit-identical
+    /// either way (see `denormals.rs` for what can differ).
+    pub fn with_flush_denormals(mut self, on: bool) -> Result<Self, BackendError> {
+        self.flush_denormals = on;
+        self.pool = Self::build_pool(self.threads, on)?;
+        Ok(self)
+    }
+
+    fn build_pool(
+        threads: usize,
+        flush_denormals: bool,
+    ) -> Result<Option<std::sync::Arc<rayon::ThreadPool>>, BackendError> {
+        if threads <= 1 {
+            return Ok(None);
+        }
+        let mut builder = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("safestep-cpu-{i}"));
+        if flush_denormals {
+            builder = builder.start_handler(|_| denormals::set_on_this_thread());
+        }
+        let pool = builder.build().map_err(|e| BackendError::InvalidSpec {
+            field: "threads",
+            value: format!("{threads} ({e})"),
+            allowed: "a thread count the system can start",
+        })?;
+        Ok(Some(std::sync::Arc::new(pool)))
     }
 
     /// The model's spec.
@@ -334,7 +358,10 @@ impl CpuBackend {
     /// Runs `f` on the backend's own thread pool when it has one (threads > 1), so the
     /// `rayon::join` splits inside start on a pool thread instead of paying a hand-off from
     /// the caller's thread on every product.
+    /// With `flush_denormals`, the calling thread flushes subnormals while `f` runs (the
+    /// pool's threads always do).
     fn in_pool<R: Send>(&mut self, f: impl FnOnce(&mut Self) -> R + Send) -> R {
+        let _flush = self.flush_denormals.then(denormals::FlushDenormals::new);
         match self.pool.clone() {
             Some(pool) => pool.install(|| f(self)),
             None => f(self),
