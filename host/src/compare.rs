@@ -574,18 +574,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn aggregates_over_seeds_and_marks_the_best_lr() {
-        let c = |lr, seed| Combination {
+    fn adam_off(lr: f64, seed: u64) -> Combination {
+        Combination {
             method: Method::Adam,
             scheduler: Mode::Off,
             lr,
             seed,
-        };
+        }
+    }
+
+    #[test]
+    fn aggregates_over_seeds_and_marks_the_best_lr() {
         let done = vec![
-            (c(1e-3, 0), summary(0.5, 0.6)),
-            (c(1e-3, 1), summary(0.7, 0.8)),
-            (c(1e-4, 0), summary(0.9, 0.9)),
+            (adam_off(1e-3, 0), summary(0.5, 0.6)),
+            (adam_off(1e-3, 1), summary(0.7, 0.8)),
+            (adam_off(1e-4, 0), summary(0.9, 0.9)),
         ];
         let rows = aggregate(&done);
         assert_eq!(rows.len(), 2);
@@ -614,16 +617,10 @@ mod tests {
             mean_loss: Some(end),
             ..summary(0.0, 0.0)
         };
-        let c = |lr, seed| Combination {
-            method: Method::Adam,
-            scheduler: Mode::Off,
-            lr,
-            seed,
-        };
         let done = vec![
-            (c(1e-2, 0), loss(0.3, 0.2, 0.1)),
-            (c(1e-2, 1), loss(0.5, 0.4, 0.3)),
-            (c(1e-3, 0), loss(0.9, 0.8, 0.7)),
+            (adam_off(1e-2, 0), loss(0.3, 0.2, 0.1)),
+            (adam_off(1e-2, 1), loss(0.5, 0.4, 0.3)),
+            (adam_off(1e-3, 0), loss(0.9, 0.8, 0.7)),
         ];
         let rows = aggregate(&done);
         assert_eq!(rows[0].tabulated, Tabulated::SquaredError);
@@ -642,13 +639,7 @@ mod tests {
 
     #[test]
     fn the_accuracy_csv_keeps_its_columns() {
-        let c = Combination {
-            method: Method::Adam,
-            scheduler: Mode::Off,
-            lr: 1e-3,
-            seed: 0,
-        };
-        let csv = render_csv(&aggregate(&[(c, summary(0.5, 0.6))]));
+        let csv = render_csv(&aggregate(&[(adam_off(1e-3, 0), summary(0.5, 0.6))]));
         assert!(csv.starts_with(
             "method,scheduler,lr,seeds,last5_mean,last5_se,all_mean,all_se,online_mean,online_se,wall_seconds,best_lr\nadam,off,0.001,1,0.5,0,0.6,0,0,0,1.000,false\n"
         ), "{csv}");
