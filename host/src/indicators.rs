@@ -249,12 +249,13 @@ fn activate(activation: Activation, z: &[f32], units: usize) -> Vec<f32> {
 /// Singular values of a row-major `rows × cols` matrix, or `None` when neither method
 /// below converges.
 ///
-/// nalgebra's `singular_values()` iterates without bound, and it was seen to spin forever
-/// on the features of a collapsed network (a 100-epoch plain-Adam run stopped at task 5
-/// for half an hour inside it). Here its QR sweeps are bounded as LAPACK bounds them
-/// (`6·n²`); if that fails, the singular values are the square roots of the eigenvalues of
-/// the smaller Gram matrix (bounded the same way), which loses only the relative accuracy
-/// of the smallest ones.
+/// nalgebra's SVD produces NaN singular values from some finite, very sparse matrices (the
+/// features of a collapsed network: 25 nonzeros in 256 × 256, see the test), and then
+/// `singular_values()` iterates forever (a 100-epoch plain-Adam run stopped for half an
+/// hour inside it) while `try_svd` panics sorting them. Here its QR sweeps are bounded as
+/// LAPACK bounds them (`6·n²`) and a non-finite result is refused; the fallback is the
+/// square roots of the eigenvalues of the smaller Gram matrix (bounded the same way),
+/// which loses only the relative accuracy of the smallest ones.
 fn singular_values(a: &[f32], rows: usize, cols: usize) -> Option<Vec<f64>> {
     if a.iter().any(|x| !x.is_finite()) {
         return None;
@@ -262,8 +263,15 @@ fn singular_values(a: &[f32], rows: usize, cols: usize) -> Option<Vec<f64>> {
     let m = DMatrix::from_row_iterator(rows, cols, a.iter().map(|&x| f64::from(x)));
     let n = rows.min(cols);
     let max_sweeps = 6 * n * n + 100;
-    if let Some(svd) = m.clone().try_svd(false, false, f64::EPSILON, max_sweeps) {
-        return Some(svd.singular_values.iter().copied().collect());
+    // `try_svd` sorts its output and panics on a NaN singular value, which its iteration
+    // can produce from finite input; the unordered variant leaves the check to us.
+    if let Some(svd) = m
+        .clone()
+        .try_svd_unordered(false, false, f64::EPSILON, max_sweeps)
+    {
+        if svd.singular_values.iter().all(|x| x.is_finite()) {
+            return Some(svd.singular_values.iter().copied().collect());
+        }
     }
     singular_values_by_gram(&m, max_sweeps)
 }
@@ -700,6 +708,57 @@ mod tests {
             "{sv:?}"
         );
         assert!(singular_values(&[1.0, f32::NAN], 1, 2).is_none());
+    }
+
+    #[test]
+    fn features_of_a_collapsed_network_have_finite_singular_values() {
+        // The first hidden layer's features at task 6 of a 100-epoch plain-Adam run
+        // (results/diagnosis/e100, seed 2): 25 nonzeros in 256 × 256. nalgebra's SVD
+        // returns NaN singular values for it (before the bound it never returned at all).
+        const NONZEROS: [(usize, usize, u32); 25] = [
+            (1, 26, 0x3ebae570),
+            (9, 126, 0x3fbabad9),
+            (9, 181, 0x3fbceac2),
+            (18, 45, 0x3cbd5e20),
+            (24, 157, 0x3e0809ac),
+            (27, 45, 0x3e7c23ec),
+            (45, 126, 0x3cc51700),
+            (47, 76, 0x3f348794),
+            (64, 76, 0x3ffc9710),
+            (79, 196, 0x3f1d28d7),
+            (82, 112, 0x3cbd14d0),
+            (108, 76, 0x409867b0),
+            (108, 92, 0x3fc19c95),
+            (113, 26, 0x3f87c669),
+            (121, 13, 0x40276eda),
+            (121, 45, 0x3ccbf2c0),
+            (144, 26, 0x400a8a8a),
+            (159, 99, 0x3feca511),
+            (200, 45, 0x3fcd9a68),
+            (206, 45, 0x3f59c7c6),
+            (207, 76, 0x3ed93b78),
+            (207, 92, 0x401446c3),
+            (209, 76, 0x3f3c6ea4),
+            (214, 26, 0x3d085b40),
+            (244, 45, 0x3fa6e3f2),
+        ];
+        let n = 256;
+        let mut a = vec![0.0f32; n * n];
+        for &(r, c, bits) in &NONZEROS {
+            a[r * n + c] = f32::from_bits(bits);
+        }
+        let sv = singular_values(&a, n, n).expect("singular values");
+        assert!(sv.iter().all(|x| x.is_finite() && *x >= 0.0));
+        // Σσ² is the squared Frobenius norm, and only the 11 nonzero columns give σ > 0.
+        let frobenius: f64 = a.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
+        let sum_sq: f64 = sv.iter().map(|x| x * x).sum();
+        assert!(
+            (sum_sq - frobenius).abs() < 1e-9 * frobenius,
+            "{sum_sq} vs {frobenius}"
+        );
+        let top = sv.iter().fold(0.0f64, |m, &x| m.max(x));
+        assert_eq!(sv.iter().filter(|&&x| x > 1e-6 * top).count(), 11);
+        assert!(core_ind::effective_rank(&sv).unwrap().is_finite());
     }
 
     #[test]
