@@ -11,8 +11,10 @@ use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
 
 use crate::compare::run_folders;
-use crate::outputs::{OutputError, CONTROLLER_FILE, SUMMARY_FILE};
-use crate::runner::read_run;
+use crate::config::RunConfig;
+use crate::methods::Method;
+use crate::outputs::{OutputError, CONFIG_FILE, CONTROLLER_FILE, SUMMARY_FILE};
+use crate::runner::{epoch_batches, read_run};
 
 /// Errors drawing plots.
 #[derive(Debug, thiserror::Error)]
@@ -216,7 +218,8 @@ struct LrPoint {
 }
 
 /// Per-layer lr trajectories of one run: from controller events when it has them
-/// (x = optimizer step), else from the end of each task (x = task).
+/// (x = optimizer step); for a `step-decay` run with the scheduler off, its schedule
+/// (x = optimizer step); else from the end of each task (x = task).
 pub fn lr_series(dir: &Path) -> Result<(Vec<Series>, &'static str), PlotError> {
     let (summary, rows) = read_run(dir)?;
     let name = format!("{} / {}", summary.method_label(), summary.scheduler);
@@ -236,6 +239,11 @@ pub fn lr_series(dir: &Path) -> Result<(Vec<Series>, &'static str), PlotError> {
             .collect();
         return Ok((series, "optimizer step"));
     }
+    if summary.scheduler == "off" {
+        if let Some(series) = step_decay_series(dir, &name, rows.len()) {
+            return Ok((vec![series], "optimizer step"));
+        }
+    }
     let layers = rows.first().map_or(0, |r| r.lrs.len());
     let series = (0..layers)
         .map(|l| {
@@ -248,6 +256,36 @@ pub fn lr_series(dir: &Path) -> Result<(Vec<Series>, &'static str), PlotError> {
         })
         .collect();
     Ok((series, "task"))
+}
+
+/// The lr a `step-decay` run with the scheduler off applied at every optimizer step of its
+/// first `tasks` tasks, as a staircase (x = optimizer step), rebuilt from its `config.toml`:
+/// the lr times `decay_factor` per milestone passed, the same for every layer. `None` when
+/// the run is of another method or its config cannot be read.
+fn step_decay_series(dir: &Path, name: &str, tasks: usize) -> Option<Series> {
+    let cfg = RunConfig::from_toml_file(&dir.join(CONFIG_FILE)).ok()?;
+    if cfg.method != Method::StepDecay {
+        return None;
+    }
+    let steps = (epoch_batches(cfg.examples, cfg.batch_size).count() * cfg.epochs) as u64;
+    let multiplier = |s| cfg.method.lr_multiplier(&cfg.methods, s, steps);
+    // The task's constant stretches: [start, end) with one multiplier each.
+    let mut stretches: Vec<(u64, u64, f64)> = Vec::new();
+    for s in 0..steps {
+        match stretches.last_mut() {
+            Some(last) if last.2 == multiplier(s) => last.1 = s + 1,
+            _ => stretches.push((s, s + 1, multiplier(s))),
+        }
+    }
+    let points = (0..tasks as u64)
+        .flat_map(|t| {
+            stretches.iter().flat_map(move |&(a, b, m)| {
+                let lr = cfg.lr * m;
+                [((t * steps + a) as f64, lr), ((t * steps + b) as f64, lr)]
+            })
+        })
+        .collect();
+    Some(Series::line(format!("{name}: every layer"), points))
 }
 
 fn draw<DB: DrawingBackend>(
@@ -475,4 +513,52 @@ pub fn plot(dirs: &[PathBuf], out: &Path) -> Result<Vec<PathBuf>, PlotError> {
         )?);
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_folder(tag: &str, method: Method) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("safestep-plot-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let cfg = RunConfig {
+            method,
+            epochs: 2,
+            examples: 8,
+            batch_size: 4,
+            lr: 1e-2,
+            ..RunConfig::default()
+        };
+        std::fs::write(dir.join(CONFIG_FILE), cfg.to_toml()).expect("config.toml");
+        dir
+    }
+
+    #[test]
+    fn a_step_decay_run_plots_its_schedule_per_optimizer_step() {
+        // 8 examples in batches of 4 for 2 epochs: 4 steps per task. The default milestones
+        // (half and three quarters of a task, factor 0.1) decay at steps 2 and 3 of each.
+        let dir = run_folder("step-decay", Method::StepDecay);
+        let series = step_decay_series(&dir, "step-decay / off", 2).expect("a schedule");
+        let expected = [
+            (0.0, 1e-2),
+            (2.0, 1e-2),
+            (2.0, 1e-3),
+            (3.0, 1e-3),
+            (3.0, 1e-4),
+            (4.0, 1e-4),
+            (4.0, 1e-2),
+            (6.0, 1e-2),
+            (6.0, 1e-3),
+            (7.0, 1e-3),
+            (7.0, 1e-4),
+            (8.0, 1e-4),
+        ];
+        assert_eq!(series.points.len(), expected.len());
+        for (&(x, y), &(ex, ey)) in series.points.iter().zip(&expected) {
+            assert_eq!(x, ex);
+            assert!((y - ey).abs() < 1e-15, "lr {y} at step {x}, expected {ey}");
+        }
+        assert!(step_decay_series(&run_folder("adam", Method::Adam), "adam / off", 2).is_none());
+    }
 }
