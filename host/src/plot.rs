@@ -71,6 +71,21 @@ impl Series {
         }
     }
 
+    /// A quantity held from each point until the next one (an lr set at a controller event
+    /// applies until the next event): every change becomes a vertical riser at its x. Drawn
+    /// this way, a reset from a small lr back to lr0 is a right-angled corner, where a
+    /// straight segment into a sharp turn made the bitmap backend draw spikes past the axes.
+    pub fn steps(label: impl Into<String>, events: &[(f64, f64)]) -> Self {
+        let mut points = Vec::with_capacity(2 * events.len());
+        for (i, &(x, y)) in events.iter().enumerate() {
+            if i > 0 {
+                points.push((x, events[i - 1].1));
+            }
+            points.push((x, y));
+        }
+        Series::line(label, points)
+    }
+
     /// The mean over `curves` (each a value per x, all as long as the shortest) with a band
     /// of ± one standard error; x runs from 1.
     pub fn mean_band(label: impl Into<String>, curves: &[Vec<f64>]) -> Self {
@@ -235,7 +250,7 @@ pub fn lr_series(dir: &Path) -> Result<(Vec<Series>, &'static str), PlotError> {
     if !by_layer.is_empty() {
         let series = by_layer
             .into_iter()
-            .map(|(l, points)| Series::line(format!("{name}: layer {l}"), points))
+            .map(|(l, events)| Series::steps(format!("{name}: layer {l}"), &events))
             .collect();
         return Ok((series, "optimizer step"));
     }
@@ -333,6 +348,7 @@ fn draw<DB: DrawingBackend>(
                 .configure_mesh()
                 .x_desc(x_label)
                 .x_label_formatter(&|x| format!("{x:.0}"))
+                .y_label_formatter(&|y| tick_label(*y, log_y))
                 .y_desc(y_label)
                 .label_style((FONT, 14))
                 .draw()
@@ -385,6 +401,18 @@ fn draw<DB: DrawingBackend>(
             .map_err(|e| e.to_string())?);
     }
     root.present().map_err(|e| e.to_string())
+}
+
+/// A y tick's text: two significant digits in scientific notation on a log axis (`3e-5`,
+/// `2.5e-4`; the default printed f64 noise such as `3.0000004e-5`), else up to three decimals.
+fn tick_label(y: f64, log_y: bool) -> String {
+    if log_y {
+        let text = format!("{y:.1e}");
+        text.replace(".0e", "e")
+    } else {
+        let text = format!("{y:.3}");
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
 }
 
 fn draw_both(
@@ -560,5 +588,30 @@ mod tests {
             assert!((y - ey).abs() < 1e-15, "lr {y} at step {x}, expected {ey}");
         }
         assert!(step_decay_series(&run_folder("adam", Method::Adam), "adam / off", 2).is_none());
+    }
+
+    #[test]
+    fn controller_lrs_are_held_until_the_next_event() {
+        let s = Series::steps("l", &[(0.0, 3.0), (10.0, 2.0), (20.0, 2.0), (30.0, 5.0)]);
+        let expected = [
+            (0.0, 3.0),
+            (10.0, 3.0),
+            (10.0, 2.0),
+            (20.0, 2.0),
+            (20.0, 2.0),
+            (30.0, 2.0),
+            (30.0, 5.0),
+        ];
+        assert_eq!(s.points, expected);
+        assert!(Series::steps("empty", &[]).points.is_empty());
+    }
+
+    #[test]
+    fn tick_labels_are_short() {
+        assert_eq!(tick_label(3.0000004e-5, true), "3e-5");
+        assert_eq!(tick_label(2.5e-4, true), "2.5e-4");
+        assert_eq!(tick_label(0.25, false), "0.25");
+        assert_eq!(tick_label(1.0, false), "1");
+        assert_eq!(tick_label(0.0, false), "0");
     }
 }
