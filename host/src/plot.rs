@@ -190,9 +190,10 @@ pub fn task_series(runs: &[PathBuf]) -> Result<(TaskMetric, Vec<Series>), PlotEr
     for dir in runs {
         let (summary, rows) = read_run(dir)?;
         let label = format!(
-            "{} / {} / lr {}",
+            "{} / {}{} / lr {}",
             summary.method_label(),
             summary.scheduler,
+            reading_tag(dir, &summary.scheduler),
             summary.lr
         );
         let accuracy: Option<Vec<f64>> = rows.iter().map(|r| r.train_accuracy).collect();
@@ -222,6 +223,47 @@ pub fn task_series(runs: &[PathBuf]) -> Result<(TaskMetric, Vec<Series>), PlotEr
     Ok((metric.unwrap_or(TaskMetric::Accuracy), series))
 }
 
+/// The reading of a scheduled run: its `[scheduler]` and `[statistics]` settings that differ
+/// from the defaults, as ` [control=proportional]`, so that runs of two readings at one lr are
+/// never averaged into one line. Empty with the scheduler off, at the defaults, or when the
+/// run's config.toml cannot be read.
+fn reading_tag(dir: &Path, scheduler: &str) -> String {
+    if scheduler == "off" {
+        return String::new();
+    }
+    let Ok(cfg) = RunConfig::from_toml_file(&dir.join(CONFIG_FILE)) else {
+        return String::new();
+    };
+    let defaults = RunConfig::default();
+    let mut changed = Vec::new();
+    for (ours, default) in [
+        (
+            toml::Value::try_from(&cfg.scheduler),
+            toml::Value::try_from(&defaults.scheduler),
+        ),
+        (
+            toml::Value::try_from(&cfg.statistics),
+            toml::Value::try_from(&defaults.statistics),
+        ),
+    ] {
+        if let (Ok(toml::Value::Table(ours)), Ok(toml::Value::Table(default))) = (ours, default) {
+            for (key, value) in ours {
+                if default.get(&key) != Some(&value) {
+                    let value = value
+                        .as_str()
+                        .map_or_else(|| value.to_string(), str::to_string);
+                    changed.push(format!("{key}={value}"));
+                }
+            }
+        }
+    }
+    if changed.is_empty() {
+        String::new()
+    } else {
+        format!(" [{}]", changed.join(", "))
+    }
+}
+
 /// The columns of a `controller.csv` row the lr plot reads.
 #[derive(serde::Deserialize)]
 struct LrPoint {
@@ -237,7 +279,12 @@ struct LrPoint {
 /// (x = optimizer step); else from the end of each task (x = task).
 pub fn lr_series(dir: &Path) -> Result<(Vec<Series>, &'static str), PlotError> {
     let (summary, rows) = read_run(dir)?;
-    let name = format!("{} / {}", summary.method_label(), summary.scheduler);
+    let name = format!(
+        "{} / {}{}",
+        summary.method_label(),
+        summary.scheduler,
+        reading_tag(dir, &summary.scheduler)
+    );
     let mut by_layer: BTreeMap<usize, Vec<(f64, f64)>> = BTreeMap::new();
     if let Ok(mut reader) = csv::Reader::from_path(dir.join(CONTROLLER_FILE)) {
         for rec in reader.deserialize::<LrPoint>().flatten() {
@@ -604,6 +651,18 @@ mod tests {
         ];
         assert_eq!(s.points, expected);
         assert!(Series::steps("empty", &[]).points.is_empty());
+    }
+
+    #[test]
+    fn a_scheduled_runs_label_names_its_reading() {
+        let dir = run_folder("reading", Method::Adam);
+        assert_eq!(reading_tag(&dir, "combined"), "");
+        let mut cfg = RunConfig::from_toml_file(&dir.join(CONFIG_FILE)).expect("config");
+        cfg.scheduler.control = "proportional".parse().expect("a control law");
+        std::fs::write(dir.join(CONFIG_FILE), cfg.to_toml()).expect("config.toml");
+        assert_eq!(reading_tag(&dir, "combined"), " [control=proportional]");
+        assert_eq!(reading_tag(&dir, "off"), "");
+        assert_eq!(reading_tag(&dir.join("missing"), "combined"), "");
     }
 
     #[test]
