@@ -247,8 +247,9 @@ fn reading_tag(dir: &Path, scheduler: &str) -> String {
         ),
     ] {
         if let (Ok(toml::Value::Table(ours)), Ok(toml::Value::Table(default))) = (ours, default) {
+            // `mode` is the scheduler column itself (combined, noise, curvature).
             for (key, value) in ours {
-                if default.get(&key) != Some(&value) {
+                if key != "mode" && default.get(&key) != Some(&value) {
                     let value = value
                         .as_str()
                         .map_or_else(|| value.to_string(), str::to_string);
@@ -658,6 +659,9 @@ mod tests {
         let dir = run_folder("reading", Method::Adam);
         assert_eq!(reading_tag(&dir, "combined"), "");
         let mut cfg = RunConfig::from_toml_file(&dir.join(CONFIG_FILE)).expect("config");
+        cfg.scheduler.mode = "combined".parse().expect("a mode");
+        std::fs::write(dir.join(CONFIG_FILE), cfg.to_toml()).expect("config.toml");
+        assert_eq!(reading_tag(&dir, "combined"), "");
         cfg.scheduler.control = "proportional".parse().expect("a control law");
         std::fs::write(dir.join(CONFIG_FILE), cfg.to_toml()).expect("config.toml");
         assert_eq!(reading_tag(&dir, "combined"), " [control=proportional]");
