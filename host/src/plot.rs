@@ -238,8 +238,8 @@ fn reading_tag(dir: &Path, scheduler: &str) -> String {
     let mut changed = Vec::new();
     for (ours, default) in [
         (
-            toml::Value::try_from(&cfg.scheduler),
-            toml::Value::try_from(&defaults.scheduler),
+            toml::Value::try_from(cfg.scheduler),
+            toml::Value::try_from(defaults.scheduler),
         ),
         (
             toml::Value::try_from(&cfg.statistics),
