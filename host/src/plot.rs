@@ -13,7 +13,7 @@ use plotters::style::{register_font, FontStyle};
 use crate::compare::run_folders;
 use crate::config::RunConfig;
 use crate::methods::Method;
-use crate::outputs::{OutputError, CONFIG_FILE, CONTROLLER_FILE, SUMMARY_FILE};
+use crate::outputs::{OutputError, Summary, CONFIG_FILE, CONTROLLER_FILE, SUMMARY_FILE};
 use crate::runner::{epoch_batches, read_run};
 
 /// Errors drawing plots.
@@ -189,13 +189,7 @@ pub fn task_series(runs: &[PathBuf]) -> Result<(TaskMetric, Vec<Series>), PlotEr
     let mut metric = None;
     for dir in runs {
         let (summary, rows) = read_run(dir)?;
-        let label = format!(
-            "{} / {}{} / lr {}",
-            summary.method_label(),
-            summary.scheduler,
-            reading_tag(dir, &summary.scheduler),
-            summary.lr
-        );
+        let label = format!("{} / lr {}", configuration_name(dir, &summary), summary.lr);
         let accuracy: Option<Vec<f64>> = rows.iter().map(|r| r.train_accuracy).collect();
         let online_loss: Option<Vec<f64>> = rows.iter().map(|r| r.online_loss).collect();
         let (kind, curve) = match (accuracy, online_loss) {
@@ -223,6 +217,16 @@ pub fn task_series(runs: &[PathBuf]) -> Result<(TaskMetric, Vec<Series>), PlotEr
     Ok((metric.unwrap_or(TaskMetric::Accuracy), series))
 }
 
+/// `METHOD / SCHEDULER [reading]`: what a run's lines are labelled by, before its lr.
+fn configuration_name(dir: &Path, summary: &Summary) -> String {
+    format!(
+        "{} / {}{}",
+        summary.method_label(),
+        summary.scheduler,
+        reading_tag(dir, &summary.scheduler)
+    )
+}
+
 /// The reading of a scheduled run: its `[scheduler]` and `[statistics]` settings that differ
 /// from the defaults, as ` [control=proportional]`, so that runs of two readings at one lr are
 /// never averaged into one line. Empty with the scheduler off, at the defaults, or when the
@@ -247,7 +251,7 @@ fn reading_tag(dir: &Path, scheduler: &str) -> String {
         ),
     ] {
         if let (Ok(toml::Value::Table(ours)), Ok(toml::Value::Table(default))) = (ours, default) {
-            // `mode` is the scheduler column itself (combined, noise, curvature).
+            // `mode` is the scheduler column itself (gradient, volatility, combined).
             for (key, value) in ours {
                 if key != "mode" && default.get(&key) != Some(&value) {
                     let value = value
@@ -280,12 +284,7 @@ struct LrPoint {
 /// (x = optimizer step); else from the end of each task (x = task).
 pub fn lr_series(dir: &Path) -> Result<(Vec<Series>, &'static str), PlotError> {
     let (summary, rows) = read_run(dir)?;
-    let name = format!(
-        "{} / {}{}",
-        summary.method_label(),
-        summary.scheduler,
-        reading_tag(dir, &summary.scheduler)
-    );
+    let name = configuration_name(dir, &summary);
     let mut by_layer: BTreeMap<usize, Vec<(f64, f64)>> = BTreeMap::new();
     if let Ok(mut reader) = csv::Reader::from_path(dir.join(CONTROLLER_FILE)) {
         for rec in reader.deserialize::<LrPoint>().flatten() {
