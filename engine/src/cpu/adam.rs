@@ -1,7 +1,6 @@
 //! The Adam step of the CPU engine: safestep-core's fused Adam over fixed chunks of each
 //! layer, checked everywhere before anything is written.
 
-use rayon::prelude::*;
 use safestep_core::adam::{Adam, PreparedStep, StepStats};
 
 use super::{wasserstein, CpuBackend};
@@ -96,6 +95,60 @@ fn apply_fast(step: PreparedStep<'_, f32>, stats: &mut StepStats<f32>) {
 /// One chunk of one layer, prepared: its layer and its checked step.
 type Chunk<'a> = (usize, PreparedStep<'a, f32>);
 
+/// One chunk's slices: its layer, its offset in the layer, parameters, gradient, moments.
+type Slices<'a> = (
+    usize,
+    usize,
+    &'a mut [f32],
+    &'a [f32],
+    &'a mut [f32],
+    &'a mut [f32],
+);
+
+/// A chunk of the team's Adam step, as it moves from slices to a prepared step to stats.
+enum ChunkWork<'a> {
+    Slices(Slices<'a>),
+    Prepared(Chunk<'a>),
+    Failed(BackendError),
+    Done((usize, StepStats<f32>)),
+    Taken,
+}
+
+impl<'a> ChunkWork<'a> {
+    /// Prepares slices, or applies a prepared step.
+    fn advance(
+        &mut self,
+        prepare: &(impl Fn(Slices<'a>) -> Result<Chunk<'a>, BackendError> + Sync),
+        apply: &(impl Fn(Chunk<'a>) -> (usize, StepStats<f32>) + Sync),
+    ) {
+        *self = match std::mem::replace(self, ChunkWork::Taken) {
+            ChunkWork::Slices(s) => match prepare(s) {
+                Ok(chunk) => ChunkWork::Prepared(chunk),
+                Err(e) => ChunkWork::Failed(e),
+            },
+            ChunkWork::Prepared(chunk) => ChunkWork::Done(apply(chunk)),
+            other => other,
+        }
+    }
+
+    fn take_error(&mut self) -> Option<BackendError> {
+        match std::mem::replace(self, ChunkWork::Taken) {
+            ChunkWork::Failed(e) => Some(e),
+            other => {
+                *self = other;
+                None
+            }
+        }
+    }
+
+    fn stats(self) -> Option<(usize, StepStats<f32>)> {
+        match self {
+            ChunkWork::Done(stats) => Some(stats),
+            _ => None,
+        }
+    }
+}
+
 impl CpuBackend {
     /// [`crate::Backend::adam_step`]: the regulariser gradients, then every chunk of every
     /// layer prepared (all checks; nothing written), then applied.
@@ -189,17 +242,23 @@ impl CpuBackend {
             apply_fast(step, &mut stats);
             (l, stats)
         };
-        let chunk_stats: Vec<(usize, StepStats<f32>)> = if self.pool.is_some() {
-            // Inside the backend's pool (see `in_pool`).
-            let prepared: Vec<Chunk<'_>> = slices
-                .into_par_iter()
-                .map(prepare)
-                .collect::<Result<_, _>>()?;
-            prepared.into_par_iter().map(apply).collect()
-        } else {
-            let prepared: Vec<Chunk<'_>> =
-                slices.into_iter().map(prepare).collect::<Result<_, _>>()?;
-            prepared.into_iter().map(apply).collect()
+        let chunk_stats: Vec<(usize, StepStats<f32>)> = match &self.team {
+            Some(team) => {
+                // Prepare every chunk on the team, then (all checks passed) apply them.
+                let mut work: Vec<ChunkWork<'_>> =
+                    slices.into_iter().map(ChunkWork::Slices).collect();
+                team.for_each_mut(&mut work, |_, w| w.advance(&prepare, &apply));
+                if let Some(e) = work.iter_mut().find_map(ChunkWork::take_error) {
+                    return Err(e);
+                }
+                team.for_each_mut(&mut work, |_, w| w.advance(&prepare, &apply));
+                work.into_iter().filter_map(ChunkWork::stats).collect()
+            }
+            None => {
+                let prepared: Vec<Chunk<'_>> =
+                    slices.into_iter().map(prepare).collect::<Result<_, _>>()?;
+                prepared.into_iter().map(apply).collect()
+            }
         };
         let mut out = vec![StepStats::<f64>::new(); layers];
         for (l, stats) in chunk_stats {

@@ -15,9 +15,10 @@ pub(super) struct Activations {
     pub(super) d: Vec<Vec<f32>>,
     /// Scratch: deltas w.r.t. a layer's input (`rows × fan_in`).
     pub(super) dh: Vec<f32>,
-    /// Scratch: per-row squared norms.
-    pub(super) a_sq: Vec<f64>,
-    pub(super) d_sq: Vec<f64>,
+    /// Per layer, each row's per-sample squared gradient norm `‖δ_i‖²·(‖a_i‖² + 1)`.
+    pub(super) row_sq: Vec<Vec<f64>>,
+    /// Each row's loss (summed in row order after a banded pass).
+    pub(super) row_loss: Vec<f64>,
     /// With [`Norm::Layer`]: the normalised pre-activations `u = LN(z)` per hidden layer
     /// (`rows × fan_out`, the nonlinearity's input); empty otherwise.
     pub(super) u: Vec<Vec<f32>>,
@@ -63,8 +64,11 @@ impl Activations {
         }
         let max_in = shapes.iter().map(|s| s.fan_in).max().unwrap_or(0);
         self.dh.resize(rows * max_in, 0.0);
-        self.a_sq.resize(rows, 0.0);
-        self.d_sq.resize(rows, 0.0);
+        self.row_sq.resize_with(layers, Vec::new);
+        for sq in &mut self.row_sq {
+            sq.resize(rows, 0.0);
+        }
+        self.row_loss.resize(rows, 0.0);
         self.cap = rows;
     }
 }

@@ -14,15 +14,18 @@
 //! * is about as fast as a single core allows on these shapes: its AVX-512 micro-kernel
 //!   runs the default MLP's products near the core's peak FLOP rate.
 //!
-//! Threading is ours, not the crate's: with `threads > 1`, a large product is cut into
-//! contiguous bands of output rows, one single-threaded `gemm` call per band on rayon's
-//! pool. The reduction dimension is never split, so for a fixed thread count every output
-//! element is summed in the same order on every run and results are bit-reproducible.
+//! Threading is ours, not the crate's: with a [`Team`], a large product is cut into
+//! contiguous bands of output rows, one single-threaded `gemm` call per band. The reduction
+//! dimension is never split and a band never changes the crate's kernel choice
+//! ([`row_bands`]), so every output element is summed in the same order whatever the
+//! thread count, and results are bit-identical.
 //!
 //! The crate's entry point is an `unsafe fn` over raw pointers and strides; [`matmul`] checks
 //! shapes and that every addressed element lies inside its slice before calling it.
 
 use gemm::Parallelism;
+
+use super::team::Team;
 
 /// A read-only strided matrix view over a slice.
 #[derive(Debug, Clone, Copy)]
@@ -58,6 +61,22 @@ impl<'a> MatRef<'a> {
         }
     }
 
+    /// Rows `[first, first + count)` (no copy).
+    ///
+    /// # Panics
+    /// If they are not rows of the view (an engine invariant).
+    pub fn rows(self, first: usize, count: usize) -> Self {
+        assert!(
+            first + count <= self.rows,
+            "MatRef::rows: past the last row"
+        );
+        MatRef {
+            data: &self.data[(first * self.rs).min(self.data.len())..],
+            rows: count,
+            ..self
+        }
+    }
+
     fn fits(&self) -> bool {
         self.rows == 0
             || self.cols == 0
@@ -66,7 +85,8 @@ impl<'a> MatRef<'a> {
 }
 
 /// `dst = scale·(a·b)`, or `dst += scale·(a·b)` with `accumulate`, where `dst` is the
-/// row-major `a.rows × b.cols` prefix of `dst`.
+/// row-major `a.rows × b.cols` prefix of `dst`. With a `team`, a large product is cut into
+/// one band of output rows per member (see [`row_bands`]).
 ///
 /// # Panics
 /// On inconsistent shapes or views that exceed their slices: internal invariants of the
@@ -77,7 +97,7 @@ pub fn matmul(
     b: MatRef<'_>,
     scale: f32,
     accumulate: bool,
-    threads: usize,
+    team: Option<&Team>,
 ) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "matmul: inner dimensions differ");
@@ -92,42 +112,46 @@ pub fn matmul(
         }
         return;
     }
-    if threads > 1 && m >= 2 * threads && m * n * k >= PAR_MIN_FLOPS {
-        // Bands of output rows, one per thread, each a single-threaded product: every output
-        // element is still summed by one call in a fixed order.
-        bands(&mut dst[..m * n], a, b, scale, accumulate, threads);
-        return;
-    }
-    raw(dst, a, b, scale, accumulate);
-}
-
-/// Splits the rows of `dst` (and `a`) into `parts` bands computed in parallel by recursive
-/// `rayon::join` (no allocation).
-fn bands(
-    dst: &mut [f32],
-    a: MatRef<'_>,
-    b: MatRef<'_>,
-    scale: f32,
-    accumulate: bool,
-    parts: usize,
-) {
-    if parts <= 1 || a.rows < 2 {
+    let bands = match team {
+        Some(team) if m * n * k >= PAR_MIN_FLOPS => row_bands(m, n, k, team.threads()),
+        _ => 1,
+    };
+    if bands <= 1 {
         raw(dst, a, b, scale, accumulate);
         return;
     }
-    let left_parts = parts / 2;
-    let top = a.rows * left_parts / parts;
-    let (d1, d2) = dst.split_at_mut(top * b.cols);
-    let a1 = MatRef { rows: top, ..a };
-    let a2 = MatRef {
-        data: &a.data[top * a.rs..],
-        rows: a.rows - top,
-        ..a
-    };
-    rayon::join(
-        || bands(d1, a1, b, scale, accumulate, left_parts),
-        || bands(d2, a2, b, scale, accumulate, parts - left_parts),
-    );
+    let mut parts: Vec<(&mut [f32], MatRef<'_>)> = Vec::with_capacity(bands);
+    let mut rest = &mut dst[..m * n];
+    for t in 0..bands {
+        let (top, end) = (t * m / bands, (t + 1) * m / bands);
+        let (band, tail) = rest.split_at_mut((end - top) * n);
+        rest = tail;
+        parts.push((band, a.rows(top, end - top)));
+    }
+    if let Some(team) = team {
+        team.for_each_mut(&mut parts, |_, (band, rows)| {
+            raw(band, *rows, b, scale, accumulate)
+        });
+    }
+}
+
+/// How many bands of output rows an `m × k · k × n` product may be cut into for `threads`
+/// members (1: do not cut). Every output element must be summed exactly as the whole
+/// product sums it, so that results do not depend on the thread count. The `gemm` crate
+/// picks its summation by the product's shape: dot-product kernels when `m·n ≤ 256`,
+/// matrix-vector kernels for `m ≤ 1`, and a depth block `kc` that is `min(k, 512)` when
+/// `m ≤ 64` and `n ≤ 64` but a cache-derived value otherwise (equal to `k` for
+/// `k ≤ 512`). A band must therefore stay on the whole product's side of each of these
+/// lines.
+pub fn row_bands(m: usize, n: usize, k: usize, threads: usize) -> usize {
+    let band = m / threads.max(1);
+    let same_kernels = band >= 2 && band * n > 256;
+    let same_depth_blocks = k <= 512 || band > 64 || n > 64;
+    if threads > 1 && same_kernels && same_depth_blocks {
+        threads
+    } else {
+        1
+    }
 }
 
 /// Multiply-adds below this many (m·n·k) run on the calling thread only.
@@ -192,6 +216,8 @@ mod tests {
             .collect();
         let want = naive(&a, m, k, &b, n);
         for threads in [1, 2] {
+            let team = Team::new(threads, || {}).expect("threads start");
+            let team = Some(&team);
             let mut c = vec![1.0f32; m * n];
             matmul(
                 &mut c,
@@ -199,7 +225,7 @@ mod tests {
                 MatRef::row_major(&b, k, n),
                 0.5,
                 false,
-                threads,
+                team,
             );
             for (x, y) in c.iter().zip(&want) {
                 assert!((*x as f64 - 0.5 * y).abs() < 1e-5);
@@ -218,7 +244,7 @@ mod tests {
                 MatRef::row_major(&bt, n, k).t(),
                 1.0,
                 true,
-                threads,
+                team,
             );
             for (x, y) in c.iter().zip(&want) {
                 assert!((*x as f64 - (1.0 + y)).abs() < 1e-5);
@@ -235,7 +261,7 @@ mod tests {
             MatRef::row_major(&[], 0, 2),
             1.0,
             false,
-            1,
+            None,
         );
         assert_eq!(c, vec![0.0; 4]);
     }

@@ -65,7 +65,7 @@ impl CpuBackend {
         let shapes = &self.shapes;
         let act = self.act;
         let norm = self.norm;
-        let threads = self.threads;
+        let team = self.team.as_ref();
         let classes = self.spec.classes;
         let ws = &self.train;
         let t = &mut self.tangents;
@@ -84,7 +84,7 @@ impl CpuBackend {
             MatRef::row_major(vw, s.fan_out, s.fan_in).t(),
             1.0,
             true,
-            threads,
+            team,
         );
         for k in layer + 1..shapes.len() {
             let (below, sk) = (shapes[k - 1], shapes[k]);
@@ -104,7 +104,7 @@ impl CpuBackend {
                 MatRef::row_major(&self.params[k][..sk.weights()], sk.fan_out, sk.fan_in).t(),
                 1.0,
                 false,
-                threads,
+                team,
             );
         }
         let last = shapes.len() - 1;
@@ -125,7 +125,7 @@ impl CpuBackend {
                 MatRef::row_major(&self.params[k][..sk.weights()], sk.fan_out, sk.fan_in),
                 1.0,
                 false,
-                threads,
+                team,
             );
             let (lower, _) = t.rd.split_at_mut(k);
             let w = below.fan_out;
@@ -160,7 +160,7 @@ impl CpuBackend {
             MatRef::row_major(input, rows, s.fan_in),
             inv,
             false,
-            threads,
+            team,
         );
         ops::column_sums(&t.rd[layer], rows, s.fan_out, inv, ob);
         Ok(())
@@ -181,11 +181,11 @@ impl CpuBackend {
             check_vector("v", s.params(), &v[l])?;
             check_len("out", s.params(), out[l].len())?;
         }
-        let (shapes, act, norm, threads, classes) = (
+        let (shapes, act, norm, team, classes) = (
             &self.shapes,
             self.act,
             self.norm,
-            self.threads,
+            self.team.as_ref(),
             self.spec.classes,
         );
         let e = act.expansion();
@@ -222,12 +222,12 @@ impl CpuBackend {
                 MatRef::row_major(vw, s.fan_out, s.fan_in).t(),
                 1.0,
                 true,
-                threads,
+                team,
             );
             if l > 0 {
                 let below = MatRef::row_major(&ra[l - 1], rows, s.fan_in);
                 let w = MatRef::row_major(weights(l), s.fan_out, s.fan_in).t();
-                matmul(&mut rz[l], below, w, 1.0, true, threads);
+                matmul(&mut rz[l], below, w, 1.0, true, team);
             }
             if s.hidden {
                 let rpre = if ln {
@@ -267,7 +267,7 @@ impl CpuBackend {
                 MatRef::row_major(input(l), rows, s.fan_in),
                 inv,
                 false,
-                threads,
+                team,
             );
             if l > 0 {
                 let dl = MatRef::row_major(&ws.d[l][..rows * s.fan_out], rows, s.fan_out).t();
@@ -277,7 +277,7 @@ impl CpuBackend {
                     MatRef::row_major(&ra[l - 1], rows, s.fan_in),
                     inv,
                     true,
-                    threads,
+                    team,
                 );
             }
             ops::column_sums(&rd[l], rows, s.fan_out, inv, ob);
@@ -290,11 +290,11 @@ impl CpuBackend {
                     w,
                     1.0,
                     false,
-                    threads,
+                    team,
                 );
                 let vw = MatRef::row_major(&v[l][..s.weights()], s.fan_out, s.fan_in);
                 let dl = MatRef::row_major(&ws.d[l][..rows * s.fan_out], rows, s.fan_out);
-                matmul(dh, dl, vw, 1.0, true, threads);
+                matmul(dh, dl, vw, 1.0, true, team);
                 let (lower, _) = rd.split_at_mut(l);
                 let w = shapes[l - 1].fan_out;
                 if ln {

@@ -59,6 +59,7 @@ pub mod gemm;
 mod hvp;
 pub mod ops;
 mod pass;
+mod team;
 mod units;
 pub mod wasserstein;
 
@@ -73,7 +74,8 @@ use crate::checks::{
 use crate::error::BackendError;
 use crate::spec::{init_params, Activation, LayerShape, Loss, ModelSpec, Norm};
 use buffers::{Activations, Tangents};
-use pass::{backward, forward};
+use pass::{deltas_band, forward, forward_band, weight_grads, Band};
+use team::Team;
 
 /// Rows per chunk of [`Backend::evaluate`].
 const EVAL_ROWS: usize = 256;
@@ -105,8 +107,8 @@ pub struct CpuBackend {
     theta0_sorted: Vec<(Vec<f32>, Vec<f32>)>,
     /// Data gradient plus regulariser gradient (allocated on first use).
     step_grads: Vec<Vec<f32>>,
-    /// Thread pool for `threads > 1` (None: everything on the caller's thread).
-    pool: Option<std::sync::Arc<rayon::ThreadPool>>,
+    /// The worker team for `threads > 1` (None: everything on the caller's thread).
+    team: Option<Team>,
     /// Whether the engine's calls flush subnormals to zero (see [`Self::with_flush_denormals`]).
     flush_denormals: bool,
     /// Scratch of the Wasserstein regulariser's ranking.
@@ -148,7 +150,7 @@ impl CpuBackend {
             theta0_sorted: Vec::new(),
             step_grads: Vec::new(),
             ranker: wasserstein::Ranker::default(),
-            pool: None,
+            team: None,
             flush_denormals: true,
             task_x: Vec::new(),
             task_y: Vec::new(),
@@ -178,7 +180,7 @@ impl CpuBackend {
                 allowed: "1..=64",
             });
         }
-        self.pool = Self::build_pool(threads, self.flush_denormals)?;
+        self.team = Self::build_team(threads, self.flush_denormals)?;
         self.threads = threads;
         Ok(self)
     }
@@ -191,29 +193,25 @@ impl CpuBackend {
     /// either way (see `denormals.rs` for what can differ).
     pub fn with_flush_denormals(mut self, on: bool) -> Result<Self, BackendError> {
         self.flush_denormals = on;
-        self.pool = Self::build_pool(self.threads, on)?;
+        self.team = Self::build_team(self.threads, on)?;
         Ok(self)
     }
 
-    fn build_pool(
-        threads: usize,
-        flush_denormals: bool,
-    ) -> Result<Option<std::sync::Arc<rayon::ThreadPool>>, BackendError> {
+    fn build_team(threads: usize, flush_denormals: bool) -> Result<Option<Team>, BackendError> {
         if threads <= 1 {
             return Ok(None);
         }
-        let mut builder = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("safestep-cpu-{i}"));
-        if flush_denormals {
-            builder = builder.start_handler(|_| denormals::set_on_this_thread());
-        }
-        let pool = builder.build().map_err(|e| BackendError::InvalidSpec {
+        let on_start = if flush_denormals {
+            denormals::set_on_this_thread
+        } else {
+            || {}
+        };
+        let team = Team::new(threads, on_start).map_err(|e| BackendError::InvalidSpec {
             field: "threads",
             value: format!("{threads} ({e})"),
             allowed: "a thread count the system can start",
         })?;
-        Ok(Some(std::sync::Arc::new(pool)))
+        Ok(Some(team))
     }
 
     /// The model's spec.
@@ -272,7 +270,7 @@ impl CpuBackend {
             &x,
             &mut self.eval,
             rows,
-            self.threads,
+            self.team.as_ref(),
         );
         let outputs = &self.eval.z[self.shapes.len() - 1];
         let classes = self.spec.classes;
@@ -324,7 +322,7 @@ impl CpuBackend {
             &x,
             &mut self.eval,
             rows,
-            self.threads,
+            self.team.as_ref(),
         );
         Ok(self
             .shapes
@@ -355,17 +353,11 @@ impl CpuBackend {
 
 /// The bodies of the heavy [`Backend`] methods, run inside the backend's thread pool.
 impl CpuBackend {
-    /// Runs `f` on the backend's own thread pool when it has one (threads > 1), so the
-    /// `rayon::join` splits inside start on a pool thread instead of paying a hand-off from
-    /// the caller's thread on every product.
-    /// With `flush_denormals`, the calling thread flushes subnormals while `f` runs (the
-    /// pool's threads always do).
-    fn in_pool<R: Send>(&mut self, f: impl FnOnce(&mut Self) -> R + Send) -> R {
+    /// Runs `f` with the calling thread flushing subnormals when `flush_denormals` is on
+    /// (the team's members always do).
+    fn in_pool<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
         let _flush = self.flush_denormals.then(denormals::FlushDenormals::new);
-        match self.pool.clone() {
-            Some(pool) => pool.install(|| f(self)),
-            None => f(self),
-        }
+        f(self)
     }
 
     fn forward_backward_impl(
@@ -378,79 +370,115 @@ impl CpuBackend {
         let input = self.spec.input;
         let classes = self.spec.classes;
         let layers = self.shapes.len();
+        let loss = self.spec.loss;
         self.train
             .ensure(&self.shapes, self.act.expansion(), self.norm, rows);
         self.batch_x.resize(rows * input, 0.0);
-        for (k, &i) in batch.iter().enumerate() {
-            let i = i as usize;
-            self.batch_x[k * input..(k + 1) * input]
-                .copy_from_slice(&self.task_x[i * input..(i + 1) * input]);
+        self.batch_y.resize(rows, 0);
+        if loss == Loss::SquaredError {
+            self.batch_t.resize(rows * classes, 0.0);
         }
-        match self.spec.loss {
-            Loss::CrossEntropy => {
-                self.batch_y.resize(rows, 0);
-                for (y, &i) in self.batch_y.iter_mut().zip(batch) {
-                    *y = self.task_y[i as usize];
-                }
-            }
-            Loss::SquaredError => {
-                self.batch_t.resize(rows * classes, 0.0);
-                for (t, &i) in self.batch_t.chunks_exact_mut(classes).zip(batch) {
-                    let i = i as usize;
-                    t.copy_from_slice(&self.task_t[i * classes..(i + 1) * classes]);
-                }
-            }
-        }
-        forward(
-            &self.shapes,
-            self.act,
-            self.norm,
-            &self.params,
-            &self.batch_x,
-            &mut self.train,
-            rows,
-            self.threads,
-        );
-        let last = layers - 1;
-        let (loss_sum, correct) = match self.spec.loss {
-            Loss::CrossEntropy => ops::softmax_xent(
-                &self.train.z[last][..rows * classes],
-                &self.batch_y[..rows],
-                &mut self.train.d[last][..rows * classes],
-                classes,
-            ),
-            Loss::SquaredError => (
-                ops::squared_error(
-                    &self.train.z[last][..rows * classes],
-                    &self.batch_t[..rows * classes],
-                    &mut self.train.d[last][..rows * classes],
-                ),
-                0,
-            ),
-        };
-        let mut sample_sq = if sample_norms {
-            Some(vec![0.0f64; layers])
+        let team = self.team.as_ref();
+        let parts = team.map_or(1, |t| pass::band_count(&self.shapes, rows, t.threads()));
+        let (shapes, act, norm, params) = (&self.shapes, self.act, self.norm, &self.params);
+        let (task_x, task_y, task_t) = (&self.task_x, &self.task_y, &self.task_t);
+        let cuts: Vec<usize> = (0..=parts).map(|t| t * rows / parts).collect();
+        let targets_width = if loss == Loss::SquaredError {
+            classes
         } else {
-            None
+            0
         };
-        backward(
+        let mut work: Vec<BandWork<'_>> = self
+            .train
+            .bands(shapes, act.expansion(), rows, parts)
+            .into_iter()
+            .zip(pass::split_rows(&mut self.batch_x, input, &cuts))
+            .zip(pass::split_rows(&mut self.batch_y, 1, &cuts))
+            .zip(pass::split_rows(&mut self.batch_t, targets_width, &cuts))
+            .map(|(((band, x), y), t)| BandWork {
+                indices: &batch[band.first..band.first + band.rows],
+                band,
+                x,
+                y,
+                t,
+                correct: 0,
+            })
+            .collect();
+        let last = layers - 1;
+        // `inner`: the team to split each product on; none within a band section, where each
+        // member runs its products alone.
+        let run_band = |w: &mut BandWork<'_>, inner: Option<&Team>| {
+            for (k, &i) in w.indices.iter().enumerate() {
+                let i = i as usize;
+                w.x[k * input..(k + 1) * input]
+                    .copy_from_slice(&task_x[i * input..(i + 1) * input]);
+                match loss {
+                    Loss::CrossEntropy => w.y[k] = task_y[i],
+                    Loss::SquaredError => w.t[k * classes..(k + 1) * classes]
+                        .copy_from_slice(&task_t[i * classes..(i + 1) * classes]),
+                }
+            }
+            forward_band(shapes, act, norm, params, w.x, &mut w.band, inner);
+            let band = &mut w.band;
+            let (z, d) = (&band.z[last][..], &mut band.d[last][..]);
+            match loss {
+                Loss::CrossEntropy => {
+                    for (k, ((zr, dr), &y)) in z
+                        .chunks_exact(classes)
+                        .zip(d.chunks_exact_mut(classes))
+                        .zip(&*w.y)
+                        .enumerate()
+                    {
+                        let (l, ok) = ops::xent_row(zr, Some(dr), y as usize);
+                        band.row_loss[k] = l;
+                        w.correct += usize::from(ok);
+                    }
+                }
+                Loss::SquaredError => {
+                    // The deltas only: the loss is summed over all rows below, in order.
+                    ops::squared_error(z, w.t, d);
+                }
+            }
+            deltas_band(shapes, act, norm, params, w.x, band, sample_norms, inner);
+        };
+        match team {
+            Some(team) if parts > 1 => team.for_each_mut(&mut work, |_, w| run_band(w, None)),
+            _ => work.iter_mut().for_each(|w| run_band(w, team)),
+        }
+        let correct = work.iter().map(|w| w.correct).sum();
+        drop(work);
+        let loss_sum = match loss {
+            Loss::CrossEntropy => self.train.row_loss[..rows]
+                .iter()
+                .fold(0.0f64, |sum, &l| sum + l),
+            Loss::SquaredError => {
+                let e = &self.train.d[last][..rows * classes];
+                0.5 * e
+                    .iter()
+                    .fold(0.0f64, |sum, &e| sum + f64::from(e) * f64::from(e))
+            }
+        };
+        let sample_sq: Option<Vec<f64>> = sample_norms.then(|| {
+            self.train
+                .row_sq
+                .iter()
+                .map(|sq| sq[..rows].iter().sum())
+                .collect()
+        });
+        weight_grads(
             &self.shapes,
-            self.act,
-            self.norm,
-            &self.params,
             &self.batch_x,
-            &mut self.train,
+            &self.train,
             rows,
             &mut self.grads,
-            sample_sq.as_deref_mut(),
-            self.threads,
+            self.team.as_ref(),
         );
-        let layer_stats = self
-            .grads
-            .iter()
+        let mean_grad_sq = grad_sq_norms(&self.grads, self.team.as_ref());
+        let layer_stats = mean_grad_sq
+            .into_iter()
             .enumerate()
-            .map(|(l, g)| LayerBatchStats {
-                mean_grad_sq: ops::sq_norm(g),
+            .map(|(l, mean_grad_sq)| LayerBatchStats {
+                mean_grad_sq,
                 sum_sample_sq_norms: sample_sq.as_ref().map(|sq| sq[l]),
             })
             .collect();
@@ -491,7 +519,7 @@ impl CpuBackend {
                 &self.task_x[start * input..(start + rows) * input],
                 &mut self.eval,
                 rows,
-                self.threads,
+                self.team.as_ref(),
             );
             for (k, z) in self.eval.z[last][..rows * classes]
                 .chunks_exact(classes)
@@ -646,4 +674,36 @@ impl Backend for CpuBackend {
         self.grads_ready = false;
         Ok(())
     }
+}
+
+/// One member's share of [`CpuBackend::forward_backward`]'s band section: its rows of the
+/// activations, of the gathered inputs and labels or targets, and its correct count.
+struct BandWork<'a> {
+    band: Band<'a>,
+    indices: &'a [u32],
+    x: &'a mut [f32],
+    y: &'a mut [u8],
+    t: &'a mut [f32],
+    correct: usize,
+}
+
+/// `‖g_l‖²` of every layer's gradient ([`ops::sq_norm`], bit for bit), its blocks summed on
+/// the team.
+fn grad_sq_norms(grads: &[Vec<f32>], team: Option<&Team>) -> Vec<f64> {
+    let Some(team) = team else {
+        return grads.iter().map(|g| ops::sq_norm(g)).collect();
+    };
+    let mut blocks: Vec<(usize, &[f32], f64)> = grads
+        .iter()
+        .enumerate()
+        .flat_map(|(l, g)| g.chunks(ops::SQ_NORM_BLOCK).map(move |b| (l, b, 0.0)))
+        .collect();
+    team.for_each_mut(&mut blocks, |_, (_, block, sum)| {
+        *sum = ops::sq_norm_block(block)
+    });
+    let mut totals = vec![0.0f64; grads.len()];
+    for (l, _, sum) in blocks {
+        totals[l] += sum;
+    }
+    totals
 }

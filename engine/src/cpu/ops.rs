@@ -286,48 +286,57 @@ pub fn squared_error_row(outputs: &[f32], targets: &[f32]) -> f64 {
 
 /// Column sums of a row-major `rows × cols` matrix, scaled: `out_j = scale·Σ_i a_ij`.
 pub fn column_sums(a: &[f32], rows: usize, cols: usize, scale: f32, out: &mut [f32]) {
-    out[..cols].fill(0.0);
+    column_range_sums(a, rows, cols, 0, scale, &mut out[..cols]);
+}
+
+/// Scaled sums of the columns `[first, first + out.len())` of a row-major `rows × cols`
+/// matrix: `out_j = scale·Σ_i a_i,first+j`, each summed over the rows in order (so a range
+/// gives the same bits as the whole).
+pub fn column_range_sums(
+    a: &[f32],
+    rows: usize,
+    cols: usize,
+    first: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    out.fill(0.0);
+    let width = out.len();
     for row in a[..rows * cols].chunks_exact(cols) {
-        for (o, &x) in out.iter_mut().zip(row) {
+        for (o, &x) in out.iter_mut().zip(&row[first..first + width]) {
             *o += x;
         }
     }
-    for o in out[..cols].iter_mut() {
+    for o in out.iter_mut() {
         *o *= scale;
     }
 }
 
-/// Squared Euclidean norm of each row, in `f64` (summed in 8 `f32` lanes per row, which
-/// keeps the loop vectorised; rows here are at most a few thousand entries).
-pub fn row_sq_norms(a: &[f32], rows: usize, cols: usize, out: &mut [f64]) {
-    for (o, row) in out[..rows]
-        .iter_mut()
-        .zip(a[..rows * cols].chunks_exact(cols))
-    {
-        *o = sq_norm(row);
-    }
+/// Elements per block of [`sq_norm`].
+pub const SQ_NORM_BLOCK: usize = 1024;
+
+/// `Σ x²` of a slice: 8 `f32` lanes over blocks of [`SQ_NORM_BLOCK`], each block's lanes
+/// added into `f64` ([`sq_norm_block`]), the blocks' sums added in order.
+pub fn sq_norm(x: &[f32]) -> f64 {
+    x.chunks(SQ_NORM_BLOCK)
+        .fold(0.0f64, |total, block| total + sq_norm_block(block))
 }
 
-/// `Σ x²` of a slice: 8 `f32` lanes over chunks, each chunk's lanes added into `f64`.
-pub fn sq_norm(x: &[f32]) -> f64 {
+/// One block's part of [`sq_norm`].
+pub fn sq_norm_block(block: &[f32]) -> f64 {
     const LANES: usize = 8;
-    const CHUNK: usize = 1024;
-    let mut total = 0.0f64;
-    for block in x.chunks(CHUNK) {
-        let mut acc = [0.0f32; LANES];
-        let body = block.chunks_exact(LANES);
-        let rest = body.remainder();
-        for c in body {
-            for j in 0..LANES {
-                acc[j] += c[j] * c[j];
-            }
+    let mut acc = [0.0f32; LANES];
+    let body = block.chunks_exact(LANES);
+    let rest = body.remainder();
+    for c in body {
+        for j in 0..LANES {
+            acc[j] += c[j] * c[j];
         }
-        for (j, &v) in rest.iter().enumerate() {
-            acc[j] += v * v;
-        }
-        total += acc.iter().map(|&a| f64::from(a)).sum::<f64>();
     }
-    total
+    for (j, &v) in rest.iter().enumerate() {
+        acc[j] += v * v;
+    }
+    acc.iter().map(|&a| f64::from(a)).sum::<f64>()
 }
 
 #[cfg(test)]

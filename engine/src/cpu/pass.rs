@@ -1,14 +1,145 @@
-//! Forward and backward passes of the MLP over a block of rows, every dense product through
+//! Forward and backward passes of the MLP, every dense product through
 //! [`super::gemm::matmul`].
+//!
+//! # Splitting a minibatch between threads
+//!
+//! Rows are independent until the weight gradients: each sample's activations and deltas
+//! depend on its own row only. So with a [`Team`] the minibatch is cut into one band of
+//! rows per member ([`band_count`]), and each member runs its band through every layer and
+//! back down to the first layer's deltas ([`forward_band`], [`deltas_band`]) in a single
+//! section, elementwise passes and small products included. The weight gradients,
+//! `(1/B)·Δᵀ A` summed over all rows, then run in a second section split by output units
+//! ([`weight_grads`]). Neither split changes how any number is summed (see
+//! [`super::gemm::row_bands`]), so results are bit-identical for every thread count.
 
 use super::buffers::Activations;
-use super::gemm::{matmul, MatRef};
+use super::gemm::{matmul, row_bands, MatRef};
 use super::ops;
+use super::team::Team;
 use crate::spec::{Activation, LayerShape, Norm};
 
-/// Forward pass of `rows` input rows `x` through all layers into `ws` (with
-/// [`Norm::Layer`], each hidden layer's `z` is normalised into `ws.u` before the
-/// nonlinearity).
+/// One band of rows of an [`Activations`]: each buffer's rows `[first, first + rows)`.
+pub(super) struct Band<'a> {
+    pub(super) first: usize,
+    pub(super) rows: usize,
+    pub(super) z: Vec<&'a mut [f32]>,
+    pub(super) h: Vec<&'a mut [f32]>,
+    pub(super) d: Vec<&'a mut [f32]>,
+    pub(super) dh: &'a mut [f32],
+    pub(super) u: Vec<&'a mut [f32]>,
+    pub(super) inv_std: Vec<&'a mut [f32]>,
+    pub(super) gu: Vec<&'a mut [f32]>,
+    pub(super) row_sq: Vec<&'a mut [f64]>,
+    pub(super) row_loss: &'a mut [f64],
+}
+
+/// Into how many row bands a pass over `rows` rows may be cut for `threads` threads: all
+/// of them when every product of the forward and backward passes may be cut so
+/// ([`row_bands`]), else 1 (the products are then split one by one).
+pub(super) fn band_count(shapes: &[LayerShape], rows: usize, threads: usize) -> usize {
+    let every_product_splits = shapes.iter().enumerate().all(|(l, s)| {
+        row_bands(rows, s.fan_out, s.fan_in, threads) == threads
+            && (l == 0 || row_bands(rows, s.fan_in, s.fan_out, threads) == threads)
+    });
+    if threads > 1 && every_product_splits {
+        threads
+    } else {
+        1
+    }
+}
+
+/// The rows `[cuts[t], cuts[t+1])` of a row-major buffer of `width` columns, per band.
+pub(super) fn split_rows<'a, T>(
+    buf: &'a mut [T],
+    width: usize,
+    cuts: &[usize],
+) -> Vec<&'a mut [T]> {
+    let mut rest = &mut buf[..cuts[cuts.len() - 1] * width];
+    let mut parts = Vec::with_capacity(cuts.len() - 1);
+    for w in cuts.windows(2) {
+        let (part, tail) = rest.split_at_mut((w[1] - w[0]) * width);
+        parts.push(part);
+        rest = tail;
+    }
+    parts
+}
+
+impl Activations {
+    /// `parts` bands of the first `rows` rows (sized by [`Activations::ensure`]).
+    pub(super) fn bands(
+        &mut self,
+        shapes: &[LayerShape],
+        expand: usize,
+        rows: usize,
+        parts: usize,
+    ) -> Vec<Band<'_>> {
+        let cuts: Vec<usize> = (0..=parts).map(|t| t * rows / parts).collect();
+        let mut bands: Vec<Band<'_>> = Vec::with_capacity(parts);
+        let max_in = shapes.iter().map(|s| s.fan_in).max().unwrap_or(0);
+        let dh = split_rows(&mut self.dh, max_in, &cuts);
+        let row_loss = split_rows(&mut self.row_loss, 1, &cuts);
+        for ((w, dh), row_loss) in cuts.windows(2).zip(dh).zip(row_loss) {
+            bands.push(Band {
+                first: w[0],
+                rows: w[1] - w[0],
+                z: Vec::new(),
+                h: Vec::new(),
+                d: Vec::new(),
+                dh,
+                u: Vec::new(),
+                inv_std: Vec::new(),
+                gu: Vec::new(),
+                row_sq: Vec::new(),
+                row_loss,
+            });
+        }
+        for (((z, d), sq), s) in self
+            .z
+            .iter_mut()
+            .zip(&mut self.d)
+            .zip(&mut self.row_sq)
+            .zip(shapes)
+        {
+            for (b, part) in bands.iter_mut().zip(split_rows(z, s.fan_out, &cuts)) {
+                b.z.push(part);
+            }
+            for (b, part) in bands.iter_mut().zip(split_rows(d, s.fan_out, &cuts)) {
+                b.d.push(part);
+            }
+            for (b, part) in bands.iter_mut().zip(split_rows(sq, 1, &cuts)) {
+                b.row_sq.push(part);
+            }
+        }
+        // `h` (and with LayerNorm `u`, `inv_std`, `gu`) exist for the hidden layers only.
+        for (h, s) in self.h.iter_mut().zip(shapes) {
+            for (b, part) in bands
+                .iter_mut()
+                .zip(split_rows(h, expand * s.fan_out, &cuts))
+            {
+                b.h.push(part);
+            }
+        }
+        for (u, s) in self.u.iter_mut().zip(shapes) {
+            for (b, part) in bands.iter_mut().zip(split_rows(u, s.fan_out, &cuts)) {
+                b.u.push(part);
+            }
+        }
+        for inv_std in self.inv_std.iter_mut() {
+            for (b, part) in bands.iter_mut().zip(split_rows(inv_std, 1, &cuts)) {
+                b.inv_std.push(part);
+            }
+        }
+        for (gu, s) in self.gu.iter_mut().zip(shapes) {
+            for (b, part) in bands.iter_mut().zip(split_rows(gu, s.fan_out, &cuts)) {
+                b.gu.push(part);
+            }
+        }
+        bands
+    }
+}
+
+/// Forward pass of `rows` input rows `x` through all layers into `ws`, in row bands on the
+/// team when it has one (see the module docs).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn forward(
     shapes: &[LayerShape],
@@ -18,12 +149,43 @@ pub(super) fn forward(
     x: &[f32],
     ws: &mut Activations,
     rows: usize,
-    threads: usize,
+    team: Option<&Team>,
 ) {
+    let input = shapes[0].fan_in;
+    let parts = team.map_or(1, |t| band_count(shapes, rows, t.threads()));
+    let mut bands = ws.bands(shapes, act.expansion(), rows, parts);
+    match team {
+        Some(team) if parts > 1 => team.for_each_mut(&mut bands, |_, band| {
+            let x = &x[band.first * input..(band.first + band.rows) * input];
+            forward_band(shapes, act, norm, params, x, band, None);
+        }),
+        _ => {
+            for band in &mut bands {
+                forward_band(shapes, act, norm, params, x, band, team);
+            }
+        }
+    }
+}
+
+/// Forward pass of one band: `x` holds the band's input rows. With [`Norm::Layer`], each
+/// hidden layer's `z` is normalised into `u` before the nonlinearity. `team` splits each
+/// product (only when the band is the whole minibatch).
+pub(super) fn forward_band(
+    shapes: &[LayerShape],
+    act: Activation,
+    norm: Norm,
+    params: &[Vec<f32>],
+    x: &[f32],
+    band: &mut Band<'_>,
+    team: Option<&Team>,
+) {
+    let rows = band.rows;
     for (l, s) in shapes.iter().enumerate() {
         let (w, b) = params[l].split_at(s.weights());
-        let input = if l == 0 { x } else { &ws.h[l - 1][..] };
-        let z = &mut ws.z[l];
+        let hidden_layers = band.h.len();
+        let (below, here) = band.h.split_at_mut(l.min(hidden_layers));
+        let input: &[f32] = if l == 0 { x } else { below[l - 1] };
+        let z = &mut *band.z[l];
         ops::fill_rows(z, b, rows);
         matmul(
             z,
@@ -31,91 +193,155 @@ pub(super) fn forward(
             MatRef::row_major(w, s.fan_out, s.fan_in).t(),
             1.0,
             true,
-            threads,
+            team,
         );
         if s.hidden {
-            let pre = match norm {
-                Norm::None => &ws.z[l],
+            let pre: &[f32] = match norm {
+                Norm::None => &*band.z[l],
                 Norm::Layer => {
-                    ops::layer_norm(&ws.z[l], &mut ws.u[l], &mut ws.inv_std[l], rows, s.fan_out);
-                    &ws.u[l]
+                    let (u, inv_std) = (&mut *band.u[l], &mut *band.inv_std[l]);
+                    ops::layer_norm(&*band.z[l], u, inv_std, rows, s.fan_out);
+                    &*band.u[l]
                 }
             };
-            ops::activate(act, pre, &mut ws.h[l], rows, s.fan_out);
+            ops::activate(act, pre, here[0], rows, s.fan_out);
         }
     }
 }
 
-/// Backward pass from the deltas already in `ws.d[last]`: writes the mean gradients into
-/// `grads` and, with `sample_sq`, each layer's `Σ_i ‖g_i‖²`. With [`Norm::Layer`] the
-/// deltas `∂ℓ_i/∂u` of each hidden layer are kept in `ws.gu` and `ws.d` holds
-/// `∂ℓ_i/∂z = J·∂ℓ_i/∂u` (so the gradients and the per-sample norms keep their form).
+/// Backward pass of one band from the deltas already in the band's last layer: each lower
+/// layer's deltas `∂ℓ_i/∂z` (with [`Norm::Layer`], `∂ℓ_i/∂u` kept in `gu` and `d` holding
+/// `J·∂ℓ_i/∂u`) and, with `sample_norms`, each row's per-sample squared gradient norm
+/// `‖δ_i‖²·(‖a_i‖² + 1)` per layer. `x` holds the band's input rows.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn backward(
+pub(super) fn deltas_band(
     shapes: &[LayerShape],
     act: Activation,
     norm: Norm,
     params: &[Vec<f32>],
     x: &[f32],
-    ws: &mut Activations,
-    rows: usize,
-    grads: &mut [Vec<f32>],
-    mut sample_sq: Option<&mut [f64]>,
-    threads: usize,
+    band: &mut Band<'_>,
+    sample_norms: bool,
+    team: Option<&Team>,
 ) {
-    let inv = 1.0 / rows as f32;
+    let rows = band.rows;
     for l in (0..shapes.len()).rev() {
         let s = shapes[l];
-        let input = if l == 0 { x } else { &ws.h[l - 1][..] };
-        let d = &ws.d[l];
-        let (gw, gb) = grads[l].split_at_mut(s.weights());
-        matmul(
-            gw,
-            MatRef::row_major(d, rows, s.fan_out).t(),
-            MatRef::row_major(input, rows, s.fan_in),
-            inv,
-            false,
-            threads,
-        );
-        ops::column_sums(d, rows, s.fan_out, inv, gb);
-        if let Some(sq) = sample_sq.as_deref_mut() {
-            ops::row_sq_norms(input, rows, s.fan_in, &mut ws.a_sq);
-            ops::row_sq_norms(d, rows, s.fan_out, &mut ws.d_sq);
-            sq[l] = ws.a_sq[..rows]
-                .iter()
-                .zip(&ws.d_sq[..rows])
-                .map(|(&a, &dd)| dd * (a + 1.0))
-                .sum();
+        if sample_norms {
+            let input: &[f32] = if l == 0 { x } else { band.h[l - 1] };
+            let d = &*band.d[l];
+            for (i, sq) in band.row_sq[l][..rows].iter_mut().enumerate() {
+                let a = ops::sq_norm(&input[i * s.fan_in..(i + 1) * s.fan_in]);
+                let dd = ops::sq_norm(&d[i * s.fan_out..(i + 1) * s.fan_out]);
+                *sq = dd * (a + 1.0);
+            }
         }
         if l > 0 {
             let w = &params[l][..s.weights()];
             matmul(
-                &mut ws.dh,
-                MatRef::row_major(&ws.d[l], rows, s.fan_out),
+                band.dh,
+                MatRef::row_major(&*band.d[l], rows, s.fan_out),
                 MatRef::row_major(w, s.fan_out, s.fan_in),
                 1.0,
                 false,
-                threads,
+                team,
             );
             let below = shapes[l - 1].fan_out;
-            let (lower, _) = ws.d.split_at_mut(l);
+            let (lower, _) = band.d.split_at_mut(l);
             match norm {
                 Norm::None => {
                     ops::activate_backward(
                         act,
-                        &ws.z[l - 1],
-                        &ws.dh,
-                        &mut lower[l - 1],
+                        &*band.z[l - 1],
+                        band.dh,
+                        lower[l - 1],
                         rows,
                         below,
                     );
                 }
                 Norm::Layer => {
-                    let (u, s) = (&ws.u[l - 1], &ws.inv_std[l - 1]);
-                    ops::activate_backward(act, u, &ws.dh, &mut ws.gu[l - 1], rows, below);
-                    ops::layer_norm_jacobian(u, s, &ws.gu[l - 1], &mut lower[l - 1], rows, below);
+                    let (u, s) = (&*band.u[l - 1], &*band.inv_std[l - 1]);
+                    let gu = &mut *band.gu[l - 1];
+                    ops::activate_backward(act, u, band.dh, gu, rows, below);
+                    ops::layer_norm_jacobian(u, s, gu, lower[l - 1], rows, below);
                 }
             }
         }
+    }
+}
+
+/// One piece of [`weight_grads`]: layer `layer`'s gradient rows (output units)
+/// `[first, first + units)`, weights then bias.
+struct GradPiece<'a> {
+    layer: usize,
+    first: usize,
+    units: usize,
+    weights: &'a mut [f32],
+    bias: &'a mut [f32],
+}
+
+/// The mean gradients `(1/B)·Δᵀ A` (weights) and `(1/B)·Σ_i δ_i` (bias) of every layer
+/// from the deltas and activations of `rows` rows in `ws` (`x`: the input rows), each
+/// layer's output units split between the team's members.
+pub(super) fn weight_grads(
+    shapes: &[LayerShape],
+    x: &[f32],
+    ws: &Activations,
+    rows: usize,
+    grads: &mut [Vec<f32>],
+    team: Option<&Team>,
+) {
+    let threads = team.map_or(1, Team::threads);
+    // Band-major (every layer's first band, then every layer's second, ...), so that the
+    // team's contiguous ranges give each member a similar share of the work.
+    let mut per_layer: Vec<std::vec::IntoIter<GradPiece<'_>>> = Vec::new();
+    for (l, (s, g)) in shapes.iter().zip(grads.iter_mut()).enumerate() {
+        let parts = row_bands(s.fan_out, s.fan_in, rows, threads);
+        let (mut gw, mut gb) = g.split_at_mut(s.weights());
+        let mut pieces = Vec::with_capacity(parts);
+        for t in 0..parts {
+            let (first, end) = (t * s.fan_out / parts, (t + 1) * s.fan_out / parts);
+            let (w, w_rest) = gw.split_at_mut((end - first) * s.fan_in);
+            let (b, b_rest) = gb.split_at_mut(end - first);
+            (gw, gb) = (w_rest, b_rest);
+            pieces.push(GradPiece {
+                layer: l,
+                first,
+                units: end - first,
+                weights: w,
+                bias: b,
+            });
+        }
+        per_layer.push(pieces.into_iter());
+    }
+    let mut pieces = Vec::new();
+    loop {
+        let before = pieces.len();
+        pieces.extend(per_layer.iter_mut().filter_map(Iterator::next));
+        if pieces.len() == before {
+            break;
+        }
+    }
+    let inv = 1.0 / rows as f32;
+    let grad = |_: usize, p: &mut GradPiece<'_>| {
+        let s = shapes[p.layer];
+        let input: &[f32] = if p.layer == 0 { x } else { &ws.h[p.layer - 1] };
+        let d = &ws.d[p.layer];
+        let deltas_t = MatRef::row_major(d, rows, s.fan_out)
+            .t()
+            .rows(p.first, p.units);
+        matmul(
+            p.weights,
+            deltas_t,
+            MatRef::row_major(input, rows, s.fan_in),
+            inv,
+            false,
+            None,
+        );
+        ops::column_range_sums(d, rows, s.fan_out, p.first, inv, p.bias);
+    };
+    match team {
+        Some(team) => team.for_each_mut(&mut pieces, grad),
+        None => pieces.iter_mut().enumerate().for_each(|(i, p)| grad(i, p)),
     }
 }
