@@ -286,25 +286,34 @@ fn hvp_matches_central_differences_of_the_gradient() {
 /// A few training steps with every feature on: sample norms, HVPs, preconditioner,
 /// Wasserstein, evaluation. Returns all parameters and every statistic as bits.
 fn trajectory(act: Activation, norm: Norm, seed: u64, threads: usize) -> Vec<u64> {
-    trajectory_with(act, norm, seed, threads, true)
+    trajectory_with(&spec(act, norm), B, N, seed, threads, true)
 }
 
+/// [`trajectory`] of the model `s` on minibatches of `batch` out of `examples` examples.
 fn trajectory_with(
-    act: Activation,
-    norm: Norm,
+    s: &ModelSpec,
+    batch: usize,
+    examples: usize,
     seed: u64,
     threads: usize,
     flush: bool,
 ) -> Vec<u64> {
-    let s = spec(act, norm);
-    let mut cpu = CpuBackend::new(&s, seed)
+    let mut cpu = CpuBackend::new(s, seed)
         .unwrap()
         .with_threads(threads)
         .unwrap()
         .with_flush_denormals(flush)
         .unwrap();
-    let (x, y) = task(seed, N, s.input, s.classes);
-    cpu.load_task(&x, &y).unwrap();
+    let (x, y) = task(seed, examples, s.input, s.classes);
+    match s.loss {
+        Loss::CrossEntropy => cpu.load_task(&x, &y).unwrap(),
+        Loss::SquaredError => {
+            let targets: Vec<f32> = (0..examples * s.classes)
+                .map(|i| ((i * 7) % 11) as f32 / 11.0 - 0.5)
+                .collect();
+            cpu.load_regression_task(&x, &targets).unwrap()
+        }
+    }
     let adam = default_adam();
     let reg = Regularizer {
         wasserstein: 0.01,
@@ -313,11 +322,12 @@ fn trajectory_with(
     let mut bits = Vec::new();
     let layers = cpu.shapes().len();
     for t in 1..=6u64 {
-        let b: Vec<u32> = (0..B as u32)
-            .map(|k| (k * 3 + t as u32) % N as u32)
+        let b: Vec<u32> = (0..batch as u32)
+            .map(|k| (k * 3 + t as u32) % examples as u32)
             .collect();
         let out = cpu.forward_backward(&b, t % 2 == 0).unwrap();
         bits.push(out.loss.to_bits());
+        bits.push(out.correct as u64);
         bits.extend(out.layers.iter().map(|s| s.mean_grad_sq.to_bits()));
         bits.extend(
             out.layers
@@ -362,7 +372,7 @@ fn one_seed_gives_bit_identical_results() {
             // Flushing subnormals changes nothing where none arise.
             assert_eq!(
                 a,
-                trajectory_with(act, norm, 5, threads, false),
+                trajectory_with(&spec(act, norm), B, N, 5, threads, false),
                 "{act}/{norm} no flush"
             );
         }
@@ -372,6 +382,32 @@ fn one_seed_gives_bit_identical_results() {
             trajectory(act, norm, 5, 2),
             "{act}/{norm} 1 vs 2 threads"
         );
+    }
+}
+
+/// Large enough that 2, 3 and 4 threads cut the minibatch into row bands (every product
+/// of a band keeps `band·n > 256`, see `gemm::row_bands`) and the weight gradients by
+/// output units: the banded passes give the one-thread bits, for both losses.
+#[test]
+fn row_bands_give_the_one_thread_bits() {
+    for (act, norm) in CASES {
+        for loss in [Loss::CrossEntropy, Loss::SquaredError] {
+            let s = ModelSpec {
+                input: 64,
+                hidden: vec![48, 40],
+                classes: 12,
+                loss,
+                ..spec(act, norm)
+            };
+            let one = trajectory_with(&s, 96, 150, 3, 1, true);
+            for threads in [2, 3, 4] {
+                assert_eq!(
+                    one,
+                    trajectory_with(&s, 96, 150, 3, threads, true),
+                    "{act}/{norm}/{loss:?}: 1 vs {threads} threads"
+                );
+            }
+        }
     }
 }
 
