@@ -252,6 +252,54 @@ mod tests {
         }
     }
 
+    /// Every band `row_bands` allows sums each element as the whole product does (bit for
+    /// bit); and the cases it refuses are real: cutting 128 rows into bands of 64 at
+    /// `n = 10`, `k = 784` moves the crate to another depth block and changes the bits.
+    #[test]
+    fn row_bands_keep_the_whole_products_bits() {
+        let value = |i: usize, s: usize| (((i * 2_654_435_761 + s) % 1000) as f32 - 500.0) / 97.0;
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let product = |m: usize, n: usize, k: usize, bands: usize| {
+            let a: Vec<f32> = (0..m * k).map(|i| value(i, 1)).collect();
+            let b: Vec<f32> = (0..n * k).map(|i| value(i, 2)).collect();
+            let (av, bv) = (MatRef::row_major(&a, m, k), MatRef::row_major(&b, n, k).t());
+            let mut c = vec![0.0f32; m * n];
+            let mut rest = &mut c[..];
+            for t in 0..bands {
+                let (top, end) = (t * m / bands, (t + 1) * m / bands);
+                let (band, tail) = rest.split_at_mut((end - top) * n);
+                raw(band, av.rows(top, end - top), bv, 1.0, false);
+                rest = tail;
+            }
+            bits(&c)
+        };
+        let mut cut = 0;
+        for (m, n, k) in [
+            (256, 10, 256),
+            (256, 256, 784),
+            (96, 12, 40),
+            (64, 48, 64),
+            (128, 10, 784),
+            (40, 10, 600),
+            (256, 3, 1000),
+        ] {
+            for threads in 2..=4 {
+                let bands = row_bands(m, n, k, threads);
+                if bands > 1 {
+                    cut += 1;
+                    assert_eq!(
+                        product(m, n, k, 1),
+                        product(m, n, k, bands),
+                        "{m}x{n}x{k}/{bands}"
+                    );
+                }
+            }
+        }
+        assert!(cut >= 8, "the shapes above should mostly be cut ({cut})");
+        assert_eq!(row_bands(128, 10, 784, 2), 1);
+        assert_ne!(product(128, 10, 784, 1), product(128, 10, 784, 2));
+    }
+
     #[test]
     fn empty_inner_dimension() {
         let mut c = vec![3.0f32; 4];
