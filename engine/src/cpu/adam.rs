@@ -247,11 +247,11 @@ impl CpuBackend {
                 // Prepare every chunk on the team, then (all checks passed) apply them.
                 let mut work: Vec<ChunkWork<'_>> =
                     slices.into_iter().map(ChunkWork::Slices).collect();
-                team.for_each_mut(&mut work, |_, w| w.advance(&prepare, &apply));
+                team.for_each_mut_dynamic(&mut work, |_, w| w.advance(&prepare, &apply));
                 if let Some(e) = work.iter_mut().find_map(ChunkWork::take_error) {
                     return Err(e);
                 }
-                team.for_each_mut(&mut work, |_, w| w.advance(&prepare, &apply));
+                team.for_each_mut_dynamic(&mut work, |_, w| w.advance(&prepare, &apply));
                 work.into_iter().filter_map(ChunkWork::stats).collect()
             }
             None => {

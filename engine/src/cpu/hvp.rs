@@ -11,12 +11,15 @@
 //! `R{δ_z} = J·R{∂ℓ/∂u} + R{J}·∂ℓ/∂u`, the second term LayerNorm's own curvature
 //! ([`ops::layer_norm_second_order`]). The (C)ReLU still has no second-order term.
 
+use super::buffers::{Activations, Tangents};
 use super::gemm::{matmul, MatRef};
 use super::ops;
+use super::pass::{band_count, delta_products, split_rows, DeltaProduct};
+use super::team::Team;
 use super::CpuBackend;
 use crate::checks::{check_layer, check_len, check_vector};
 use crate::error::BackendError;
-use crate::spec::{Loss, Norm};
+use crate::spec::{Activation, LayerShape, Loss, Norm};
 
 /// `R{δ} = ∇²_z ℓ · R{z}` per sample: the loss's Hessian with respect to the outputs applied
 /// to the outputs' tangent `rz` (both `rows × classes`). Cross-entropy: the softmax Jacobian
@@ -50,7 +53,180 @@ fn output_hessian(
     }
 }
 
+/// One band of rows of the [`Tangents`]: each buffer's rows `[first, first + rows)`.
+pub(super) struct TangentBand<'a> {
+    first: usize,
+    rows: usize,
+    rz: Vec<&'a mut [f32]>,
+    rd: Vec<&'a mut [f32]>,
+    ru: Vec<&'a mut [f32]>,
+    rh: &'a mut [f32],
+    rdh: &'a mut [f32],
+    rgu: &'a mut [f32],
+}
+
+impl Tangents {
+    /// `parts` bands of the first `rows` rows (sized by [`Tangents::ensure`]).
+    fn bands(
+        &mut self,
+        shapes: &[LayerShape],
+        expand: usize,
+        rows: usize,
+        parts: usize,
+    ) -> Vec<TangentBand<'_>> {
+        let cuts: Vec<usize> = (0..=parts).map(|t| t * rows / parts).collect();
+        let hidden = || shapes.iter().filter(|s| s.hidden);
+        let max_h = hidden().map(|s| expand * s.fan_out).max().unwrap_or(0);
+        let max_in = shapes.iter().map(|s| s.fan_in).max().unwrap_or(0);
+        let widest = if self.rgu.is_empty() {
+            0
+        } else {
+            hidden().map(|s| s.fan_out).max().unwrap_or(0)
+        };
+        let mut bands: Vec<TangentBand<'_>> = split_rows(&mut self.rh, max_h, &cuts)
+            .into_iter()
+            .zip(split_rows(&mut self.rdh, max_in, &cuts))
+            .zip(split_rows(&mut self.rgu, widest, &cuts))
+            .zip(cuts.windows(2))
+            .map(|(((rh, rdh), rgu), w)| TangentBand {
+                first: w[0],
+                rows: w[1] - w[0],
+                rz: Vec::new(),
+                rd: Vec::new(),
+                ru: Vec::new(),
+                rh,
+                rdh,
+                rgu,
+            })
+            .collect();
+        for ((rz, rd), s) in self.rz.iter_mut().zip(&mut self.rd).zip(shapes) {
+            for (b, part) in bands.iter_mut().zip(split_rows(rz, s.fan_out, &cuts)) {
+                b.rz.push(part);
+            }
+            for (b, part) in bands.iter_mut().zip(split_rows(rd, s.fan_out, &cuts)) {
+                b.rd.push(part);
+            }
+        }
+        for (ru, s) in self.ru.iter_mut().zip(shapes) {
+            for (b, part) in bands.iter_mut().zip(split_rows(ru, s.fan_out, &cuts)) {
+                b.ru.push(part);
+            }
+        }
+        bands
+    }
+}
+
+/// What [`hvp_band`] reads: the model, the training minibatch's state and the direction.
+struct HvpInputs<'a> {
+    shapes: &'a [LayerShape],
+    act: Activation,
+    norm: Norm,
+    loss: Loss,
+    classes: usize,
+    params: &'a [Vec<f32>],
+    ws: &'a Activations,
+    labels: &'a [u8],
+    /// The layer's input rows (all of the minibatch).
+    input: &'a [f32],
+    layer: usize,
+    vw: &'a [f32],
+    vb: &'a [f32],
+}
+
+/// The R-forward from `layer` to the outputs and the R-backward down to `layer` of one band
+/// of rows (row-local throughout), leaving `R{Δ_layer}` in the band's `rd[layer]`.
+fn hvp_band(h: &HvpInputs<'_>, t: &mut TangentBand<'_>, team: Option<&Team>) {
+    let (shapes, act, norm, ws, layer) = (h.shapes, h.act, h.norm, h.ws, h.layer);
+    let (first, rows) = (t.first, t.rows);
+    // This band's rows of a whole-minibatch buffer of `width` columns.
+    let mine = |width: usize| first * width..(first + rows) * width;
+    let s = shapes[layer];
+    let input = &h.input[mine(s.fan_in)];
+    // R-forward: the tangent starts at this layer's pre-activations.
+    ops::fill_rows(t.rz[layer], h.vb, rows);
+    matmul(
+        t.rz[layer],
+        MatRef::row_major(input, rows, s.fan_in),
+        MatRef::row_major(h.vw, s.fan_out, s.fan_in).t(),
+        1.0,
+        true,
+        team,
+    );
+    for k in layer + 1..shapes.len() {
+        let (below, sk) = (shapes[k - 1], shapes[k]);
+        let w = below.fan_out;
+        let rpre: &[f32] = match norm {
+            Norm::None => &*t.rz[k - 1],
+            Norm::Layer => {
+                let (u, is) = (&ws.u[k - 1][mine(w)], &ws.inv_std[k - 1][mine(1)]);
+                ops::layer_norm_jacobian(u, is, &*t.rz[k - 1], t.ru[k - 1], rows, w);
+                &*t.ru[k - 1]
+            }
+        };
+        let pre = ws.act_in(k - 1);
+        ops::activate_tangent(act, &pre[mine(w)], rpre, t.rh, rows, w);
+        matmul(
+            t.rz[k],
+            MatRef::row_major(t.rh, rows, sk.fan_in),
+            MatRef::row_major(&h.params[k][..sk.weights()], sk.fan_out, sk.fan_in).t(),
+            1.0,
+            false,
+            team,
+        );
+    }
+    let last = shapes.len() - 1;
+    let classes = h.classes;
+    output_hessian(
+        h.loss,
+        &mut t.rd[last][..rows * classes],
+        &t.rz[last][..rows * classes],
+        &ws.d[last][mine(classes)],
+        &h.labels[first..first + rows],
+        classes,
+    );
+    // R-backward down to this layer only.
+    for k in (layer + 1..shapes.len()).rev() {
+        let (below, sk) = (shapes[k - 1], shapes[k]);
+        matmul(
+            t.rdh,
+            MatRef::row_major(&*t.rd[k], rows, sk.fan_out),
+            MatRef::row_major(&h.params[k][..sk.weights()], sk.fan_out, sk.fan_in),
+            1.0,
+            false,
+            team,
+        );
+        let (lower, _) = t.rd.split_at_mut(k);
+        let w = below.fan_out;
+        match norm {
+            Norm::None => {
+                let z = &ws.z[k - 1][mine(w)];
+                ops::activate_backward(act, z, t.rdh, lower[k - 1], rows, w);
+            }
+            Norm::Layer => {
+                let u = &ws.u[k - 1][mine(w)];
+                let is = &ws.inv_std[k - 1][mine(1)];
+                let rgu = &mut t.rgu[..rows * w];
+                ops::activate_backward(act, u, t.rdh, rgu, rows, w);
+                ops::layer_norm_jacobian(u, is, rgu, lower[k - 1], rows, w);
+                ops::layer_norm_second_order(
+                    u,
+                    is,
+                    &*t.rz[k - 1],
+                    &*t.ru[k - 1],
+                    &ws.gu[k - 1][mine(w)],
+                    &ws.d[k - 1][mine(w)],
+                    lower[k - 1],
+                    rows,
+                    w,
+                );
+            }
+        }
+    }
+}
+
 impl CpuBackend {
+    /// [`crate::Backend::hvp`]: in row bands on the team like the training pass (see
+    /// `pass`), then `(1/B)·R{Δ}ᵀ A` split by output units.
     pub(super) fn hvp_impl(
         &mut self,
         layer: usize,
@@ -62,107 +238,50 @@ impl CpuBackend {
         let s = self.shapes[layer];
         check_vector("v", s.params(), v)?;
         check_len("out", s.params(), out.len())?;
-        let shapes = &self.shapes;
-        let act = self.act;
-        let norm = self.norm;
         let team = self.team.as_ref();
-        let classes = self.spec.classes;
-        let ws = &self.train;
-        let t = &mut self.tangents;
-        t.ensure(shapes, act.expansion(), norm, rows);
-        let input = if layer == 0 {
-            &self.batch_x[..]
-        } else {
-            &ws.h[layer - 1][..]
-        };
-        // R-forward: the tangent starts at this layer's pre-activations.
+        self.tangents
+            .ensure(&self.shapes, self.act.expansion(), self.norm, rows);
         let (vw, vb) = v.split_at(s.weights());
-        ops::fill_rows(&mut t.rz[layer], vb, rows);
-        matmul(
-            &mut t.rz[layer],
-            MatRef::row_major(input, rows, s.fan_in),
-            MatRef::row_major(vw, s.fan_out, s.fan_in).t(),
-            1.0,
-            true,
-            team,
-        );
-        for k in layer + 1..shapes.len() {
-            let (below, sk) = (shapes[k - 1], shapes[k]);
-            let rpre = match norm {
-                Norm::None => &t.rz[k - 1],
-                Norm::Layer => {
-                    let (u, is) = (&ws.u[k - 1], &ws.inv_std[k - 1]);
-                    let (rz, ru) = (&t.rz[k - 1], &mut t.ru[k - 1]);
-                    ops::layer_norm_jacobian(u, is, rz, ru, rows, below.fan_out);
-                    &t.ru[k - 1]
-                }
-            };
-            ops::activate_tangent(act, ws.act_in(k - 1), rpre, &mut t.rh, rows, below.fan_out);
-            matmul(
-                &mut t.rz[k],
-                MatRef::row_major(&t.rh, rows, sk.fan_in),
-                MatRef::row_major(&self.params[k][..sk.weights()], sk.fan_out, sk.fan_in).t(),
-                1.0,
-                false,
-                team,
-            );
-        }
-        let last = shapes.len() - 1;
-        output_hessian(
-            self.spec.loss,
-            &mut t.rd[last][..rows * classes],
-            &t.rz[last][..rows * classes],
-            &ws.d[last][..rows * classes],
-            &self.batch_y,
-            classes,
-        );
-        // R-backward down to this layer only.
-        for k in (layer + 1..shapes.len()).rev() {
-            let (below, sk) = (shapes[k - 1], shapes[k]);
-            matmul(
-                &mut t.rdh,
-                MatRef::row_major(&t.rd[k], rows, sk.fan_out),
-                MatRef::row_major(&self.params[k][..sk.weights()], sk.fan_out, sk.fan_in),
-                1.0,
-                false,
-                team,
-            );
-            let (lower, _) = t.rd.split_at_mut(k);
-            let w = below.fan_out;
-            match norm {
-                Norm::None => {
-                    ops::activate_backward(act, &ws.z[k - 1], &t.rdh, &mut lower[k - 1], rows, w);
-                }
-                Norm::Layer => {
-                    let (u, is) = (&ws.u[k - 1], &ws.inv_std[k - 1]);
-                    let rgu = &mut t.rgu[..rows * w];
-                    ops::activate_backward(act, u, &t.rdh, rgu, rows, w);
-                    ops::layer_norm_jacobian(u, is, rgu, &mut lower[k - 1], rows, w);
-                    ops::layer_norm_second_order(
-                        u,
-                        is,
-                        &t.rz[k - 1],
-                        &t.ru[k - 1],
-                        &ws.gu[k - 1],
-                        &ws.d[k - 1],
-                        &mut lower[k - 1],
-                        rows,
-                        w,
-                    );
-                }
+        let inputs = HvpInputs {
+            shapes: &self.shapes,
+            act: self.act,
+            norm: self.norm,
+            loss: self.spec.loss,
+            classes: self.spec.classes,
+            params: &self.params,
+            ws: &self.train,
+            labels: &self.batch_y,
+            input: if layer == 0 {
+                &self.batch_x[..]
+            } else {
+                &self.train.h[layer - 1][..]
+            },
+            layer,
+            vw,
+            vb,
+        };
+        let parts = team.map_or(1, |t| band_count(&self.shapes, rows, t.threads()));
+        let mut bands = self
+            .tangents
+            .bands(&self.shapes, self.act.expansion(), rows, parts);
+        match team {
+            Some(team) if parts > 1 => {
+                team.for_each_mut(&mut bands, |_, band| hvp_band(&inputs, band, None))
             }
+            _ => bands
+                .iter_mut()
+                .for_each(|band| hvp_band(&inputs, band, team)),
         }
-        let inv = 1.0 / rows as f32;
+        drop(bands);
         let (ow, ob) = out.split_at_mut(s.weights());
-        matmul(
-            ow,
-            MatRef::row_major(&t.rd[layer], rows, s.fan_out).t(),
-            MatRef::row_major(input, rows, s.fan_in),
-            inv,
-            false,
-            team,
-        );
-        ops::column_sums(&t.rd[layer], rows, s.fan_out, inv, ob);
+        let mut job = [DeltaProduct {
+            shape: s,
+            deltas: &self.tangents.rd[layer],
+            input: inputs.input,
+            weights: ow,
+            bias: ob,
+        }];
+        delta_products(&mut job, rows, team);
         Ok(())
     }
 

@@ -9,7 +9,7 @@
 //! back down to the first layer's deltas ([`forward_band`], [`deltas_band`]) in a single
 //! section, elementwise passes and small products included. The weight gradients,
 //! `(1/B)·Δᵀ A` summed over all rows, then run in a second section split by output units
-//! ([`weight_grads`]). Neither split changes how any number is summed (see
+//! ([`delta_products`]). Neither split changes how any number is summed (see
 //! [`super::gemm::row_bands`]), so results are bit-identical for every thread count.
 
 use super::buffers::Activations;
@@ -270,66 +270,59 @@ pub(super) fn deltas_band(
     }
 }
 
-/// One piece of [`weight_grads`]: layer `layer`'s gradient rows (output units)
-/// `[first, first + units)`, weights then bias.
-struct GradPiece<'a> {
-    layer: usize,
+/// One layer's `(1/B)·Δᵀ A` (into `weights`, `fan_out × fan_in`) and `(1/B)·Σ_i δ_i` (into
+/// `bias`) over the minibatch: its deltas `Δ` (`rows × fan_out`) and input rows `A`.
+pub(super) struct DeltaProduct<'a> {
+    pub(super) shape: LayerShape,
+    pub(super) deltas: &'a [f32],
+    pub(super) input: &'a [f32],
+    pub(super) weights: &'a mut [f32],
+    pub(super) bias: &'a mut [f32],
+}
+
+/// One piece of [`delta_products`]: product `job`'s output units `[first, first + units)`.
+struct Piece<'a> {
+    job: usize,
     first: usize,
-    units: usize,
     weights: &'a mut [f32],
     bias: &'a mut [f32],
 }
 
-/// The mean gradients `(1/B)·Δᵀ A` (weights) and `(1/B)·Σ_i δ_i` (bias) of every layer
-/// from the deltas and activations of `rows` rows in `ws` (`x`: the input rows), each
-/// layer's output units split between the team's members.
-pub(super) fn weight_grads(
-    shapes: &[LayerShape],
-    x: &[f32],
-    ws: &Activations,
-    rows: usize,
-    grads: &mut [Vec<f32>],
-    team: Option<&Team>,
-) {
+/// Every job's products over `rows` rows, each job's output units cut into one piece per
+/// member ([`row_bands`]), the pieces shared out on the team largest first. Each output
+/// element is summed over the rows as the whole product sums it: any thread count gives
+/// the same bits.
+pub(super) fn delta_products(jobs: &mut [DeltaProduct<'_>], rows: usize, team: Option<&Team>) {
     let threads = team.map_or(1, Team::threads);
-    // Band-major (every layer's first band, then every layer's second, ...), so that the
-    // team's contiguous ranges give each member a similar share of the work.
-    let mut per_layer: Vec<std::vec::IntoIter<GradPiece<'_>>> = Vec::new();
-    for (l, (s, g)) in shapes.iter().zip(grads.iter_mut()).enumerate() {
+    let shapes: Vec<(LayerShape, &[f32], &[f32])> =
+        jobs.iter().map(|j| (j.shape, j.deltas, j.input)).collect();
+    let mut pieces = Vec::new();
+    for (i, job) in jobs.iter_mut().enumerate() {
+        let s = job.shape;
         let parts = row_bands(s.fan_out, s.fan_in, rows, threads);
-        let (mut gw, mut gb) = g.split_at_mut(s.weights());
-        let mut pieces = Vec::with_capacity(parts);
+        let (mut gw, mut gb) = (&mut *job.weights, &mut *job.bias);
         for t in 0..parts {
             let (first, end) = (t * s.fan_out / parts, (t + 1) * s.fan_out / parts);
             let (w, w_rest) = gw.split_at_mut((end - first) * s.fan_in);
             let (b, b_rest) = gb.split_at_mut(end - first);
             (gw, gb) = (w_rest, b_rest);
-            pieces.push(GradPiece {
-                layer: l,
+            pieces.push(Piece {
+                job: i,
                 first,
-                units: end - first,
                 weights: w,
                 bias: b,
             });
         }
-        per_layer.push(pieces.into_iter());
     }
-    let mut pieces = Vec::new();
-    loop {
-        let before = pieces.len();
-        pieces.extend(per_layer.iter_mut().filter_map(Iterator::next));
-        if pieces.len() == before {
-            break;
-        }
-    }
+    // Largest first, so that the dynamic share-out ends evenly.
+    pieces.sort_by_key(|p| std::cmp::Reverse(p.weights.len()));
     let inv = 1.0 / rows as f32;
-    let grad = |_: usize, p: &mut GradPiece<'_>| {
-        let s = shapes[p.layer];
-        let input: &[f32] = if p.layer == 0 { x } else { &ws.h[p.layer - 1] };
-        let d = &ws.d[p.layer];
+    let product = |_: usize, p: &mut Piece<'_>| {
+        let (s, d, input) = shapes[p.job];
+        let units = p.bias.len();
         let deltas_t = MatRef::row_major(d, rows, s.fan_out)
             .t()
-            .rows(p.first, p.units);
+            .rows(p.first, units);
         matmul(
             p.weights,
             deltas_t,
@@ -341,7 +334,38 @@ pub(super) fn weight_grads(
         ops::column_range_sums(d, rows, s.fan_out, p.first, inv, p.bias);
     };
     match team {
-        Some(team) => team.for_each_mut(&mut pieces, grad),
-        None => pieces.iter_mut().enumerate().for_each(|(i, p)| grad(i, p)),
+        Some(team) => team.for_each_mut_dynamic(&mut pieces, product),
+        None => pieces
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, p)| product(i, p)),
     }
+}
+
+/// The mean gradients of every layer from the deltas and activations of `rows` rows in
+/// `ws` (`x`: the input rows): [`delta_products`] of each layer.
+pub(super) fn weight_grads(
+    shapes: &[LayerShape],
+    x: &[f32],
+    ws: &Activations,
+    rows: usize,
+    grads: &mut [Vec<f32>],
+    team: Option<&Team>,
+) {
+    let mut jobs: Vec<DeltaProduct<'_>> = shapes
+        .iter()
+        .zip(grads.iter_mut())
+        .enumerate()
+        .map(|(l, (s, g))| {
+            let (weights, bias) = g.split_at_mut(s.weights());
+            DeltaProduct {
+                shape: *s,
+                deltas: &ws.d[l],
+                input: if l == 0 { x } else { &ws.h[l - 1] },
+                weights,
+                bias,
+            }
+        })
+        .collect();
+    delta_products(&mut jobs, rows, team);
 }

@@ -134,6 +134,32 @@ impl Team {
         });
     }
 
+    /// Runs `f(i, &mut items[i])` for every item, each member taking the next unclaimed
+    /// item until none is left: for items of uneven cost. Which member runs an item is left
+    /// to chance, so `f` must not depend on it (it cannot see it).
+    pub fn for_each_mut_dynamic<P: Send>(&self, items: &mut [P], f: impl Fn(usize, &mut P) + Sync) {
+        let len = items.len();
+        if self.threads() == 1 || len <= 1 {
+            items.iter_mut().enumerate().for_each(|(i, p)| f(i, p));
+            return;
+        }
+        let base = ItemsPtr(items.as_mut_ptr());
+        let next = AtomicUsize::new(0);
+        self.run(&|_| {
+            let base = &base;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= len {
+                    break;
+                }
+                // SAFETY: `i < len`, and `fetch_add` hands each index to exactly one member,
+                // so this is the only reference to item `i` while `items` stays borrowed.
+                let item = unsafe { &mut *base.0.add(i) };
+                f(i, item);
+            }
+        });
+    }
+
     /// Runs `f(t)` on every member `t` (the caller is member 0) and waits for all of them.
     fn run(&self, f: &(dyn Fn(usize) + Sync)) {
         let shared = &*self.shared;
@@ -193,8 +219,14 @@ struct WaitForMembers<'a>(&'a Shared);
 impl Drop for WaitForMembers<'_> {
     fn drop(&mut self) {
         let start = Instant::now();
+        let mut polls = 0u32;
+        let mut spin = true;
         while self.0.pending.load(Ordering::Acquire) != 0 {
-            if start.elapsed() < Duration::from_micros(50) {
+            polls = polls.wrapping_add(1);
+            if spin && polls.is_multiple_of(64) {
+                spin = start.elapsed() < Duration::from_micros(50);
+            }
+            if spin {
                 std::hint::spin_loop();
             } else {
                 // A member was descheduled (a loaded machine): let it have the core.
@@ -277,6 +309,23 @@ mod tests {
                     });
                 }
                 assert!(items.iter().all(|&(_, runs)| runs == 50), "{threads}/{len}");
+            }
+        }
+    }
+
+    #[test]
+    fn dynamic_items_run_once_each() {
+        for threads in 1..=3 {
+            let team = Team::new(threads, || {}).expect("threads start");
+            for len in [0, 1, 5, 200] {
+                let mut items: Vec<(usize, u32)> = (0..len).map(|i| (i, 0)).collect();
+                for _ in 0..20 {
+                    team.for_each_mut_dynamic(&mut items, |i, item| {
+                        assert_eq!(item.0, i);
+                        item.1 += 1;
+                    });
+                }
+                assert!(items.iter().all(|&(_, runs)| runs == 20), "{threads}/{len}");
             }
         }
     }

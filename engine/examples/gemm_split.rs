@@ -1,0 +1,46 @@
+//! Scratch: time one product whole, in row halves and in column halves (single thread each).
+use safestep_engine::cpu::gemm::{matmul, MatRef};
+use std::time::Instant;
+fn time(mut f: impl FnMut()) -> f64 {
+    let mut t = vec![];
+    for r in 0..300 {
+        let t0 = Instant::now();
+        f();
+        if r >= 30 {
+            t.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    t.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    t[t.len() / 2] * 1e6
+}
+fn main() {
+    // name, m, k, n, a stored transposed, b stored transposed
+    let shapes: &[(&str, usize, usize, usize, bool, bool)] = &[
+        ("fwd0 X.W0t", 256, 784, 256, false, true),
+        ("fwd1 H.W1t", 256, 256, 256, false, true),
+        ("gw1 D1t.H", 256, 256, 256, true, false),
+        ("dh1 D1.W1", 256, 256, 256, false, false),
+        ("gw0 D0t.X", 256, 256, 784, true, false),
+    ];
+    for &(name, m, k, n, at, bt) in shapes {
+        let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
+        let av = if at {
+            MatRef::row_major(&a, k, m).t()
+        } else {
+            MatRef::row_major(&a, m, k)
+        };
+        let bv = if bt {
+            MatRef::row_major(&b, n, k).t()
+        } else {
+            MatRef::row_major(&b, k, n)
+        };
+        let mut c = vec![0f32; m * n];
+        let whole = time(|| matmul(&mut c, av, bv, 1.0, false, None));
+        let mut c2 = vec![0f32; m * n / 2];
+        let rows = time(|| matmul(&mut c2, av.rows(0, m / 2), bv, 1.0, false, None));
+        let bt_ = bv.t();
+        let cols = time(|| matmul(&mut c2, av, bt_.rows(0, n / 2).t(), 1.0, false, None));
+        println!("{name:12} whole {whole:7.1} us | half rows {rows:7.1} us ({:.2} of whole) | half cols {cols:7.1} us ({:.2})", rows / whole, cols / whole);
+    }
+}
