@@ -3,7 +3,7 @@
 
 use safestep_core::adam::{Adam, PreparedStep, StepStats};
 
-use super::{wasserstein, CpuBackend};
+use super::{active_team, wasserstein, CpuBackend};
 use crate::backend::Regularizer;
 use crate::checks::check_step;
 use crate::error::BackendError;
@@ -242,7 +242,8 @@ impl CpuBackend {
             apply_fast(step, &mut stats);
             (l, stats)
         };
-        let chunk_stats: Vec<(usize, StepStats<f32>)> = match &self.team {
+        let chunk_stats: Vec<(usize, StepStats<f32>)> = match active_team(&self.team, self.team_on)
+        {
             Some(team) => {
                 // Prepare every chunk on the team, then (all checks passed) apply them.
                 let mut work: Vec<ChunkWork<'_>> =

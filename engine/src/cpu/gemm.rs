@@ -14,7 +14,7 @@
 //! * is about as fast as a single core allows on these shapes: its AVX-512 micro-kernel
 //!   runs the default MLP's products near the core's peak FLOP rate.
 //!
-//! Threading is ours, not the crate's: with a [`Team`], a large product is cut into
+//! Threading is ours, not the crate's: with the engine's worker team, a large product is cut into
 //! contiguous bands of output rows, one single-threaded `gemm` call per band. The reduction
 //! dimension is never split and a band never changes the crate's kernel choice
 //! ([`row_bands`]), so every output element is summed in the same order whatever the

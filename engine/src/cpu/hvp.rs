@@ -16,7 +16,7 @@ use super::gemm::{matmul, MatRef};
 use super::ops;
 use super::pass::{band_count, delta_products, split_rows, DeltaProduct};
 use super::team::Team;
-use super::CpuBackend;
+use super::{active_team, CpuBackend};
 use crate::checks::{check_layer, check_len, check_vector};
 use crate::error::BackendError;
 use crate::spec::{Activation, LayerShape, Loss, Norm};
@@ -238,7 +238,7 @@ impl CpuBackend {
         let s = self.shapes[layer];
         check_vector("v", s.params(), v)?;
         check_len("out", s.params(), out.len())?;
-        let team = self.team.as_ref();
+        let team = active_team(&self.team, self.team_on);
         self.tangents
             .ensure(&self.shapes, self.act.expansion(), self.norm, rows);
         let (vw, vb) = v.split_at(s.weights());
@@ -304,7 +304,7 @@ impl CpuBackend {
             &self.shapes,
             self.act,
             self.norm,
-            self.team.as_ref(),
+            active_team(&self.team, self.team_on),
             self.spec.classes,
         );
         let e = act.expansion();

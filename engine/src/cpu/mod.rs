@@ -30,13 +30,17 @@
 //!
 //! Buffers are sized on the first minibatch (and grow only if a larger one comes), so the
 //! training loop does not allocate apart from the small per-layer vectors of its outputs.
-//! Every reduction runs in a fixed order: with several threads, GEMMs are split only into
-//! bands of output rows and Adam into fixed chunks whose statistics merge in chunk order, so
-//! one seed gives bit-identical results whatever the thread count.
+//! Every reduction runs in a fixed order. With several threads (a `team` of workers that
+//! spin between sections instead of sleeping), a minibatch is cut into one band of rows per
+//! thread for everything row-local (forward, loss, deltas, the R-operator's passes), the
+//! products summed over the rows (weight gradients, `H v`) are cut by output units, and
+//! Adam into fixed chunks whose statistics merge in chunk order; no cut changes how any
+//! number is summed (`gemm::row_bands`), so one seed gives bit-identical results whatever
+//! the thread count.
 //!
 //! The module is split by concern: [`buffers`](self) (scratch), `pass` (forward and
-//! backward), `hvp` (the R-operator), `adam` (the chunked, all-or-nothing Adam step), and the
-//! kernels [`gemm`], [`ops`] and [`wasserstein`].
+//! backward, in bands), `hvp` (the R-operator), `adam` (the chunked, all-or-nothing Adam
+//! step), `team` (the threads), and the kernels [`gemm`], [`ops`] and [`wasserstein`].
 //!
 //! ```
 //! use safestep_core::adam::{Adam, AdamConfig};
@@ -84,9 +88,10 @@ const EVAL_ROWS: usize = 256;
 pub const MAX_THREADS: usize = 64;
 
 /// Default thread count: 1, the right choice when several runs (or other processes) share
-/// the cores. A single run on an idle 2-core machine is about 1.4× faster with
-/// [`CpuBackend::with_threads`]`(2)`, with bit-identical results (see
-/// `benches/peer/README.md`).
+/// the cores. A single run on an idle 2-core machine is about 1.6× faster with
+/// [`CpuBackend::with_threads`]`(2)`, with bit-identical results (see `docs/results.md`,
+/// "Speed"); when another process holds a core, the team steps aside by itself
+/// (`Team::take_turn`).
 pub const DEFAULT_THREADS: usize = 1;
 
 /// The CPU implementation of [`Backend`].
@@ -109,6 +114,8 @@ pub struct CpuBackend {
     step_grads: Vec<Vec<f32>>,
     /// The worker team for `threads > 1` (None: everything on the caller's thread).
     team: Option<Team>,
+    /// Whether the current engine call uses the team (see [`Team::take_turn`]).
+    team_on: bool,
     /// Whether the engine's calls flush subnormals to zero (see [`Self::with_flush_denormals`]).
     flush_denormals: bool,
     /// Scratch of the Wasserstein regulariser's ranking.
@@ -151,6 +158,7 @@ impl CpuBackend {
             step_grads: Vec::new(),
             ranker: wasserstein::Ranker::default(),
             team: None,
+            team_on: false,
             flush_denormals: true,
             task_x: Vec::new(),
             task_y: Vec::new(),
@@ -270,7 +278,7 @@ impl CpuBackend {
             &x,
             &mut self.eval,
             rows,
-            self.team.as_ref(),
+            active_team(&self.team, self.team_on),
         );
         let outputs = &self.eval.z[self.shapes.len() - 1];
         let classes = self.spec.classes;
@@ -322,7 +330,7 @@ impl CpuBackend {
             &x,
             &mut self.eval,
             rows,
-            self.team.as_ref(),
+            active_team(&self.team, self.team_on),
         );
         Ok(self
             .shapes
@@ -355,8 +363,10 @@ impl CpuBackend {
 impl CpuBackend {
     /// Runs `f` with the calling thread flushing subnormals when `flush_denormals` is on
     /// (the team's members always do).
+    /// Decides whether this call uses the team ([`Team::take_turn`]).
     fn in_pool<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
         let _flush = self.flush_denormals.then(denormals::FlushDenormals::new);
+        self.team_on = self.team.as_ref().is_some_and(Team::take_turn);
         f(self)
     }
 
@@ -378,7 +388,7 @@ impl CpuBackend {
         if loss == Loss::SquaredError {
             self.batch_t.resize(rows * classes, 0.0);
         }
-        let team = self.team.as_ref();
+        let team = active_team(&self.team, self.team_on);
         let parts = team.map_or(1, |t| pass::band_count(&self.shapes, rows, t.threads()));
         let (shapes, act, norm, params) = (&self.shapes, self.act, self.norm, &self.params);
         let (task_x, task_y, task_t) = (&self.task_x, &self.task_y, &self.task_t);
@@ -471,9 +481,9 @@ impl CpuBackend {
             &self.train,
             rows,
             &mut self.grads,
-            self.team.as_ref(),
+            active_team(&self.team, self.team_on),
         );
-        let mean_grad_sq = grad_sq_norms(&self.grads, self.team.as_ref());
+        let mean_grad_sq = grad_sq_norms(&self.grads, active_team(&self.team, self.team_on));
         let layer_stats = mean_grad_sq
             .into_iter()
             .enumerate()
@@ -519,7 +529,7 @@ impl CpuBackend {
                 &self.task_x[start * input..(start + rows) * input],
                 &mut self.eval,
                 rows,
-                self.team.as_ref(),
+                active_team(&self.team, self.team_on),
             );
             for (k, z) in self.eval.z[last][..rows * classes]
                 .chunks_exact(classes)
@@ -674,6 +684,11 @@ impl Backend for CpuBackend {
         self.grads_ready = false;
         Ok(())
     }
+}
+
+/// The team when the current call uses it.
+fn active_team(team: &Option<Team>, on: bool) -> Option<&Team> {
+    team.as_ref().filter(|_| on)
 }
 
 /// One member's share of [`CpuBackend::forward_backward`]'s band section: its rows of the

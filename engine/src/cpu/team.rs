@@ -18,6 +18,12 @@
 //! parallel primitive the engine needs. Which member runs an item never changes what is
 //! computed, so results do not depend on the team's size. A panic in any member is
 //! re-raised on the caller after every member has finished.
+//!
+//! Spinning members and a static share-out only pay while every member has a core to
+//! itself. When another process holds one (a loaded machine), each section waits for the
+//! scheduler to run the member sharing that core, and two threads ran 1.8× *slower* than
+//! one; so the team watches how long the caller waits and sits out a while when members
+//! keep coming late ([`Team::take_turn`]).
 
 use std::any::Any;
 use std::cell::{Cell, UnsafeCell};
@@ -30,6 +36,14 @@ use std::time::{Duration, Instant};
 
 /// How long an idle member spins (and then yields) before it parks.
 pub const SPIN: Duration = Duration::from_micros(500);
+
+/// Late sections in a row after which the team sits out ([`Team::take_turn`]).
+pub const LATE_SECTIONS: u32 = 3;
+/// A wait shorter than this is never late (waking a parked member, small sections).
+const LATE_FLOOR: Duration = Duration::from_micros(100);
+/// Engine calls the team sits out after its first late streak, and at most.
+pub const MIN_BACKOFF: u32 = 100;
+pub const MAX_BACKOFF: u32 = 6400;
 
 /// A section's body with its lifetime erased (see [`Team::run`] for why that is sound).
 #[derive(Clone, Copy)]
@@ -63,6 +77,12 @@ unsafe impl Sync for Shared {}
 pub struct Team {
     shared: Arc<Shared>,
     members: Vec<(Thread, JoinHandle<()>)>,
+    /// Sections in a row in which the caller waited for the members longer than its own
+    /// part took (see [`Team::take_turn`]).
+    late: Cell<u32>,
+    /// Turns still to skip, and the length of the next backoff.
+    skip: Cell<u32>,
+    backoff: Cell<u32>,
     /// Not `Sync`: a section's body cannot reach the team, so sections never nest (a
     /// member posting a section would overwrite the one it is running).
     _not_sync: PhantomData<Cell<()>>,
@@ -90,6 +110,9 @@ impl Team {
         let mut team = Team {
             shared,
             members: Vec::new(),
+            late: Cell::new(0),
+            skip: Cell::new(0),
+            backoff: Cell::new(MIN_BACKOFF),
             _not_sync: PhantomData,
         };
         for id in 1..threads.max(1) {
@@ -104,6 +127,39 @@ impl Team {
             team.members.push((handle.thread().clone(), handle));
         }
         Ok(team)
+    }
+
+    /// Whether the next engine call should use the team (`false`: run it on the caller's
+    /// thread alone). A team only pays when its members get their cores: when another
+    /// process holds one, a member's share of every section waits for the scheduler to run
+    /// it, and two threads run slower than one. So after [`LATE_SECTIONS`] sections in a
+    /// row in which the caller waited for the members longer than its own part took, the
+    /// team sits out the next `backoff` calls (doubling from [`MIN_BACKOFF`] to
+    /// [`MAX_BACKOFF`] while that repeats, reset by a section on time). Results do not
+    /// depend on it: only where the work runs changes.
+    pub fn take_turn(&self) -> bool {
+        match self.skip.get() {
+            0 => true,
+            n => {
+                self.skip.set(n - 1);
+                false
+            }
+        }
+    }
+
+    /// Books one section: `own` the caller's part, `waited` its wait for the members.
+    fn book(&self, own: Duration, waited: Duration) {
+        if waited <= own.max(LATE_FLOOR) {
+            self.late.set(0);
+            self.backoff.set(MIN_BACKOFF);
+            return;
+        }
+        self.late.set(self.late.get() + 1);
+        if self.late.get() >= LATE_SECTIONS {
+            self.late.set(0);
+            self.skip.set(self.backoff.get());
+            self.backoff.set((self.backoff.get() * 2).min(MAX_BACKOFF));
+        }
     }
 
     /// Members, the caller included.
@@ -186,9 +242,12 @@ impl Team {
                 thread.unpark();
             }
         }
+        let start = Instant::now();
         let wait = WaitForMembers(shared);
         f(0);
+        let own = start.elapsed();
         drop(wait);
+        self.book(own, start.elapsed() - own);
         let panic = shared.panic.lock().map(|mut p| p.take()).unwrap_or(None);
         if let Some(payload) = panic {
             panic::resume_unwind(payload);
@@ -355,6 +414,48 @@ mod tests {
         assert!(caught.is_err());
         team.for_each_mut(&mut items, |_, x| *x += 1);
         assert_eq!(items, vec![1, 2]);
+    }
+
+    #[test]
+    fn late_streaks_make_the_team_sit_out_longer_each_time() {
+        let team = Team::new(2, || {}).expect("threads start");
+        let (own, late, on_time) = (
+            Duration::from_millis(1),
+            Duration::from_millis(2),
+            Duration::from_micros(30),
+        );
+        let sat_out = |team: &Team| {
+            let mut n = 0;
+            while !team.take_turn() {
+                n += 1;
+            }
+            n
+        };
+        assert_eq!(sat_out(&team), 0);
+        // Two late sections and one on time: no streak.
+        team.book(own, late);
+        team.book(own, late);
+        team.book(own, on_time);
+        team.book(own, late);
+        assert_eq!(sat_out(&team), 0);
+        team.book(own, late);
+        team.book(own, late);
+        assert_eq!(sat_out(&team), MIN_BACKOFF);
+        for _ in 0..LATE_SECTIONS {
+            team.book(own, late);
+        }
+        assert_eq!(sat_out(&team), 2 * MIN_BACKOFF);
+        // A section on time resets the backoff.
+        team.book(own, on_time);
+        for _ in 0..LATE_SECTIONS {
+            team.book(own, late);
+        }
+        assert_eq!(sat_out(&team), MIN_BACKOFF);
+        // Short waits are never late, however short the caller's part.
+        for _ in 0..10 {
+            team.book(Duration::ZERO, Duration::from_micros(90));
+        }
+        assert_eq!(sat_out(&team), 0);
     }
 
     #[test]
