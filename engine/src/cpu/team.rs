@@ -39,6 +39,8 @@ pub const SPIN: Duration = Duration::from_micros(500);
 
 /// Late sections in a row after which the team sits out ([`Team::take_turn`]).
 pub const LATE_SECTIONS: u32 = 3;
+/// Sections in a row on time after which the backoff starts again from [`MIN_BACKOFF`].
+pub const ON_TIME_SECTIONS: u32 = 50;
 /// A wait shorter than this is never late (waking a parked member, small sections).
 const LATE_FLOOR: Duration = Duration::from_micros(100);
 /// Engine calls the team sits out after its first late streak, and at most.
@@ -80,6 +82,8 @@ pub struct Team {
     /// Sections in a row in which the caller waited for the members longer than its own
     /// part took (see [`Team::take_turn`]).
     late: Cell<u32>,
+    /// Sections in a row on time.
+    on_time: Cell<u32>,
     /// Turns still to skip, and the length of the next backoff.
     skip: Cell<u32>,
     backoff: Cell<u32>,
@@ -111,6 +115,7 @@ impl Team {
             shared,
             members: Vec::new(),
             late: Cell::new(0),
+            on_time: Cell::new(0),
             skip: Cell::new(0),
             backoff: Cell::new(MIN_BACKOFF),
             _not_sync: PhantomData,
@@ -135,8 +140,9 @@ impl Team {
     /// it, and two threads run slower than one. So after [`LATE_SECTIONS`] sections in a
     /// row in which the caller waited for the members longer than its own part took, the
     /// team sits out the next `backoff` calls (doubling from [`MIN_BACKOFF`] to
-    /// [`MAX_BACKOFF`] while that repeats, reset by a section on time). Results do not
-    /// depend on it: only where the work runs changes.
+    /// [`MAX_BACKOFF`] each time that repeats, back to the minimum after
+    /// [`ON_TIME_SECTIONS`] sections in a row on time). Results do not depend on it: only
+    /// where the work runs changes.
     pub fn take_turn(&self) -> bool {
         match self.skip.get() {
             0 => true,
@@ -151,9 +157,13 @@ impl Team {
     fn book(&self, own: Duration, waited: Duration) {
         if waited <= own.max(LATE_FLOOR) {
             self.late.set(0);
-            self.backoff.set(MIN_BACKOFF);
+            self.on_time.set(self.on_time.get().saturating_add(1));
+            if self.on_time.get() >= ON_TIME_SECTIONS {
+                self.backoff.set(MIN_BACKOFF);
+            }
             return;
         }
+        self.on_time.set(0);
         self.late.set(self.late.get() + 1);
         if self.late.get() >= LATE_SECTIONS {
             self.late.set(0);
@@ -445,8 +455,15 @@ mod tests {
             team.book(own, late);
         }
         assert_eq!(sat_out(&team), 2 * MIN_BACKOFF);
-        // A section on time resets the backoff.
+        // A few sections on time keep the backoff; a long run of them resets it.
         team.book(own, on_time);
+        for _ in 0..LATE_SECTIONS {
+            team.book(own, late);
+        }
+        assert_eq!(sat_out(&team), 4 * MIN_BACKOFF);
+        for _ in 0..ON_TIME_SECTIONS {
+            team.book(own, on_time);
+        }
         for _ in 0..LATE_SECTIONS {
             team.book(own, late);
         }
