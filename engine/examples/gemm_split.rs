@@ -1,4 +1,9 @@
-//! Scratch: time one product whole, in row halves and in column halves (single thread each).
+//! One thread's share of a split product: each of the default MLP's large products
+//! (batch 256) timed whole, as its first half of rows and as its first half of columns, on
+//! one thread (medians of 270 calls). A perfect split would take 0.50 of the whole; the
+//! row halves are what the engine's bands compute (see docs/results.md, "Two threads").
+//!
+//! `cargo run --release -p safestep-engine --example gemm_split`
 use safestep_engine::cpu::gemm::{matmul, MatRef};
 use std::time::Instant;
 fn time(mut f: impl FnMut()) -> f64 {

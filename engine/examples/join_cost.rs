@@ -1,3 +1,10 @@
+//! What a rayon fork-join costs when its worker has gone to sleep: a round is `gap` µs of
+//! serial work on the caller, then `rayon::join` of two tasks of `work` µs each, on a
+//! 2-thread pool. With gaps of 20 µs and more the worker sleeps between rounds and a join
+//! costs 40–90 µs more than its work on our 2-core KVM guest: why the engine has its own
+//! spinning team (`engine/src/cpu/team.rs`).
+//!
+//! `cargo run --release -p safestep-engine --example join_cost`
 use std::time::Instant;
 fn spin(us: f64) {
     let t0 = Instant::now();

@@ -55,7 +55,7 @@ pub struct Breakdown {
 pub struct BenchReport {
     /// Backend measured.
     pub backend: String,
-    /// GEMM threads of the CPU engine.
+    /// Threads of the CPU engine.
     pub threads: usize,
     /// Minibatch size.
     pub batch_size: usize,

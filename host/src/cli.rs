@@ -157,7 +157,7 @@ pub struct RunArgs {
     /// Stop after N tasks of this invocation; continue later with --resume DIR.
     #[arg(long, value_name = "N")]
     pub stop_after: Option<usize>,
-    /// GEMM threads of the CPU engine [default: the number of cores]. The results do not
+    /// Threads of the CPU engine [default: the number of cores]. The results do not
     /// depend on it (bit-identical for any count).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
@@ -201,7 +201,7 @@ pub struct CompareArgs {
     /// on it.
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
-    /// GEMM threads of each run's CPU engine [default: 1 when several runs go at once, the
+    /// Threads of each run's CPU engine [default: 1 when several runs go at once, the
     /// number of cores when one does]. The results do not depend on it (bit-identical for
     /// any count).
     #[arg(long, value_name = "N")]
@@ -288,7 +288,7 @@ pub struct BenchArgs {
     /// Where the tensors live.
     #[arg(long, value_enum, default_value = "cpu")]
     pub backend: BackendKind,
-    /// GEMM threads of the CPU engine (results are bit-identical for any count).
+    /// Threads of the CPU engine (results are bit-identical for any count).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
     /// Scheduler modes to measure, comma-separated (`off` is plain Adam, the baseline).

@@ -193,7 +193,7 @@ pub struct PlannedRun {
 pub struct CompareOptions {
     /// Combinations run at once (each on its own thread; at least 1).
     pub jobs: usize,
-    /// GEMM threads of each run's CPU engine (0 is taken as 1; results do not depend on it).
+    /// Threads of each run's CPU engine (0 is taken as 1; results do not depend on it).
     pub threads: usize,
     /// No per-run lines.
     pub quiet: bool,

@@ -112,7 +112,7 @@ pub struct RunOptions {
     pub force: bool,
     /// Stop after finishing this many tasks in this invocation (continue with `resume`).
     pub stop_after: Option<usize>,
-    /// GEMM threads of the CPU engine (0 is taken as 1; results do not depend on it).
+    /// Threads of the CPU engine (0 is taken as 1; results do not depend on it).
     pub threads: usize,
 }
 

@@ -329,7 +329,7 @@ fn compare_passes_the_norm_to_every_run() {
 #[test]
 fn compare_results_do_not_depend_on_threads_or_jobs() {
     let dirs = [scratch("cmp-t1"), scratch("cmp-t2")];
-    // One run alone on 1 GEMM thread, then two runs at once on 2 GEMM threads each.
+    // One run alone on 1 engine thread, then two runs at once on 2 engine threads each.
     for (dir, (jobs, threads)) in dirs.iter().zip([("1", "1"), ("2", "2")]) {
         let out = safestep(&[
             "compare",
