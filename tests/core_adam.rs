@@ -4,7 +4,9 @@
 mod core_support;
 use core_support::Rng;
 use proptest::prelude::*;
-use safestep_core::adam::{adam_step, preconditioner_sqrt, AdamConfig, StepStats, WeightDecay};
+use safestep_core::adam::{
+    adam_step, preconditioner_sqrt, Adam, AdamConfig, StateBounds, StepStats, WeightDecay,
+};
 use safestep_core::Error;
 
 /// Reference state and statistics, textbook formulas, f64.
@@ -226,6 +228,108 @@ proptest! {
         prop_assert!(m.iter().all(|&x| x == 0.1) && v.iter().all(|&x| x == 0.2));
         prop_assert_eq!(st, StepStats::new());
     }
+}
+
+/// The exact peaks `max |θ|`, `max |m|`, `max v` of a state, folded naively in f64.
+fn peaks(p: &[f32], m: &[f32], v: &[f32]) -> [f64; 3] {
+    let peak = |x: &[f32], f: fn(f32) -> f32| x.iter().fold(0.0f64, |a, &y| a.max(f(y) as f64));
+    [peak(p, f32::abs), peak(m, f32::abs), peak(v, |y| y)]
+}
+
+fn bits(x: &[f32]) -> Vec<u32> {
+    x.iter().map(|y| y.to_bits()).collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Chained steps through `prepare_known` (reading only the gradient) decide and write
+    /// exactly what `prepare` does, step after step: the same result, errors included, and
+    /// the same bits in the slices and statistics. Gradient scales and learning rates run
+    /// up to the edge of f32, so proofs fail, the full check takes over and steps are
+    /// refused; a refused step changes nothing, so its bounds stay valid. The bounds hold
+    /// the state written.
+    #[test]
+    fn prepare_known_decides_and_writes_as_prepare(
+        seed in any::<u64>(), n in 0usize..80, wd in 0u8..3, wd_exp in -8i32..30,
+        lr_exp in -6i32..30, scales in prop::collection::vec((-40i32..39, 0u8..8), 1..10),
+    ) {
+        let mut rng = Rng::new(seed);
+        let lambda = 10f32.powi(wd_exp);
+        let weight_decay = [
+            WeightDecay::None,
+            WeightDecay::CoupledL2(lambda),
+            WeightDecay::Decoupled(lambda),
+        ][wd as usize];
+        let adam = Adam::new(AdamConfig { weight_decay, ..AdamConfig::default() }).unwrap();
+        let lr = 10f32.powi(lr_exp);
+        let p0: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
+        let (mut pa, mut ma, mut va) = (p0.clone(), vec![0.0f32; n], vec![0.0f32; n]);
+        let (mut pb, mut mb, mut vb) = (p0, vec![0.0f32; n], vec![0.0f32; n]);
+        let mut known: Option<StateBounds<f32>> = None;
+        for (t, &(scale_exp, nan)) in (1u64..).zip(&scales) {
+            let scale = 10f64.powi(scale_exp);
+            let mut g: Vec<f32> = (0..n).map(|_| (rng.normal() * scale) as f32).collect();
+            if nan == 0 && n > 0 {
+                let bad = rng.below(n);
+                g[bad] = f32::NAN;
+            }
+            let (mut sa, mut sb) = (StepStats::new(), StepStats::new());
+            let full = adam
+                .prepare(lr, t, &mut pa, &g, &mut ma, &mut va)
+                .map(|step| step.apply_bounded(&mut sa));
+            let fast = match &known {
+                Some(k) => adam.prepare_known(lr, t, &mut pb, &g, &mut mb, &mut vb, k),
+                None => adam.prepare(lr, t, &mut pb, &g, &mut mb, &mut vb),
+            }
+            .map(|step| step.apply_bounded(&mut sb));
+            // The bounds themselves differ: `prepare` proved from exact peaks.
+            prop_assert_eq!(full.map(|_| ()), fast.map(|_| ()));
+            prop_assert_eq!(bits(&pa), bits(&pb));
+            prop_assert_eq!(bits(&ma), bits(&mb));
+            prop_assert_eq!(bits(&va), bits(&vb));
+            prop_assert_eq!(sa, sb);
+            if let Ok(b) = fast {
+                let bound = [b.max_abs_params(), b.max_abs_m(), b.max_v()].map(f64::from);
+                let peak = peaks(&pb, &mb, &vb);
+                prop_assert!((0..3).all(|i| bound[i] >= peak[i]), "{bound:?} < {peak:?}");
+                known = Some(b);
+            }
+        }
+    }
+}
+
+/// `apply_bounded` writes what `apply` writes, and the same statistics; its bounds hold
+/// and are tight to within the norm's factor (a slice of equal magnitudes: `‖θ‖ = √n max|θ|`).
+#[test]
+fn apply_bounded_writes_as_apply() {
+    let adam = Adam::new(AdamConfig::<f32>::default()).unwrap();
+    let mut rng = Rng::new(7);
+    let n = 1001;
+    let p0: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
+    let g: Vec<f32> = (0..n).map(|_| rng.normal() as f32 * 1e-2).collect();
+    let (mut pa, mut ma, mut va) = (p0.clone(), vec![1e-3f32; n], vec![1e-6f32; n]);
+    let (mut pb, mut mb, mut vb) = (p0, vec![1e-3f32; n], vec![1e-6f32; n]);
+    let (mut sa, mut sb) = (StepStats::new(), StepStats::new());
+    adam.prepare(1e-3, 4, &mut pa, &g, &mut ma, &mut va)
+        .unwrap()
+        .apply(&mut sa);
+    let bounds = adam
+        .prepare(1e-3, 4, &mut pb, &g, &mut mb, &mut vb)
+        .unwrap()
+        .apply_bounded(&mut sb);
+    assert_eq!(
+        (bits(&pa), bits(&ma), bits(&va)),
+        (bits(&pb), bits(&mb), bits(&vb))
+    );
+    assert_eq!(sa, sb);
+    let bound = [bounds.max_abs_params(), bounds.max_abs_m(), bounds.max_v()].map(f64::from);
+    let peak = peaks(&pb, &mb, &vb);
+    for i in 0..3 {
+        assert!(bound[i] >= peak[i], "{bound:?} < {peak:?}");
+    }
+    // ‖θ‖ over 1001 normals is about √1001 ≈ 32 times a typical |θ|, and ~10 times the peak.
+    assert!(bound[0] < 40.0 * peak[0], "{bound:?} vs {peak:?}");
 }
 
 #[test]

@@ -192,7 +192,7 @@ impl<T: Real> Adam<T> {
         Ok(PreparedStep {
             decay: self.cfg.weight_decay,
             coefficients,
-            grad_sq: scan.grad_sq,
+            scan,
             params,
             grads,
             m,
@@ -215,6 +215,89 @@ impl<T: Real> Adam<T> {
     ) -> Result<(), Error> {
         prepare(&self.cfg, lr, t, params, grads, m, v).map(|_| ())
     }
+
+    /// [`Adam::prepare`] for slices whose parameters and moments are known from the step
+    /// that last wrote them ([`PreparedStep::apply_bounded`]): only the gradient is read.
+    /// The same checks decide, so the result, the errors and the update are those of
+    /// [`Adam::prepare`]; when the bounds cannot prove the step finite it falls back to the
+    /// full read of all four slices.
+    ///
+    /// `known` must come from the step that last wrote these same slices. If anything else
+    /// wrote them since (new values, a reset, loaded state), use [`Adam::prepare`]: with
+    /// stale bounds a step may write values that are not finite.
+    ///
+    /// ```
+    /// use safestep_core::adam::{Adam, AdamConfig, StepStats};
+    /// let adam = Adam::new(AdamConfig::<f32>::default())?;
+    /// let (mut p, mut m, mut v) = ([0.5_f32; 3], [0.0; 3], [0.0; 3]);
+    /// let mut stats = StepStats::new();
+    /// let mut known = adam.prepare(1e-3, 1, &mut p, &[0.1; 3], &mut m, &mut v)?.apply_bounded(&mut stats);
+    /// for t in 2..=5 {
+    ///     known = adam.prepare_known(1e-3, t, &mut p, &[0.1; 3], &mut m, &mut v, &known)?.apply_bounded(&mut stats);
+    /// }
+    /// assert!((p[0] - (0.5 - 5e-3)).abs() < 1e-5);
+    /// assert!(known.max_abs_params() >= p[0]);
+    /// # Ok::<(), safestep_core::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// Those of [`Adam::prepare`]; nothing is changed.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    pub fn prepare_known<'a>(
+        &self,
+        lr: T,
+        t: u64,
+        params: &'a mut [T],
+        grads: &'a [T],
+        m: &'a mut [T],
+        v: &'a mut [T],
+        known: &StateBounds<T>,
+    ) -> Result<PreparedStep<'a, T>, Error> {
+        let (coefficients, scan) =
+            match prove_from_bounds(&self.cfg, lr, t, params, grads, m, v, known) {
+                Some(proof) => proof,
+                None => prepare(&self.cfg, lr, t, params, grads, m, v)?,
+            };
+        Ok(PreparedStep {
+            decay: self.cfg.weight_decay,
+            coefficients,
+            scan,
+            params,
+            grads,
+            m,
+            v,
+        })
+    }
+}
+
+/// Upper bounds on what a step left in its slices: `max |θ|`, `max |m|` and `max v`. They
+/// let the next step over the same slices ([`Adam::prepare_known`]) prove itself finite
+/// reading only the gradient. [`PreparedStep::apply_bounded`] derives them, rounding
+/// included, from `‖θ‖²` and `Σ v̂` of the step and from the bounds that proved it:
+/// `|θ_i| ≤ ‖θ‖`, `v_i ≤ Σ v̂ / (1/(1−β2^t))`, `|m_i| ≤ β1 max|m| + (1−β1) max|g'|`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StateBounds<T> {
+    params: T,
+    m: T,
+    v: T,
+}
+
+impl<T: Real> StateBounds<T> {
+    /// A bound on `max |θ|` after the step.
+    pub fn max_abs_params(&self) -> T {
+        self.params
+    }
+
+    /// A bound on `max |m|` after the step.
+    pub fn max_abs_m(&self) -> T {
+        self.m
+    }
+
+    /// A bound on `max v` after the step (`v ≥ 0`).
+    pub fn max_v(&self) -> T {
+        self.v
+    }
 }
 
 /// A step over one slice that passed every check ([`Adam::prepare`]), holding its slices
@@ -223,7 +306,7 @@ impl<T: Real> Adam<T> {
 pub struct PreparedStep<'a, T> {
     decay: WeightDecay<T>,
     coefficients: Coefficients<T>,
-    grad_sq: T,
+    scan: InputScan<T>,
     params: &'a mut [T],
     grads: &'a [T],
     m: &'a mut [T],
@@ -236,6 +319,24 @@ impl<T: Real> PreparedStep<'_, T> {
     // compiles the whole update for them.
     #[inline(always)]
     pub fn apply(self, stats: &mut StepStats<T>) {
+        let (_, written) = self.update();
+        stats.merge(written);
+    }
+
+    /// [`PreparedStep::apply`], also returning bounds on the parameters and moments it
+    /// wrote, for the next step over these slices ([`Adam::prepare_known`]). The update and
+    /// the statistics are the same bits as `apply`'s; the bounds come from the statistics
+    /// and the check, at no extra pass.
+    #[inline(always)]
+    pub fn apply_bounded(self, stats: &mut StepStats<T>) -> StateBounds<T> {
+        let (proof, written) = self.update();
+        stats.merge(written);
+        proof.0.bounds_after(&proof.1, &written)
+    }
+
+    /// Writes the update; returns what proved it and the statistics of these slices.
+    #[inline(always)]
+    fn update(self) -> ((Coefficients<T>, InputScan<T>), StepStats<T>) {
         let k = &self.coefficients;
         let (p, g, m, v) = (self.params, self.grads, self.m, self.v);
         let acc = match self.decay {
@@ -243,14 +344,15 @@ impl<T: Real> PreparedStep<'_, T> {
             WeightDecay::CoupledL2(_) => update::<T, 1>(k, p, g, m, v),
             WeightDecay::Decoupled(_) => update::<T, 2>(k, p, g, m, v),
         };
-        stats.merge(StepStats {
+        let written = StepStats {
             count: p.len(),
             sum_v_hat: tree_sum(&acc[0]),
             sum_multiplier: tree_sum(&acc[1]),
             param_sq: tree_sum(&acc[2]),
-            grad_sq: self.grad_sq,
+            grad_sq: self.scan.grad_sq,
             update_sq: tree_sum(&acc[3]),
-        });
+        };
+        ((self.coefficients, self.scan), written)
     }
 }
 
@@ -368,8 +470,9 @@ const LANES: usize = 8;
 
 /// What one read-only pass over a step's inputs finds: `‖g‖²`, the largest magnitudes of
 /// the gradient, parameters and moments, the smallest `v`, and a sentinel that is NaN iff
-/// some parameter or moment is not finite.
-#[derive(Clone, Copy)]
+/// some parameter or moment is not finite. ([`Adam::prepare_known`] puts known bounds in
+/// place of the largest parameter and moments.)
+#[derive(Debug, Clone, Copy)]
 struct InputScan<T> {
     grad_sq: T,
     max_g: T,
@@ -454,6 +557,26 @@ fn scan<T: Real>(p: &[T], g: &[T], m: &[T], v: &[T]) -> InputScan<T> {
     }
 }
 
+/// [`scan`] of the gradient alone: `‖g‖²` (the same lanes and order as `scan`, so the same
+/// bits) and `max |g|`.
+#[inline(always)]
+fn scan_grads<T: Real>(g: &[T]) -> (T, T) {
+    let mut gs = [T::zero(); LANES];
+    let mut mg = [T::zero(); LANES];
+    let (blocks, tail) = g.as_chunks::<LANES>();
+    for gc in blocks {
+        for j in 0..LANES {
+            gs[j] = gs[j] + gc[j] * gc[j];
+            mg[j] = larger(mg[j], gc[j].abs());
+        }
+    }
+    for (j, &gi) in tail.iter().enumerate() {
+        gs[j] = gs[j] + gi * gi;
+        mg[j] = larger(mg[j], gi.abs());
+    }
+    (tree_sum(&gs), mg.iter().fold(mg[0], |a, &b| larger(a, b)))
+}
+
 /// Pairwise sum of the lane accumulators.
 #[inline(always)]
 fn tree_sum<T: Real>(a: &[T; LANES]) -> T {
@@ -475,6 +598,26 @@ struct Coefficients<T> {
 }
 
 impl<T: Real> Coefficients<T> {
+    /// The constants of step `t` (≥ 1) at `lr` under a validated `cfg`.
+    fn new(cfg: &AdamConfig<T>, lr: T, t: u64) -> Self {
+        let (coupled, decoupled) = match cfg.weight_decay {
+            WeightDecay::None => (T::zero(), T::zero()),
+            WeightDecay::CoupledL2(l) => (l, T::zero()),
+            WeightDecay::Decoupled(l) => (T::zero(), lr * l),
+        };
+        Coefficients {
+            b1: cfg.beta1,
+            b2: cfg.beta2,
+            c1: T::one() - cfg.beta1,
+            c2: T::one() - cfg.beta2,
+            eps: cfg.eps,
+            step: lr / bias_correction(cfg.beta1, t),
+            inv_bc2: T::one() / bias_correction(cfg.beta2, t),
+            coupled,
+            decoupled,
+        }
+    }
+
     /// Whether the inputs' magnitudes prove that every updated value and every statistic
     /// of a step over `n` elements stays finite (with a 16× margin for rounding). `false`
     /// means "not proven": the exact check decides.
@@ -491,6 +634,22 @@ impl<T: Real> Coefficients<T> {
         // Each comparison is false for an infinite left side, so an overflow in the bound
         // itself also sends the step to the exact check.
         ge <= big.sqrt() && vn * self.inv_bc2 <= per && mul <= per && upd <= root && pn <= root
+    }
+
+    /// Bounds on the state a step with these constants wrote, from the input bounds that
+    /// proved it (`proof`) and the statistics it summed (`written`). Each bound carries a
+    /// relative slack of 16 ε, above the rounding of the sums and of the bound itself, and
+    /// an absolute `sqrt(min_positive)`, above what underflow (or flushing subnormals to
+    /// zero) can hide. A bound that overflows is infinite, and then proves nothing.
+    fn bounds_after(&self, proof: &InputScan<T>, written: &StepStats<T>) -> StateBounds<T> {
+        let slack = T::one() + T::of(16.0) * T::epsilon();
+        let floor = T::min_positive_value().sqrt();
+        let ge = proof.max_g + self.coupled * proof.max_p;
+        StateBounds {
+            params: written.param_sq.sqrt() * slack + floor,
+            m: (self.b1 * proof.max_m + self.c1 * ge) * slack + floor,
+            v: written.sum_v_hat / self.inv_bc2 * slack + floor,
+        }
     }
 
     /// The exact check (a read-only pass): the first parameter index whose update would not
@@ -764,22 +923,7 @@ fn prepare<T: Real>(
             allowed: ">= 0 (a second moment)",
         });
     }
-    let (coupled, decoupled) = match cfg.weight_decay {
-        WeightDecay::None => (T::zero(), T::zero()),
-        WeightDecay::CoupledL2(l) => (l, T::zero()),
-        WeightDecay::Decoupled(l) => (T::zero(), lr * l),
-    };
-    let k = Coefficients {
-        b1: cfg.beta1,
-        b2: cfg.beta2,
-        c1: T::one() - cfg.beta1,
-        c2: T::one() - cfg.beta2,
-        eps: cfg.eps,
-        step: lr / bias_correction(cfg.beta1, t),
-        inv_bc2: T::one() / bias_correction(cfg.beta2, t),
-        coupled,
-        decoupled,
-    };
+    let k = Coefficients::new(cfg, lr, t);
     if !(k.proves_finite(&scan, n) && scan.grad_sq.is_finite()) {
         let overflow = match cfg.weight_decay {
             WeightDecay::None => k.find_overflow::<0>(params, grads, m, v),
@@ -797,6 +941,40 @@ fn prepare<T: Real>(
         }
     }
     Ok((k, scan))
+}
+
+/// The proof of [`prepare`] from the gradient and `known` bounds on the other inputs (see
+/// [`Adam::prepare_known`]); `None` when an argument is invalid or the bounds prove
+/// nothing, and the full [`prepare`] must decide.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn prove_from_bounds<T: Real>(
+    cfg: &AdamConfig<T>,
+    lr: T,
+    t: u64,
+    params: &[T],
+    grads: &[T],
+    m: &[T],
+    v: &[T],
+    known: &StateBounds<T>,
+) -> Option<(Coefficients<T>, InputScan<T>)> {
+    let n = params.len();
+    let lengths_agree = grads.len() == n && m.len() == n && v.len() == n;
+    if check_nonneg("lr", lr).is_err() || t == 0 || !lengths_agree {
+        return None;
+    }
+    let (grad_sq, max_g) = scan_grads(grads);
+    let scan = InputScan {
+        grad_sq,
+        max_g,
+        max_p: known.params,
+        max_m: known.m,
+        max_v: known.v,
+        min_v: T::zero(),
+        poison: T::zero(),
+    };
+    let k = Coefficients::new(cfg, lr, t);
+    (grad_sq.is_finite() && k.proves_finite(&scan, n)).then_some((k, scan))
 }
 
 /// Writes `D^½` for Adam's preconditioner `D = diag(1/(sqrt(v̂)+ε))`:

@@ -6,7 +6,7 @@
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use safestep_core::adam::{Adam, AdamConfig};
+use safestep_core::adam::{Adam, AdamConfig, WeightDecay};
 use safestep_engine::reference::ReferenceMlp;
 use safestep_engine::{
     Activation, Backend, BackendError, CpuBackend, LayerShape, Loss, ModelSpec, Norm, Regularizer,
@@ -548,6 +548,60 @@ fn non_finite_gradients_are_refused_without_touching_the_model() {
         cpu.set_layer_params(0, &vec![f32::INFINITY; cpu.layer_param_counts()[0]]),
         Err(BackendError::NonFiniteInput { index: 0, .. })
     ));
+}
+
+/// After the state is written from outside (`set_layer_params`, `import_state`), the next
+/// step checks the new values in full. The bounds the last step left would prove both
+/// steps below finite, and each would then write infinities.
+#[test]
+fn state_written_from_outside_is_checked_in_full() {
+    let (mut cpu, _, _) = setup(Activation::Relu, Norm::None, 5);
+    let reg = Regularizer::default();
+    for t in 1..=3 {
+        cpu.forward_backward(&batch(), false).unwrap();
+        cpu.adam_step(&default_adam(), &[1e-3; 3], t, &reg).unwrap();
+    }
+    let fresh = cpu.export_state().unwrap();
+
+    // Weights of 1e10 under coupled L2 of 1e10: g + λθ = 1e20, whose square is beyond f32.
+    let big = vec![1e10f32; cpu.layer_param_counts()[0]];
+    cpu.set_layer_params(0, &big).unwrap();
+    let out = cpu.forward_backward(&batch(), false).unwrap();
+    assert!(
+        out.layers.iter().all(|s| s.mean_grad_sq.is_finite()),
+        "{out:?}"
+    );
+    let l2 = Adam::new(AdamConfig {
+        weight_decay: WeightDecay::CoupledL2(1e10),
+        ..AdamConfig::default()
+    })
+    .unwrap();
+    let err = cpu.adam_step(&l2, &[1e-3; 3], 4, &reg).unwrap_err();
+    assert!(
+        matches!(err, BackendError::Optimizer { layer: 0, .. }),
+        "{err}"
+    );
+    assert_eq!(cpu.layer_params(0).unwrap(), &big[..]);
+
+    // First moments of 3e38 with second moments of 0: the step m/(sqrt(v̂)+ε) overflows.
+    cpu.import_state(&fresh).unwrap();
+    for t in 4..=5 {
+        cpu.forward_backward(&batch(), false).unwrap();
+        cpu.adam_step(&default_adam(), &[1e-3; 3], t, &reg).unwrap();
+    }
+    let mut wild = fresh.clone();
+    wild.m[2].fill(3e38);
+    wild.v[2].fill(0.0);
+    cpu.import_state(&wild).unwrap();
+    cpu.forward_backward(&batch(), false).unwrap();
+    let err = cpu
+        .adam_step(&default_adam(), &[1e-3; 3], 6, &reg)
+        .unwrap_err();
+    assert!(
+        matches!(err, BackendError::Optimizer { layer: 2, .. }),
+        "{err}"
+    );
+    assert_eq!(cpu.export_state().unwrap(), wild);
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The Adam step of the CPU engine: safestep-core's fused Adam over fixed chunks of each
 //! layer, checked everywhere before anything is written.
 
-use safestep_core::adam::{Adam, PreparedStep, StepStats};
+use safestep_core::adam::{Adam, PreparedStep, StateBounds, StepStats};
 
 use super::{active_team, wasserstein, CpuBackend};
 use crate::backend::Regularizer;
@@ -42,8 +42,9 @@ fn has_avx2() -> bool {
     *AVX2.get_or_init(|| std::arch::is_x86_feature_detected!("avx2"))
 }
 
-/// [`Adam::prepare`] (the read-only checking pass), compiled for AVX2 where the CPU has it.
-/// The core is built for the baseline x86_64 (SSE2: 4 lanes); its kernels are written so
+/// [`Adam::prepare`] (the read-only checking pass), or [`Adam::prepare_known`] (which
+/// reads only the gradient) where the chunk's bounds from the last step are `known`,
+/// compiled for AVX2 where the CPU has it. The core is built for the baseline x86_64 (SSE2: 4 lanes); its kernels are written so
 /// that each lane does the same IEEE operations in the same order whatever the vector
 /// width, and Rust never fuses a multiply and an add, so both builds give the same bits.
 #[allow(clippy::too_many_arguments)]
@@ -55,7 +56,25 @@ fn prepare_fast<'a>(
     g: &'a [f32],
     m: &'a mut [f32],
     v: &'a mut [f32],
+    known: Option<&StateBounds<f32>>,
 ) -> Result<PreparedStep<'a, f32>, safestep_core::Error> {
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn either<'a>(
+        adam: &Adam<f32>,
+        lr: f32,
+        t: u64,
+        p: &'a mut [f32],
+        g: &'a [f32],
+        m: &'a mut [f32],
+        v: &'a mut [f32],
+        known: Option<&StateBounds<f32>>,
+    ) -> Result<PreparedStep<'a, f32>, safestep_core::Error> {
+        match known {
+            Some(known) => adam.prepare_known(lr, t, p, g, m, v, known),
+            None => adam.prepare(lr, t, p, g, m, v),
+        }
+    }
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
         #[target_feature(enable = "avx2")]
@@ -68,34 +87,37 @@ fn prepare_fast<'a>(
             g: &'a [f32],
             m: &'a mut [f32],
             v: &'a mut [f32],
+            known: Option<&StateBounds<f32>>,
         ) -> Result<PreparedStep<'a, f32>, safestep_core::Error> {
-            adam.prepare(lr, t, p, g, m, v)
+            either(adam, lr, t, p, g, m, v, known)
         }
         // SAFETY: this CPU supports AVX2 (`has_avx2`), the only requirement of `avx2`.
-        return unsafe { avx2(adam, lr, t, p, g, m, v) };
+        return unsafe { avx2(adam, lr, t, p, g, m, v, known) };
     }
-    adam.prepare(lr, t, p, g, m, v)
+    either(adam, lr, t, p, g, m, v, known)
 }
 
-/// [`PreparedStep::apply`] (the fused update), compiled for AVX2 where the CPU has it (see
+/// [`PreparedStep::apply_bounded`] (the fused update, and the bounds the next step's
+/// [`prepare_fast`] starts from), compiled for AVX2 where the CPU has it (see
 /// [`prepare_fast`]: the same bits either way).
-fn apply_fast(step: PreparedStep<'_, f32>, stats: &mut StepStats<f32>) {
+fn apply_fast(step: PreparedStep<'_, f32>, stats: &mut StepStats<f32>) -> StateBounds<f32> {
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
         #[target_feature(enable = "avx2")]
-        fn avx2(step: PreparedStep<'_, f32>, stats: &mut StepStats<f32>) {
-            step.apply(stats);
+        fn avx2(step: PreparedStep<'_, f32>, stats: &mut StepStats<f32>) -> StateBounds<f32> {
+            step.apply_bounded(stats)
         }
         // SAFETY: this CPU supports AVX2 (`has_avx2`), the only requirement of `avx2`.
         return unsafe { avx2(step, stats) };
     }
-    step.apply(stats);
+    step.apply_bounded(stats)
 }
 
 /// One chunk of one layer, prepared: its layer and its checked step.
 type Chunk<'a> = (usize, PreparedStep<'a, f32>);
 
-/// One chunk's slices: its layer, its offset in the layer, parameters, gradient, moments.
+/// One chunk's slices: its layer, its offset in the layer, parameters, gradient, moments,
+/// and the bounds the last step left in them, where known.
 type Slices<'a> = (
     usize,
     usize,
@@ -103,14 +125,18 @@ type Slices<'a> = (
     &'a [f32],
     &'a mut [f32],
     &'a mut [f32],
+    Option<StateBounds<f32>>,
 );
+
+/// What a chunk's update yields: its layer, its statistics, the bounds it left.
+type Applied = (usize, StepStats<f32>, StateBounds<f32>);
 
 /// A chunk of the team's Adam step, as it moves from slices to a prepared step to stats.
 enum ChunkWork<'a> {
     Slices(Slices<'a>),
     Prepared(Chunk<'a>),
     Failed(BackendError),
-    Done((usize, StepStats<f32>)),
+    Done(Applied),
     Taken,
 }
 
@@ -119,7 +145,7 @@ impl<'a> ChunkWork<'a> {
     fn advance(
         &mut self,
         prepare: &(impl Fn(Slices<'a>) -> Result<Chunk<'a>, BackendError> + Sync),
-        apply: &(impl Fn(Chunk<'a>) -> (usize, StepStats<f32>) + Sync),
+        apply: &(impl Fn(Chunk<'a>) -> Applied + Sync),
     ) {
         *self = match std::mem::replace(self, ChunkWork::Taken) {
             ChunkWork::Slices(s) => match prepare(s) {
@@ -141,7 +167,7 @@ impl<'a> ChunkWork<'a> {
         }
     }
 
-    fn stats(self) -> Option<(usize, StepStats<f32>)> {
+    fn stats(self) -> Option<Applied> {
         match self {
             ChunkWork::Done(stats) => Some(stats),
             _ => None,
@@ -210,7 +236,9 @@ impl CpuBackend {
         } else {
             &self.grads
         };
-        // Every chunk's slices, in layer and chunk order.
+        // Every chunk's slices, in layer and chunk order, with the bounds the last step left
+        // in them while nothing else has written the state since (`state_bounds`).
+        let mut known = self.state_bounds.iter().copied();
         let mut slices = Vec::new();
         for (l, (((p, g), m), v)) in self
             .params
@@ -226,11 +254,19 @@ impl CpuBackend {
                 .zip(m.chunks_mut(ADAM_CHUNK))
                 .zip(v.chunks_mut(ADAM_CHUNK));
             for (k, (((p, g), m), v)) in chunks.enumerate() {
-                slices.push((l, k * ADAM_CHUNK, p, g, m, v));
+                slices.push((l, k * ADAM_CHUNK, p, g, m, v, known.next()));
             }
         }
-        let prepare = |(l, offset, p, g, m, v): (usize, usize, _, _, _, _)| {
-            prepare_fast(adam, lrs[l], t, p, g, m, v)
+        let prepare = |(l, offset, p, g, m, v, known): (
+            usize,
+            usize,
+            _,
+            _,
+            _,
+            _,
+            Option<StateBounds<f32>>,
+        )| {
+            prepare_fast(adam, lrs[l], t, p, g, m, v, known.as_ref())
                 .map(|step| (l, step))
                 .map_err(|error| BackendError::Optimizer {
                     layer: l,
@@ -239,11 +275,10 @@ impl CpuBackend {
         };
         let apply = |(l, step): Chunk<'_>| {
             let mut stats = StepStats::new();
-            apply_fast(step, &mut stats);
-            (l, stats)
+            let bounds = apply_fast(step, &mut stats);
+            (l, stats, bounds)
         };
-        let chunk_stats: Vec<(usize, StepStats<f32>)> = match active_team(&self.team, self.team_on)
-        {
+        let applied: Vec<Applied> = match active_team(&self.team, self.team_on) {
             Some(team) => {
                 // Prepare every chunk on the team, then (all checks passed) apply them.
                 let mut work: Vec<ChunkWork<'_>> =
@@ -262,8 +297,10 @@ impl CpuBackend {
             }
         };
         let mut out = vec![StepStats::<f64>::new(); layers];
-        for (l, stats) in chunk_stats {
+        self.state_bounds.clear();
+        for (l, stats, bounds) in applied {
             out[l].merge(stats.cast::<f64>());
+            self.state_bounds.push(bounds);
         }
         self.batch = None;
         self.grads_ready = false;
@@ -289,7 +326,7 @@ mod tests {
         let (mut p1, mut m1, mut v1) = (p0.clone(), m0.clone(), v0.clone());
         let (mut p2, mut m2, mut v2) = (p0, m0, v0);
         let (mut s1, mut s2) = (StepStats::new(), StepStats::new());
-        let step = prepare_fast(&adam, 1e-3, 9, &mut p1, &g, &mut m1, &mut v1).expect("ok");
+        let step = prepare_fast(&adam, 1e-3, 9, &mut p1, &g, &mut m1, &mut v1, None).expect("ok");
         apply_fast(step, &mut s1);
         adam.prepare(1e-3, 9, &mut p2, &g, &mut m2, &mut v2)
             .expect("ok")

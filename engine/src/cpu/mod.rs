@@ -67,7 +67,7 @@ mod team;
 mod units;
 pub mod wasserstein;
 
-use safestep_core::adam::{Adam, StepStats};
+use safestep_core::adam::{Adam, StateBounds, StepStats};
 
 use crate::backend::{
     Backend, BackendState, BatchOutput, EvalOutput, LayerBatchStats, Regularizer, UnitStats,
@@ -110,6 +110,10 @@ pub struct CpuBackend {
     theta0: Vec<Vec<f32>>,
     /// Sorted initial weights and biases per layer (Wasserstein reference).
     theta0_sorted: Vec<(Vec<f32>, Vec<f32>)>,
+    /// Per Adam chunk, the largest `|θ|`, `|m|` and `v` the last `adam_step` wrote, which let
+    /// the next step's check read only the gradient; empty whenever anything else has
+    /// written the parameters or moments since (every such writer clears it).
+    state_bounds: Vec<StateBounds<f32>>,
     /// Data gradient plus regulariser gradient (allocated on first use).
     step_grads: Vec<Vec<f32>>,
     /// The worker team for `threads > 1` (None: everything on the caller's thread).
@@ -155,6 +159,7 @@ impl CpuBackend {
             v: shapes.iter().map(zeros).collect(),
             theta0: Vec::new(),
             theta0_sorted: Vec::new(),
+            state_bounds: Vec::new(),
             step_grads: Vec::new(),
             ranker: wasserstein::Ranker::default(),
             team: None,
@@ -243,6 +248,7 @@ impl CpuBackend {
         self.check_layer(layer)?;
         check_vector("values", self.params[layer].len(), values)?;
         self.params[layer].copy_from_slice(values);
+        self.state_bounds.clear();
         self.batch = None;
         self.grads_ready = false;
         Ok(())
@@ -580,10 +586,12 @@ impl Backend for CpuBackend {
         units: &[usize],
         seed: u64,
     ) -> Result<(), BackendError> {
+        self.state_bounds.clear();
         self.reinit_units_impl(layer, units, seed)
     }
 
     fn shrink_perturb(&mut self, shrink: f32, scale: f32, seed: u64) -> Result<(), BackendError> {
+        self.state_bounds.clear();
         self.shrink_perturb_impl(shrink, scale, seed)
     }
 
@@ -611,6 +619,7 @@ impl Backend for CpuBackend {
 
     fn reset(&mut self, seed: u64) -> Result<(), BackendError> {
         self.params = init_params(&self.shapes, seed);
+        self.state_bounds.clear();
         for l in 0..self.shapes.len() {
             self.m[l].fill(0.0);
             self.v[l].fill(0.0);
@@ -678,6 +687,7 @@ impl Backend for CpuBackend {
         self.params.clone_from(&state.params);
         self.m.clone_from(&state.m);
         self.v.clone_from(&state.v);
+        self.state_bounds.clear();
         self.theta0.clone_from(&state.theta0);
         self.sort_theta0();
         self.batch = None;
