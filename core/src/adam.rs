@@ -557,24 +557,35 @@ fn scan<T: Real>(p: &[T], g: &[T], m: &[T], v: &[T]) -> InputScan<T> {
     }
 }
 
-/// [`scan`] of the gradient alone: `‖g‖²` (the same lanes and order as `scan`, so the same
-/// bits) and `max |g|`.
+/// `‖g‖²` with the lanes and order of [`scan`], so the same bits.
 #[inline(always)]
-fn scan_grads<T: Real>(g: &[T]) -> (T, T) {
+fn grad_sq<T: Real>(g: &[T]) -> T {
     let mut gs = [T::zero(); LANES];
-    let mut mg = [T::zero(); LANES];
     let (blocks, tail) = g.as_chunks::<LANES>();
     for gc in blocks {
         for j in 0..LANES {
             gs[j] = gs[j] + gc[j] * gc[j];
-            mg[j] = larger(mg[j], gc[j].abs());
         }
     }
     for (j, &gi) in tail.iter().enumerate() {
         gs[j] = gs[j] + gi * gi;
-        mg[j] = larger(mg[j], gi.abs());
     }
-    (tree_sum(&gs), mg.iter().fold(mg[0], |a, &b| larger(a, b)))
+    tree_sum(&gs)
+}
+
+/// An upper bound on every `|x_i|` from `Σ x_i²` as the lanes summed it: `‖x‖` with a
+/// relative slack of 16 ε, above the rounding of the sum and of the bound itself, plus
+/// `sqrt(min_positive)`, above what underflow (or flushing subnormals to zero) can hide in
+/// the squares. Infinite when the sum is, and then it proves nothing.
+#[inline(always)]
+fn peak_from_sum_sq<T: Real>(sum_sq: T) -> T {
+    sum_sq.sqrt() * bound_slack() + T::min_positive_value().sqrt()
+}
+
+/// The relative slack of derived bounds: `1 + 16 ε`.
+#[inline(always)]
+fn bound_slack<T: Real>() -> T {
+    T::one() + T::of(16.0) * T::epsilon()
 }
 
 /// Pairwise sum of the lane accumulators.
@@ -637,16 +648,16 @@ impl<T: Real> Coefficients<T> {
     }
 
     /// Bounds on the state a step with these constants wrote, from the input bounds that
-    /// proved it (`proof`) and the statistics it summed (`written`). Each bound carries a
-    /// relative slack of 16 ε, above the rounding of the sums and of the bound itself, and
-    /// an absolute `sqrt(min_positive)`, above what underflow (or flushing subnormals to
-    /// zero) can hide. A bound that overflows is infinite, and then proves nothing.
+    /// proved it (`proof`) and the statistics it summed (`written`): `|θ_i| ≤ ‖θ‖` and
+    /// `v_i ≤ Σ v̂ / (1/(1−β2^t))` (both sums of non-negative terms, so no term exceeds
+    /// them), `|m_i| ≤ β1 max|m| + (1−β1) max|g'|`; each with the slack and the floor of
+    /// [`peak_from_sum_sq`]. A bound that overflows is infinite, and then proves nothing.
     fn bounds_after(&self, proof: &InputScan<T>, written: &StepStats<T>) -> StateBounds<T> {
-        let slack = T::one() + T::of(16.0) * T::epsilon();
+        let slack = bound_slack::<T>();
         let floor = T::min_positive_value().sqrt();
         let ge = proof.max_g + self.coupled * proof.max_p;
         StateBounds {
-            params: written.param_sq.sqrt() * slack + floor,
+            params: peak_from_sum_sq(written.param_sq),
             m: (self.b1 * proof.max_m + self.c1 * ge) * slack + floor,
             v: written.sum_v_hat / self.inv_bc2 * slack + floor,
         }
@@ -943,8 +954,8 @@ fn prepare<T: Real>(
     Ok((k, scan))
 }
 
-/// The proof of [`prepare`] from the gradient and `known` bounds on the other inputs (see
-/// [`Adam::prepare_known`]); `None` when an argument is invalid or the bounds prove
+/// The proof of [`prepare`] from `‖g‖²` (one read of the gradient, which also bounds
+/// `max |g|`) and `known` bounds on the other inputs (see [`Adam::prepare_known`]); `None` when an argument is invalid or the bounds prove
 /// nothing, and the full [`prepare`] must decide.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
@@ -963,10 +974,10 @@ fn prove_from_bounds<T: Real>(
     if check_nonneg("lr", lr).is_err() || t == 0 || !lengths_agree {
         return None;
     }
-    let (grad_sq, max_g) = scan_grads(grads);
+    let grad_sq = grad_sq(grads);
     let scan = InputScan {
         grad_sq,
-        max_g,
+        max_g: peak_from_sum_sq(grad_sq),
         max_p: known.params,
         max_m: known.m,
         max_v: known.v,
