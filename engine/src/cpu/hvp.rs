@@ -14,7 +14,7 @@
 use super::buffers::{Activations, Tangents};
 use super::gemm::{matmul, MatRef};
 use super::ops;
-use super::pass::{band_count, delta_products, split_rows, DeltaProduct};
+use super::pass::{band_count, deal_rows, delta_products, split_rows, DeltaProduct};
 use super::team::Team;
 use super::{active_team, CpuBackend};
 use crate::checks::{check_layer, check_len, check_vector};
@@ -100,17 +100,11 @@ impl Tangents {
             })
             .collect();
         for ((rz, rd), s) in self.rz.iter_mut().zip(&mut self.rd).zip(shapes) {
-            for (b, part) in bands.iter_mut().zip(split_rows(rz, s.fan_out, &cuts)) {
-                b.rz.push(part);
-            }
-            for (b, part) in bands.iter_mut().zip(split_rows(rd, s.fan_out, &cuts)) {
-                b.rd.push(part);
-            }
+            deal_rows(&mut bands, rz, s.fan_out, &cuts, |b| &mut b.rz);
+            deal_rows(&mut bands, rd, s.fan_out, &cuts, |b| &mut b.rd);
         }
         for (ru, s) in self.ru.iter_mut().zip(shapes) {
-            for (b, part) in bands.iter_mut().zip(split_rows(ru, s.fan_out, &cuts)) {
-                b.ru.push(part);
-            }
+            deal_rows(&mut bands, ru, s.fan_out, &cuts, |b| &mut b.ru);
         }
         bands
     }

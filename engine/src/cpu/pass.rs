@@ -64,6 +64,20 @@ pub(super) fn split_rows<'a, T>(
     parts
 }
 
+/// Deals the row parts of `buf` (`width` values a row, cut at `cuts`) to `bands`, one part
+/// each, appending it to the list that `list` picks in each band.
+pub(super) fn deal_rows<'a, B, T>(
+    bands: &mut [B],
+    buf: &'a mut [T],
+    width: usize,
+    cuts: &[usize],
+    list: impl Fn(&mut B) -> &mut Vec<&'a mut [T]>,
+) {
+    for (b, part) in bands.iter_mut().zip(split_rows(buf, width, cuts)) {
+        list(b).push(part);
+    }
+}
+
 impl Activations {
     /// `parts` bands of the first `rows` rows (sized by [`Activations::ensure`]).
     pub(super) fn bands(
@@ -100,39 +114,22 @@ impl Activations {
             .zip(&mut self.row_sq)
             .zip(shapes)
         {
-            for (b, part) in bands.iter_mut().zip(split_rows(z, s.fan_out, &cuts)) {
-                b.z.push(part);
-            }
-            for (b, part) in bands.iter_mut().zip(split_rows(d, s.fan_out, &cuts)) {
-                b.d.push(part);
-            }
-            for (b, part) in bands.iter_mut().zip(split_rows(sq, 1, &cuts)) {
-                b.row_sq.push(part);
-            }
+            deal_rows(&mut bands, z, s.fan_out, &cuts, |b| &mut b.z);
+            deal_rows(&mut bands, d, s.fan_out, &cuts, |b| &mut b.d);
+            deal_rows(&mut bands, sq, 1, &cuts, |b| &mut b.row_sq);
         }
         // `h` (and with LayerNorm `u`, `inv_std`, `gu`) exist for the hidden layers only.
         for (h, s) in self.h.iter_mut().zip(shapes) {
-            for (b, part) in bands
-                .iter_mut()
-                .zip(split_rows(h, expand * s.fan_out, &cuts))
-            {
-                b.h.push(part);
-            }
+            deal_rows(&mut bands, h, expand * s.fan_out, &cuts, |b| &mut b.h);
         }
         for (u, s) in self.u.iter_mut().zip(shapes) {
-            for (b, part) in bands.iter_mut().zip(split_rows(u, s.fan_out, &cuts)) {
-                b.u.push(part);
-            }
+            deal_rows(&mut bands, u, s.fan_out, &cuts, |b| &mut b.u);
         }
         for inv_std in self.inv_std.iter_mut() {
-            for (b, part) in bands.iter_mut().zip(split_rows(inv_std, 1, &cuts)) {
-                b.inv_std.push(part);
-            }
+            deal_rows(&mut bands, inv_std, 1, &cuts, |b| &mut b.inv_std);
         }
         for (gu, s) in self.gu.iter_mut().zip(shapes) {
-            for (b, part) in bands.iter_mut().zip(split_rows(gu, s.fan_out, &cuts)) {
-                b.gu.push(part);
-            }
+            deal_rows(&mut bands, gu, s.fan_out, &cuts, |b| &mut b.gu);
         }
         bands
     }
@@ -280,9 +277,12 @@ pub(super) struct DeltaProduct<'a> {
     pub(super) bias: &'a mut [f32],
 }
 
-/// One piece of [`delta_products`]: product `job`'s output units `[first, first + units)`.
+/// One piece of [`delta_products`]: a product's output units `[first, first + units)`,
+/// with what it reads.
 struct Piece<'a> {
-    job: usize,
+    shape: LayerShape,
+    deltas: &'a [f32],
+    input: &'a [f32],
     first: usize,
     weights: &'a mut [f32],
     bias: &'a mut [f32],
@@ -294,10 +294,8 @@ struct Piece<'a> {
 /// the same bits.
 pub(super) fn delta_products(jobs: &mut [DeltaProduct<'_>], rows: usize, team: Option<&Team>) {
     let threads = team.map_or(1, Team::threads);
-    let shapes: Vec<(LayerShape, &[f32], &[f32])> =
-        jobs.iter().map(|j| (j.shape, j.deltas, j.input)).collect();
     let mut pieces = Vec::new();
-    for (i, job) in jobs.iter_mut().enumerate() {
+    for job in jobs.iter_mut() {
         let s = job.shape;
         let parts = row_bands(s.fan_out, s.fan_in, rows, threads);
         let (mut gw, mut gb) = (&mut *job.weights, &mut *job.bias);
@@ -307,7 +305,9 @@ pub(super) fn delta_products(jobs: &mut [DeltaProduct<'_>], rows: usize, team: O
             let (b, b_rest) = gb.split_at_mut(end - first);
             (gw, gb) = (w_rest, b_rest);
             pieces.push(Piece {
-                job: i,
+                shape: s,
+                deltas: job.deltas,
+                input: job.input,
                 first,
                 weights: w,
                 bias: b,
@@ -318,7 +318,7 @@ pub(super) fn delta_products(jobs: &mut [DeltaProduct<'_>], rows: usize, team: O
     pieces.sort_by_key(|p| std::cmp::Reverse(p.weights.len()));
     let inv = 1.0 / rows as f32;
     let product = |_: usize, p: &mut Piece<'_>| {
-        let (s, d, input) = shapes[p.job];
+        let (s, d, input) = (p.shape, p.deltas, p.input);
         let units = p.bias.len();
         let deltas_t = MatRef::row_major(d, rows, s.fan_out)
             .t()
