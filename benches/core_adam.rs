@@ -125,7 +125,9 @@ fn bench_check(c: &mut Criterion) {
                 .zip(g.chunks(CHUNK))
                 .zip(m.chunks_mut(CHUNK).zip(v.chunks_mut(CHUNK)));
             for (((p, g), (m, v)), known) in chunks.zip(known.iter_mut()) {
-                let step = adam.prepare_known(1e-3, 10, p, g, m, v, known).expect("finite");
+                let step = adam
+                    .prepare_known(1e-3, 10, p, g, m, v, known)
+                    .expect("finite");
                 *known = step.apply_bounded(&mut stats);
             }
             black_box(stats)

@@ -332,6 +332,28 @@ fn apply_bounded_writes_as_apply() {
     assert!(bound[0] < 40.0 * peak[0], "{bound:?} vs {peak:?}");
 }
 
+/// Inputs whose squares overflow f32 do not make a finite step refused: the scan's bounds
+/// prove nothing there, and the exact check takes the step. `m = 1e20` with `v = 5e37`:
+/// `Σm²` is infinite, the update is about `1e20 · 1e-3 / 7e18`.
+#[test]
+fn huge_but_finite_steps_are_taken() {
+    let adam = Adam::new(AdamConfig::<f32>::default()).unwrap();
+    let (mut p, mut m, mut v) = ([0.5f32, -0.5], [1e20f32, -1e20], [5e37f32, 5e37]);
+    let mut st = StepStats::new();
+    adam.prepare(1e-3, 1_000_000, &mut p, &[0.1, 0.1], &mut m, &mut v)
+        .expect("a finite step")
+        .apply(&mut st);
+    assert!(p.iter().chain(&m).chain(&v).all(|x| x.is_finite()));
+    assert!(
+        (p[0] - 0.5).abs() > 1e-3 && (p[0] - 0.5).abs() < 5e-2,
+        "{p:?}"
+    );
+    // The same state with v = 0 would step by about 1e20 · 1e-3 / 1e-8: refused, untouched.
+    let (mut m0, mut v0) = ([1e20f32, -1e20], [0.0f32; 2]);
+    let e = adam.prepare(1e-3, 1_000_000, &mut p, &[0.1, 0.1], &mut m0, &mut v0);
+    assert!(matches!(e, Err(Error::Overflow { .. })), "{e:?}");
+}
+
 #[test]
 fn length_mismatch_names_the_slice() {
     let cfg = AdamConfig::<f64>::default();

@@ -468,10 +468,11 @@ fn bias_correction<T: Real>(beta: T, t: u64) -> T {
 /// Number of independent accumulator lanes: lets the compiler vectorise the reductions.
 const LANES: usize = 8;
 
-/// What one read-only pass over a step's inputs finds: `‖g‖²`, the largest magnitudes of
-/// the gradient, parameters and moments, the smallest `v`, and a sentinel that is NaN iff
-/// some parameter or moment is not finite. ([`Adam::prepare_known`] puts known bounds in
-/// place of the largest parameter and moments.)
+/// What one read-only pass over a step's inputs finds: `‖g‖²`, upper bounds on the
+/// magnitudes of the gradient, parameters and moments, whether some `v` is negative, and a
+/// sentinel that is finite iff every parameter and moment is (and their sums of squares do
+/// not overflow). ([`Adam::prepare_known`] puts known bounds in place of those on the
+/// parameters and moments.)
 #[derive(Debug, Clone, Copy)]
 struct InputScan<T> {
     grad_sq: T,
@@ -479,12 +480,12 @@ struct InputScan<T> {
     max_p: T,
     max_m: T,
     max_v: T,
-    min_v: T,
+    /// `Σ (|v| − v)`: zero iff no `v` is negative (for finite `v`).
+    negative_v: T,
     poison: T,
 }
 
-/// The larger of `a` and `b` by comparison (vectorises to a max instruction; the inputs it
-/// sees are finite or caught by the poison sentinel).
+/// The larger of `a` and `b` by comparison.
 #[inline(always)]
 fn larger<T: Real>(a: T, b: T) -> T {
     if b > a {
@@ -494,66 +495,53 @@ fn larger<T: Real>(a: T, b: T) -> T {
     }
 }
 
-/// One lane-parallel pass over `(p, g, m, v)` (equal lengths), in fixed-size views so the
-/// lanes vectorise.
+/// One lane-parallel pass over `(p, g, m, v)` (equal lengths). It only sums (`Σg²`, `Σθ²`,
+/// `Σm²`, `Σv`, `Σ(|v| − v)`), one element-wise step per sum over fixed-size blocks, so
+/// that every step vectorises; the bounds come from the sums ([`peak_from_sum_sq`]; `Σv`
+/// bounds every `v ≥ 0`). They only have to be upper bounds: where they prove nothing,
+/// the exact check decides.
 #[inline(always)]
 fn scan<T: Real>(p: &[T], g: &[T], m: &[T], v: &[T]) -> InputScan<T> {
-    #[derive(Clone, Copy)]
-    struct Lanes<T> {
-        gs: [T; LANES],
-        mg: [T; LANES],
-        mp: [T; LANES],
-        mm: [T; LANES],
-        mv: [T; LANES],
-        nv: [T; LANES],
-        poison: [T; LANES],
-    }
-    #[inline(always)]
-    fn lane<T: Real>(a: &mut Lanes<T>, j: usize, pi: T, gi: T, mi: T, vi: T) {
-        a.gs[j] = a.gs[j] + gi * gi;
-        a.mg[j] = larger(a.mg[j], gi.abs());
-        a.mp[j] = larger(a.mp[j], pi.abs());
-        a.mm[j] = larger(a.mm[j], mi.abs());
-        a.mv[j] = larger(a.mv[j], vi);
-        a.nv[j] = if vi < a.nv[j] { vi } else { a.nv[j] };
-        a.poison[j] = a.poison[j] + (pi + mi + vi) * T::zero();
-    }
-    let z = [T::zero(); LANES];
-    let mut a = Lanes {
-        gs: z,
-        mg: z,
-        mp: z,
-        mm: z,
-        mv: z,
-        nv: [T::max_value(); LANES],
-        poison: z,
-    };
-    let quads = p
-        .chunks_exact(LANES)
-        .zip(g.chunks_exact(LANES))
-        .zip(m.chunks_exact(LANES).zip(v.chunks_exact(LANES)));
-    for ((pc, gc), (mc, vc)) in quads {
+    let mut sums = [[T::zero(); LANES]; 5];
+    let n = p.len().min(g.len()).min(m.len()).min(v.len());
+    let (pc, pt) = p[..n].as_chunks::<LANES>();
+    let (gc, gt) = g[..n].as_chunks::<LANES>();
+    let (mc, mt) = m[..n].as_chunks::<LANES>();
+    let (vc, vt) = v[..n].as_chunks::<LANES>();
+    for (((pb, gb), mb), vb) in pc.iter().zip(gc).zip(mc).zip(vc) {
         for j in 0..LANES {
-            lane(&mut a, j, pc[j], gc[j], mc[j], vc[j]);
+            sums[0][j] = sums[0][j] + gb[j] * gb[j];
+        }
+        for j in 0..LANES {
+            sums[1][j] = sums[1][j] + pb[j] * pb[j];
+        }
+        for j in 0..LANES {
+            sums[2][j] = sums[2][j] + mb[j] * mb[j];
+        }
+        for j in 0..LANES {
+            sums[3][j] = sums[3][j] + vb[j];
+        }
+        for j in 0..LANES {
+            sums[4][j] = sums[4][j] + (vb[j].abs() - vb[j]);
         }
     }
-    let tail = p.len() - p.len() % LANES;
-    let rest = p[tail..]
-        .iter()
-        .zip(&g[tail..])
-        .zip(m[tail..].iter().zip(&v[tail..]));
-    for (j, ((&pi, &gi), (&mi, &vi))) in rest.enumerate() {
-        lane(&mut a, j, pi, gi, mi, vi);
+    let tail = pt.iter().zip(gt).zip(mt).zip(vt).enumerate();
+    for (j, (((&pi, &gi), &mi), &vi)) in tail {
+        sums[0][j] = sums[0][j] + gi * gi;
+        sums[1][j] = sums[1][j] + pi * pi;
+        sums[2][j] = sums[2][j] + mi * mi;
+        sums[3][j] = sums[3][j] + vi;
+        sums[4][j] = sums[4][j] + (vi.abs() - vi);
     }
-    let fold = |x: &[T; LANES], f: fn(T, T) -> T| x.iter().fold(x[0], |acc, &y| f(acc, y));
+    let [gs, ps, ms, vs, neg] = sums.map(|lanes| tree_sum(&lanes));
     InputScan {
-        grad_sq: tree_sum(&a.gs),
-        max_g: fold(&a.mg, larger),
-        max_p: fold(&a.mp, larger),
-        max_m: fold(&a.mm, larger),
-        max_v: fold(&a.mv, larger),
-        min_v: fold(&a.nv, |x, y| if y < x { y } else { x }),
-        poison: tree_sum(&a.poison),
+        grad_sq: gs,
+        max_g: peak_from_sum_sq(gs),
+        max_p: peak_from_sum_sq(ps),
+        max_m: peak_from_sum_sq(ms),
+        max_v: vs * bound_slack() + T::min_positive_value().sqrt(),
+        negative_v: neg,
+        poison: ps + ms + vs,
     }
 }
 
@@ -926,7 +914,7 @@ fn prepare<T: Real>(
             }
         }
     }
-    if n > 0 && scan.min_v < T::zero() {
+    if scan.negative_v > T::zero() {
         let index = v.iter().position(|&x| x < T::zero());
         return Err(Error::InvalidInput {
             what: "v",
@@ -981,7 +969,7 @@ fn prove_from_bounds<T: Real>(
         max_p: known.params,
         max_m: known.m,
         max_v: known.v,
-        min_v: T::zero(),
+        negative_v: T::zero(),
         poison: T::zero(),
     };
     let k = Coefficients::new(cfg, lr, t);
