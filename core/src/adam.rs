@@ -943,8 +943,9 @@ fn prepare<T: Real>(
 }
 
 /// The proof of [`prepare`] from `‖g‖²` (one read of the gradient, which also bounds
-/// `max |g|`) and `known` bounds on the other inputs (see [`Adam::prepare_known`]); `None` when an argument is invalid or the bounds prove
-/// nothing, and the full [`prepare`] must decide.
+/// `max |g|`) and `known` bounds on the other inputs (see [`Adam::prepare_known`]); `None`
+/// when an argument is invalid or the bounds prove nothing, and the full [`prepare`] must
+/// decide.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn prove_from_bounds<T: Real>(
