@@ -539,7 +539,7 @@ fn scan<T: Real>(p: &[T], g: &[T], m: &[T], v: &[T]) -> InputScan<T> {
         max_g: peak_from_sum_sq(gs),
         max_p: peak_from_sum_sq(ps),
         max_m: peak_from_sum_sq(ms),
-        max_v: vs * bound_slack() + T::min_positive_value().sqrt(),
+        max_v: vs * bound_slack() + bound_floor(),
         negative_v: neg,
         poison: ps + ms + vs,
     }
@@ -567,7 +567,14 @@ fn grad_sq<T: Real>(g: &[T]) -> T {
 /// the squares. Infinite when the sum is, and then it proves nothing.
 #[inline(always)]
 fn peak_from_sum_sq<T: Real>(sum_sq: T) -> T {
-    sum_sq.sqrt() * bound_slack() + T::min_positive_value().sqrt()
+    sum_sq.sqrt() * bound_slack() + bound_floor()
+}
+
+/// The absolute slack of derived bounds: `sqrt(min_positive)`, above what underflow (or
+/// flushing subnormals to zero) can hide.
+#[inline(always)]
+fn bound_floor<T: Real>() -> T {
+    T::min_positive_value().sqrt()
 }
 
 /// The relative slack of derived bounds: `1 + 16 ε`.
@@ -642,7 +649,7 @@ impl<T: Real> Coefficients<T> {
     /// [`peak_from_sum_sq`]. A bound that overflows is infinite, and then proves nothing.
     fn bounds_after(&self, proof: &InputScan<T>, written: &StepStats<T>) -> StateBounds<T> {
         let slack = bound_slack::<T>();
-        let floor = T::min_positive_value().sqrt();
+        let floor = bound_floor::<T>();
         let ge = proof.max_g + self.coupled * proof.max_p;
         StateBounds {
             params: peak_from_sum_sq(written.param_sq),

@@ -44,8 +44,8 @@ fn has_avx2() -> bool {
 
 /// [`Adam::prepare`] (the read-only checking pass), or [`Adam::prepare_known`] (which
 /// reads only the gradient) where the chunk's bounds from the last step are `known`,
-/// compiled for AVX2 where the CPU has it. The core is built for the baseline x86_64 (SSE2: 4 lanes); its kernels are written so
-/// that each lane does the same IEEE operations in the same order whatever the vector
+/// compiled for AVX2 where the CPU has it. The core is built for the baseline x86_64
+/// (SSE2: 4 lanes); its kernels are written so that each lane does the same IEEE operations in the same order whatever the vector
 /// width, and Rust never fuses a multiply and an add, so both builds give the same bits.
 #[allow(clippy::too_many_arguments)]
 fn prepare_fast<'a>(
