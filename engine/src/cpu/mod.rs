@@ -712,23 +712,27 @@ struct BandWork<'a> {
     correct: usize,
 }
 
-/// `‖g_l‖²` of every layer's gradient ([`ops::sq_norm`], bit for bit), its blocks summed on
-/// the team.
+/// `‖g_l‖²` of every layer's gradient ([`ops::sq_norm`], bit for bit), its groups of
+/// blocks ([`ops::sq_norm_blocks`]) summed on the team and added in order.
 fn grad_sq_norms(grads: &[Vec<f32>], team: Option<&Team>) -> Vec<f64> {
     let Some(team) = team else {
         return grads.iter().map(|g| ops::sq_norm(g)).collect();
     };
-    let mut blocks: Vec<(usize, &[f32], f64)> = grads
+    const GROUP: usize = 4;
+    let mut groups: Vec<(usize, &[f32], [f64; GROUP], usize)> = grads
         .iter()
         .enumerate()
-        .flat_map(|(l, g)| g.chunks(ops::SQ_NORM_BLOCK).map(move |b| (l, b, 0.0)))
+        .flat_map(|(l, g)| {
+            g.chunks(GROUP * ops::SQ_NORM_BLOCK)
+                .map(move |group| (l, group, [0.0; GROUP], 0))
+        })
         .collect();
-    team.for_each_mut(&mut blocks, |_, (_, block, sum)| {
-        *sum = ops::sq_norm_block(block)
+    team.for_each_mut(&mut groups, |_, (_, group, sums, blocks)| {
+        *blocks = ops::sq_norm_blocks(group, sums)
     });
     let mut totals = vec![0.0f64; grads.len()];
-    for (l, _, sum) in blocks {
-        totals[l] += sum;
+    for (l, _, sums, blocks) in groups {
+        totals[l] = sums[..blocks].iter().fold(totals[l], |t, &s| t + s);
     }
     totals
 }
