@@ -157,21 +157,90 @@ pub fn row_bands(m: usize, n: usize, k: usize, threads: usize) -> usize {
 /// Multiply-adds below this many (m·n·k) run on the calling thread only.
 const PAR_MIN_FLOPS: usize = 1 << 21;
 
+/// Products of at most this many rows with a transposed right operand run through
+/// [`raw_by_columns`].
+const BY_COLUMNS_MAX_ROWS: usize = 32;
+
 /// One single-threaded `gemm` call on checked views.
 fn raw(dst: &mut [f32], a: MatRef<'_>, b: MatRef<'_>, scale: f32, accumulate: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert!(b.rows == k && dst.len() >= m * n && a.fits() && b.fits());
+    if by_columns(m, n, k, b) {
+        raw_by_columns(dst, a, b, scale, accumulate);
+        return;
+    }
+    gemm_call(&mut dst[..m * n], n, 1, a, b, scale, accumulate);
+}
+
+/// Whether [`raw`] computes `a·b` by columns: few rows (a small batch) times a transposed
+/// row-major matrix (the forward pass's `Wᵀ`). For a row-major
+/// destination the crate computes `(a·b)ᵀ = bᵀ·aᵀ`, and `bᵀ = W` is then a left operand
+/// whose rows are strided, which it copies into panels one scalar at a time: at batch 16
+/// that copy of every weight matrix was 16 % of a step. Computed column-major instead, `W`
+/// is a right operand read in place. The crate sums each element along the same depth
+/// blocks either way (they depend on `k` and the cache only), so the bits are the same
+/// (`by_columns_keeps_the_bits`). Matrix-vector shapes (`m` or `n` of 1) stay on the
+/// usual path: the crate runs its matrix-vector kernel on them, with no copy, either way.
+fn by_columns(m: usize, n: usize, k: usize, b: MatRef<'_>) -> bool {
+    (2..=BY_COLUMNS_MAX_ROWS).contains(&m) && n >= 2 && k > 2 && b.rs == 1 && b.cs != 1
+}
+
+std::thread_local! {
+    /// Each thread's column-major scratch for [`raw_by_columns`].
+    static BY_COLUMNS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `dst = scale·(a·b)` (or `dst += …` with `accumulate`) computed in a column-major
+/// scratch that holds `dst` transposed, then transposed back (see [`by_columns`]).
+fn raw_by_columns(dst: &mut [f32], a: MatRef<'_>, b: MatRef<'_>, scale: f32, accumulate: bool) {
+    let (m, n) = (a.rows, b.cols);
+    let dst = &mut dst[..m * n];
+    BY_COLUMNS.with_borrow_mut(|scratch| {
+        if scratch.len() < m * n {
+            scratch.resize(m * n, 0.0);
+        }
+        let cols = &mut scratch[..m * n];
+        if accumulate {
+            for (i, row) in dst.chunks_exact(n).enumerate() {
+                for (j, &d) in row.iter().enumerate() {
+                    cols[j * m + i] = d;
+                }
+            }
+        }
+        gemm_call(cols, 1, m, a, b, scale, accumulate);
+        for (i, row) in dst.chunks_exact_mut(n).enumerate() {
+            for (j, d) in row.iter_mut().enumerate() {
+                *d = cols[j * m + i];
+            }
+        }
+    });
+}
+
+/// The `gemm` call itself: `dst` holds `a.rows × b.cols` elements, element `(i, j)` at
+/// `i·rs + j·cs`.
+fn gemm_call(
+    dst: &mut [f32],
+    rs: usize,
+    cs: usize,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    scale: f32,
+    accumulate: bool,
+) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert!(b.rows == k && a.fits() && b.fits());
+    assert!(m == 0 || n == 0 || (m - 1) * rs + (n - 1) * cs < dst.len());
     // SAFETY: shapes were checked above: every (i, j) addressed through the strides lies in
-    // its slice (`fits`), `dst` holds at least m·n elements written row-major (rs = n,
-    // cs = 1), and `dst` is a unique borrow so it cannot alias `a` or `b`.
+    // its slice (`fits`, and the last element of `dst` at (m−1)·rs + (n−1)·cs), and `dst`
+    // is a unique borrow so it cannot alias `a` or `b`.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
             dst.as_mut_ptr(),
-            1,
-            n as isize,
+            cs as isize,
+            rs as isize,
             accumulate,
             a.data.as_ptr(),
             a.cs as isize,
@@ -298,6 +367,41 @@ mod tests {
         assert!(cut >= 8, "the shapes above should mostly be cut ({cut})");
         assert_eq!(row_bands(128, 10, 784, 2), 1);
         assert_ne!(product(128, 10, 784, 1), product(128, 10, 784, 2));
+    }
+
+    /// A small-batch product computed by columns has the bits of the usual path, with and
+    /// without accumulation, across the crate's depth-block edge (`k` 512) and tail
+    /// shapes.
+    #[test]
+    fn by_columns_keeps_the_bits() {
+        let value = |i: usize, s: usize| (((i * 2_654_435_761 + s) % 1000) as f32 - 500.0) / 97.0;
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let both = |m: usize, n: usize, k: usize, accumulate: bool| {
+            let a: Vec<f32> = (0..m * k).map(|i| value(i, 1)).collect();
+            let w: Vec<f32> = (0..n * k).map(|i| value(i, 2)).collect();
+            let (av, bv) = (MatRef::row_major(&a, m, k), MatRef::row_major(&w, n, k).t());
+            let start: Vec<f32> = (0..m * n).map(|i| value(i, 3)).collect();
+            let mut usual = start.clone();
+            gemm_call(&mut usual, n, 1, av, bv, 0.5, accumulate);
+            let mut cols = start;
+            raw_by_columns(&mut cols, av, bv, 0.5, accumulate);
+            (bits(&usual), bits(&cols))
+        };
+        let mut checked = 0;
+        for m in [2, 3, 7, 16, 17, 33, 64] {
+            for n in [2, 10, 64, 65, 256] {
+                for k in [3, 100, 512, 513, 784, 2100] {
+                    let w = vec![0.0f32; n * k];
+                    assert!(by_columns(m, n, k, MatRef::row_major(&w, n, k).t()));
+                    for accumulate in [false, true] {
+                        let (usual, cols) = both(m, n, k, accumulate);
+                        assert_eq!(usual, cols, "{m}x{n}x{k}, accumulate {accumulate}");
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(checked, 7 * 5 * 6 * 2);
     }
 
     #[test]
