@@ -3,7 +3,7 @@
 //! (it then computes `W·Xᵀ` and copies `W` into panels, one scalar at a time) or into a
 //! column-major one, transposed afterwards (`W` is read in place). Medians of 540 calls on
 //! one thread, operands hot in cache, and whether the bits agree: the evidence for
-//! `BY_COLUMNS_MAX_ROWS` in `engine/src/cpu/gemm.rs`.
+//! `BY_COLUMNS_ROWS` in `engine/src/cpu/gemm.rs`.
 //!
 //! `cargo run --release -p safestep-engine --example gemm_orient`
 use std::time::Instant;
@@ -23,8 +23,12 @@ fn main() {
     for &(m, k, n) in &[
         (2, 784, 256),
         (4, 784, 256),
+        (8, 784, 256),
+        (12, 784, 256),
         (16, 784, 256),
+        (24, 784, 256),
         (32, 784, 256),
+        (48, 784, 256),
         (64, 784, 256),
         (128, 784, 256),
         (256, 784, 256),

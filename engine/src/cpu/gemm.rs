@@ -157,9 +157,12 @@ pub fn row_bands(m: usize, n: usize, k: usize, threads: usize) -> usize {
 /// Multiply-adds below this many (m·n·k) run on the calling thread only.
 const PAR_MIN_FLOPS: usize = 1 << 21;
 
-/// Products of at most this many rows with a transposed right operand run through
-/// [`raw_by_columns`].
-const BY_COLUMNS_MAX_ROWS: usize = 32;
+/// Products with this many rows and a transposed right operand run through
+/// [`raw_by_columns`]. Below 16 rows the crate's column-major kernel fills only part of
+/// its 16-lane vectors (no faster at 8–12 rows, slower at 2–4: a step at batch 4 took
+/// 1.07× as long with 2 rows and up); from 64 rows on the usual orientation is faster
+/// (`--example gemm_orient`).
+const BY_COLUMNS_ROWS: std::ops::RangeInclusive<usize> = 16..=48;
 
 /// One single-threaded `gemm` call on checked views.
 fn raw(dst: &mut [f32], a: MatRef<'_>, b: MatRef<'_>, scale: f32, accumulate: bool) {
@@ -172,17 +175,17 @@ fn raw(dst: &mut [f32], a: MatRef<'_>, b: MatRef<'_>, scale: f32, accumulate: bo
     gemm_call(&mut dst[..m * n], n, 1, a, b, scale, accumulate);
 }
 
-/// Whether [`raw`] computes `a·b` by columns: few rows (a small batch) times a transposed
+/// Whether [`raw`] computes `a·b` by columns: 16 to 48 rows (a small batch) times a transposed
 /// row-major matrix (the forward pass's `Wᵀ`). For a row-major
 /// destination the crate computes `(a·b)ᵀ = bᵀ·aᵀ`, and `bᵀ = W` is then a left operand
 /// whose rows are strided, which it copies into panels one scalar at a time: at batch 16
 /// that copy of every weight matrix was 16 % of a step. Computed column-major instead, `W`
 /// is a right operand read in place. The crate sums each element along the same depth
 /// blocks either way (they depend on `k` and the cache only), so the bits are the same
-/// (`by_columns_keeps_the_bits`). Matrix-vector shapes (`m` or `n` of 1) stay on the
-/// usual path: the crate runs its matrix-vector kernel on them, with no copy, either way.
+/// (`by_columns_keeps_the_bits`). Narrow products (`n < 16`, such as the output layer's,
+/// whose `W` is a few KB) stay on the usual path.
 fn by_columns(m: usize, n: usize, k: usize, b: MatRef<'_>) -> bool {
-    (2..=BY_COLUMNS_MAX_ROWS).contains(&m) && n >= 2 && k > 2 && b.rs == 1 && b.cs != 1
+    BY_COLUMNS_ROWS.contains(&m) && n >= 16 && k > 2 && b.rs == 1 && b.cs != 1
 }
 
 std::thread_local! {
@@ -391,8 +394,6 @@ mod tests {
         for m in [2, 3, 7, 16, 17, 33, 64] {
             for n in [2, 10, 64, 65, 256] {
                 for k in [3, 100, 512, 513, 784, 2100] {
-                    let w = vec![0.0f32; n * k];
-                    assert!(by_columns(m, n, k, MatRef::row_major(&w, n, k).t()));
                     for accumulate in [false, true] {
                         let (usual, cols) = both(m, n, k, accumulate);
                         assert_eq!(usual, cols, "{m}x{n}x{k}, accumulate {accumulate}");
@@ -402,6 +403,13 @@ mod tests {
             }
         }
         assert_eq!(checked, 7 * 5 * 6 * 2);
+        // Which of the default MLP's forward products at small batches take this path.
+        let chosen = |m: usize, n: usize, k: usize| {
+            let w = vec![0.0f32; n * k];
+            by_columns(m, n, k, MatRef::row_major(&w, n, k).t())
+        };
+        assert!(chosen(16, 256, 784) && chosen(48, 256, 256));
+        assert!(!chosen(8, 256, 784) && !chosen(64, 256, 784) && !chosen(16, 10, 256));
     }
 
     #[test]
