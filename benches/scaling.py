@@ -6,6 +6,11 @@ Each row is one `safestep bench --schedulers off,combined --json` (the two modes
 inside it, medians of the repeats). Around the default (hidden 256,256, batch 256, K 10,
 1 thread) one setting moves at a time.
 
+Where cost should be linear, a column says so: the plain step's rate in GFLOP/s (the
+products' multiply-adds of forward and backward, 2·(3·Σ fan_in·fan_out − 784·h) per
+sample; a constant rate is cost linear in work) and, for K, the overhead times K (constant
+when one event costs the same whatever its spacing).
+
 Usage (from the repository root, after `cargo build --release -p safestep-host`):
     python3 benches/scaling.py [--bin target/release/safestep] [--threads 1] [--quick]
 """
@@ -49,23 +54,37 @@ def bench(hidden=256, batch=256, k=10, work=60_000):
     return off["step_ms"], comb["step_ms"], comb["overhead"], off["samples_per_sec"], steps
 
 
-def row(label, *args, **kw):
-    off, comb, ov, sps, steps = bench(*args, **kw)
+def flop_per_sample(hidden):
+    """Multiply-adds ×2 of the products of one sample's forward and backward (784 inputs,
+    two hidden layers of `hidden`, 10 classes): forward and weight gradients over every
+    layer, deltas below every layer but the first."""
+    dims = [784, hidden, hidden, 10]
+    macs = sum(i * o for i, o in zip(dims, dims[1:]))
+    return 2 * (3 * macs - dims[0] * dims[1])
+
+
+def row(label, hidden=256, batch=256, k=10, times_k=False):
+    off, comb, ov, sps, steps = bench(hidden, batch, k)
     c = "n/a" if comb is None else f"{comb:.3f}"
     o = "n/a (batch 1)" if ov is None else f"{100 * ov:+.1f} %"
-    print(f"| {label} | {off:.3f} | {sps:,.0f} | {c} | {o} | {steps} |", flush=True)
+    rate = sps * flop_per_sample(hidden) / 1e9
+    ok = f" | {100 * ov * k:.0f} %" if times_k else ""
+    print(f"| {label} | {off:.3f} | {sps:,.0f} | {rate:.1f} | {c} | {o}{ok} | {steps} |",
+          flush=True)
 
 
 print(f"load average at start: {os.getloadavg()[0]:.2f}; {a.threads} thread(s)\n")
-head = "| ms/step off | samples/s off | ms/step combined | controller overhead | timed steps |"
-rule = "| --- | --- | --- | --- | --- | --- |"
+head = ("| ms/step off | samples/s off | GFLOP/s off | ms/step combined | controller overhead"
+        " | timed steps |")
+rule = "| --- | --- | --- | --- | --- | --- | --- |"
 print("| hidden (batch 256, K 10) " + head + "\n" + rule)
 for h in [128, 256, 512, 1024, 2048]:
     row(f"{h},{h}", hidden=h)
 print("\n| batch (hidden 256, K 10) " + head + "\n" + rule)
 for b in [1, 16, 64, 256, 1024]:
     row(str(b), batch=b)
-print("\n| K (hidden 256, batch 256) " + head + "\n" + rule)
+print("\n| K (hidden 256, batch 256) " + head.replace(" | timed", " | overhead × K | timed")
+      + "\n" + rule + " --- |")
 for k in [1, 5, 10, 20, 50]:
-    row(str(k), k=k)
+    row(str(k), k=k, times_k=True)
 print(f"\nload average at end: {os.getloadavg()[0]:.2f}")

@@ -158,11 +158,12 @@ pub fn row_bands(m: usize, n: usize, k: usize, threads: usize) -> usize {
 const PAR_MIN_FLOPS: usize = 1 << 21;
 
 /// Products with this many rows and a transposed right operand run through
-/// [`raw_by_columns`]. Below 16 rows the crate's column-major kernel fills only part of
-/// its 16-lane vectors (no faster at 8–12 rows, slower at 2–4: a step at batch 4 took
-/// 1.07× as long with 2 rows and up); from 64 rows on the usual orientation is faster
+/// [`raw_by_columns`]. Below 8 rows the crate's column-major kernel fills too little of its
+/// 16-lane vectors (a step at batch 4 took 1.07× as long with it); at 8 rows it is even on
+/// one thread and a gain on two, where each thread's band of a batch of 16 is 8 rows and
+/// both would copy all of `W`; from 64 rows on the usual orientation is faster
 /// (`--example gemm_orient`).
-const BY_COLUMNS_ROWS: std::ops::RangeInclusive<usize> = 16..=48;
+const BY_COLUMNS_ROWS: std::ops::RangeInclusive<usize> = 8..=48;
 
 /// One single-threaded `gemm` call on checked views.
 fn raw(dst: &mut [f32], a: MatRef<'_>, b: MatRef<'_>, scale: f32, accumulate: bool) {
@@ -175,7 +176,7 @@ fn raw(dst: &mut [f32], a: MatRef<'_>, b: MatRef<'_>, scale: f32, accumulate: bo
     gemm_call(&mut dst[..m * n], n, 1, a, b, scale, accumulate);
 }
 
-/// Whether [`raw`] computes `a·b` by columns: 16 to 48 rows (a small batch) times a transposed
+/// Whether [`raw`] computes `a·b` by columns: 8 to 48 rows (a small batch) times a transposed
 /// row-major matrix (the forward pass's `Wᵀ`). For a row-major
 /// destination the crate computes `(a·b)ᵀ = bᵀ·aᵀ`, and `bᵀ = W` is then a left operand
 /// whose rows are strided, which it copies into panels one scalar at a time: at batch 16
@@ -409,7 +410,8 @@ mod tests {
             by_columns(m, n, k, MatRef::row_major(&w, n, k).t())
         };
         assert!(chosen(16, 256, 784) && chosen(48, 256, 256));
-        assert!(!chosen(8, 256, 784) && !chosen(64, 256, 784) && !chosen(16, 10, 256));
+        assert!(chosen(8, 256, 784));
+        assert!(!chosen(7, 256, 784) && !chosen(64, 256, 784) && !chosen(16, 10, 256));
     }
 
     #[test]
