@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Side-by-side plain-Adam training throughput: safestep's CPU engine vs the JAX and PyTorch
-# peers. Same workload everywhere: MLP 784-256-256-10, batch 256, Adam, 1000 random-label
-# digits of the embedded MNIST subset. Rounds alternate between the configurations so that
-# background load hits them alike. Every side reports the median of 3 repeats; the end
+# peers. Same workload everywhere: MLP 784-256-256-10, batch 256 (or the third argument),
+# Adam, 1000 random-label digits of the embedded MNIST subset. Rounds alternate between the
+# configurations so that background load hits them alike. Every side reports the median of 3 repeats; the end
 # prints, per peer and core count, the ratio ours/peer of each round.
 #
-# Usage: benches/peer/compare.sh [rounds] [steps]     (from the repository root)
+# Usage: benches/peer/compare.sh [rounds] [steps] [batch]     (from the repository root)
 # Peers (each optional; a missing one is reported and skipped):
 #   JAX:     python3 -m venv .venv && .venv/bin/pip install jax
 #   PyTorch: a venv at .venv-torch whose `import torch` works on CPU (recipe and caveats in
@@ -13,10 +13,12 @@
 set -euo pipefail
 rounds=${1:-3}
 steps=${2:-300}
+batch=${3:-256}
 cd "$(dirname "$0")/../.."
 cargo build --release -q -p safestep-host
 ours() {  # threads steps: plain Adam through the production training step
   target/release/safestep bench --schedulers off --threads "$1" --steps "$2" --repeats 3 \
+    --batch-size "$3" \
     | awk '/scheduler off/ {print $3, "samples/s (median of 3)"}'
 }
 jax=.venv/bin/python
@@ -39,19 +41,19 @@ record() {  # round cores who line: print the line, keep its samples/s
 peer() {  # round cores cpus threads: one line per available peer
   local r=$1 label=$2 cpus=$3 threads=$4
   if [ "$have_jax" = 1 ]; then
-    record "$r" "$label" jax "$(taskset -c "$cpus" "$jax" benches/peer/jax_mlp.py --steps "$steps" 2>&1 | grep median || echo failed)"
+    record "$r" "$label" jax "$(taskset -c "$cpus" "$jax" benches/peer/jax_mlp.py --steps "$steps" --batch "$batch" 2>&1 | grep median || echo failed)"
   fi
   if [ "$have_torch" = 1 ]; then
     for mode in eager compile; do
-      record "$r" "$label" "torch $mode" "$(taskset -c "$cpus" "$torch" benches/peer/torch_mlp.py --mode $mode --threads "$threads" --steps "$steps" 2>&1 | grep -E 'median|failed|unavailable' || echo failed)"
+      record "$r" "$label" "torch $mode" "$(taskset -c "$cpus" "$torch" benches/peer/torch_mlp.py --mode $mode --threads "$threads" --steps "$steps" --batch "$batch" 2>&1 | grep -E 'median|failed|unavailable' || echo failed)"
     done
   fi
 }
 for r in $(seq "$rounds"); do
   echo "round $r ($(uptime | sed 's/.*load average/load average/'))"
-  record "$r" "1 core " safestep "$(taskset -c 0 bash -c "$(declare -f ours); ours 1 $steps")"
+  record "$r" "1 core " safestep "$(taskset -c 0 bash -c "$(declare -f ours); ours 1 $steps $batch")"
   peer "$r" "1 core " 0 1
-  record "$r" "2 cores" safestep "$(taskset -c 0,1 bash -c "$(declare -f ours); ours 2 $steps")"
+  record "$r" "2 cores" safestep "$(taskset -c 0,1 bash -c "$(declare -f ours); ours 2 $steps $batch")"
   peer "$r" "2 cores" 0,1 2
 done
 python3 - "$out" <<'EOF'
