@@ -13,6 +13,7 @@ when one event costs the same whatever its spacing).
 
 Usage (from the repository root, after `cargo build --release -p safestep-host`):
     python3 benches/scaling.py [--bin target/release/safestep] [--threads 1] [--quick]
+                               [--repeats 3] [--tables hidden,batch,k]
 """
 
 import argparse
@@ -26,6 +27,8 @@ p.add_argument("--bin", default="target/release/safestep")
 p.add_argument("--threads", type=int, default=1)
 p.add_argument("--repeats", type=int, default=3)
 p.add_argument("--quick", action="store_true", help="a quarter of the steps")
+p.add_argument("--tables", default="hidden,batch,k",
+               help="which tables, comma-separated: hidden, batch, k")
 a = p.parse_args()
 
 
@@ -73,18 +76,22 @@ def row(label, hidden=256, batch=256, k=10, times_k=False):
           flush=True)
 
 
-print(f"load average at start: {os.getloadavg()[0]:.2f}; {a.threads} thread(s)\n")
+print(f"load average at start: {os.getloadavg()[0]:.2f}; {a.threads} thread(s)")
 head = ("| ms/step off | samples/s off | GFLOP/s off | ms/step combined | controller overhead"
         " | timed steps |")
 rule = "| --- | --- | --- | --- | --- | --- | --- |"
-print("| hidden (batch 256, K 10) " + head + "\n" + rule)
-for h in [128, 256, 512, 1024, 2048]:
-    row(f"{h},{h}", hidden=h)
-print("\n| batch (hidden 256, K 10) " + head + "\n" + rule)
-for b in [1, 16, 64, 256, 1024]:
-    row(str(b), batch=b)
-print("\n| K (hidden 256, batch 256) " + head.replace(" | timed", " | overhead × K | timed")
-      + "\n" + rule + " --- |")
-for k in [1, 5, 10, 20, 50]:
-    row(str(k), k=k, times_k=True)
+tables = a.tables.split(",")
+if "hidden" in tables:
+    print("\n| hidden (batch 256, K 10) " + head + "\n" + rule)
+    for h in [128, 256, 512, 1024, 2048]:
+        row(f"{h},{h}", hidden=h)
+if "batch" in tables:
+    print("\n| batch (hidden 256, K 10) " + head + "\n" + rule)
+    for b in [1, 16, 64, 256, 1024]:
+        row(str(b), batch=b)
+if "k" in tables:
+    print("\n| K (hidden 256, batch 256) " + head.replace(" | timed", " | overhead × K | timed")
+          + "\n" + rule + " --- |")
+    for k in [1, 5, 10, 20, 50]:
+        row(str(k), k=k, times_k=True)
 print(f"\nload average at end: {os.getloadavg()[0]:.2f}")
