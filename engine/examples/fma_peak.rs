@@ -100,7 +100,10 @@ fn main() {
         let mut c = vec![0f32; m * n];
         let us = median_us(|| matmul(&mut c, av, bv, 1.0, false, None));
         let flop = 2.0 * (m * k * n) as f64;
-        println!("{name:14} {m:4}x{k:4}x{n:4} {us:8.1} us {:6.1} GFLOP/s", flop / us / 1e3);
+        println!(
+            "{name:14} {m:4}x{k:4}x{n:4} {us:8.1} us {:6.1} GFLOP/s",
+            flop / us / 1e3
+        );
         total_us += us;
         total_flop += flop;
     }

@@ -19,6 +19,47 @@ fn time(mut f: impl FnMut()) -> f64 {
     t.sort_by(|a, b| a.partial_cmp(b).unwrap());
     t[t.len() / 2] * 1e6
 }
+/// `dst = x·wᵀ` by the `gemm` crate, `dst`'s element `(i, j)` at `i·rs + j·cs`.
+#[allow(clippy::too_many_arguments)]
+fn product(
+    dst: &mut [f32],
+    cs: usize,
+    rs: usize,
+    x: &[f32],
+    w: &[f32],
+    m: usize,
+    k: usize,
+    n: usize,
+) {
+    assert!(dst.len() >= m * n && x.len() >= m * k && w.len() >= n * k);
+    assert!((m - 1) * rs + (n - 1) * cs < dst.len());
+    // SAFETY: the asserts above keep every addressed element inside its slice; `dst` is a
+    // unique borrow, so it aliases neither operand.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            cs as isize,
+            rs as isize,
+            false,
+            x.as_ptr(),
+            1,
+            k as isize,
+            w.as_ptr(),
+            k as isize,
+            1,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
 fn main() {
     for &(m, k, n) in &[
         (2, 784, 256),
@@ -48,54 +89,10 @@ fn main() {
         let mut c = vec![0f32; m * n];
         let mut ct = vec![0f32; m * n];
         let mut c2 = vec![0f32; m * n];
-        // c (m x n, row-major) = x (m x k, row-major) . w^T (w: n x k row-major)
-        let row = time(|| unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                c.as_mut_ptr(),
-                1,
-                n as isize,
-                false,
-                x.as_ptr(),
-                1,
-                k as isize,
-                w.as_ptr(),
-                k as isize,
-                1,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            )
-        });
+        // c (m × n, row-major) = x (m × k, row-major) · wᵀ (w: n × k, row-major)
+        let row = time(|| product(&mut c, 1, n, &x, &w, m, k, n));
         let col = time(|| {
-            unsafe {
-                gemm::gemm(
-                    m,
-                    n,
-                    k,
-                    ct.as_mut_ptr(),
-                    m as isize,
-                    1,
-                    false,
-                    x.as_ptr(),
-                    1,
-                    k as isize,
-                    w.as_ptr(),
-                    k as isize,
-                    1,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                )
-            }
+            product(&mut ct, m, 1, &x, &w, m, k, n);
             for j in 0..n {
                 for i in 0..m {
                     c2[i * n + j] = ct[j * m + i];
