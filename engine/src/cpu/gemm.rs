@@ -176,11 +176,11 @@ fn raw(dst: &mut [f32], a: MatRef<'_>, b: MatRef<'_>, scale: f32, accumulate: bo
     gemm_call(&mut dst[..m * n], n, 1, a, b, scale, accumulate);
 }
 
-/// Whether [`raw`] computes `a·b` by columns: 8 to 48 rows (a small batch) times a transposed
-/// row-major matrix (the forward pass's `Wᵀ`). For a row-major
-/// destination the crate computes `(a·b)ᵀ = bᵀ·aᵀ`, and `bᵀ = W` is then a left operand
-/// whose rows are strided, which it copies into panels one scalar at a time: at batch 16
-/// that copy of every weight matrix was 16 % of a step. Computed column-major instead, `W`
+/// Whether [`raw`] computes `a·b` by columns: 8 to 48 rows (a small batch) times a
+/// transposed row-major matrix (the forward pass's `Wᵀ`). For a row-major destination the
+/// crate computes `(a·b)ᵀ = bᵀ·aᵀ`, and `bᵀ = W` is then a left operand whose rows are
+/// strided, which it copies into panels one scalar at a time: at batch 16 that copy of
+/// every weight matrix was 16 % of a step. Computed column-major instead, `W`
 /// is a right operand read in place. The crate sums each element along the same depth
 /// blocks either way (they depend on `k` and the cache only), so the bits are the same
 /// (`by_columns_keeps_the_bits`). Narrow products (`n < 16`, such as the output layer's,

@@ -377,6 +377,8 @@ struct Lanes(
 );
 
 impl Lanes {
+    // SAFETY: `__m128` is four `f32` with no padding and no invalid bit patterns
+    // (`_mm_setzero_ps` is not a `const fn`).
     #[cfg(target_arch = "x86_64")]
     const ZERO: Lanes =
         Lanes([unsafe { std::mem::transmute::<[f32; 4], std::arch::x86_64::__m128>([0.0; 4]) }; 2]);
