@@ -9,6 +9,10 @@
 use safestep_engine::cpu::gemm::{matmul, MatRef};
 use std::time::Instant;
 
+#[path = "support/timing.rs"]
+mod timing;
+use timing::median_us;
+
 /// Multiply-adds per call of [`fma_loop`]: 12 independent accumulators of 16 lanes.
 const ACCS: usize = 12;
 
@@ -42,19 +46,6 @@ fn peak(threads: usize) -> f64 {
     });
     let flop = (threads * iters * ACCS * 16 * 2) as f64;
     flop / t0.elapsed().as_secs_f64() / 1e9
-}
-
-fn median_us(mut f: impl FnMut()) -> f64 {
-    let mut t = vec![];
-    for r in 0..230 {
-        let t0 = Instant::now();
-        f();
-        if r >= 30 {
-            t.push(t0.elapsed().as_secs_f64());
-        }
-    }
-    t.sort_by(|a, b| a.total_cmp(b));
-    t[t.len() / 2] * 1e6
 }
 
 fn main() {
@@ -98,7 +89,7 @@ fn main() {
             MatRef::row_major(&w, k, n)
         };
         let mut c = vec![0f32; m * n];
-        let us = median_us(|| matmul(&mut c, av, bv, 1.0, false, None));
+        let us = median_us(30, 200, || matmul(&mut c, av, bv, 1.0, false, None));
         let flop = 2.0 * (m * k * n) as f64;
         println!(
             "{name:14} {m:4}x{k:4}x{n:4} {us:8.1} us {:6.1} GFLOP/s",

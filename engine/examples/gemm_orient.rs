@@ -6,19 +6,10 @@
 //! `BY_COLUMNS_ROWS` in `engine/src/cpu/gemm.rs`.
 //!
 //! `cargo run --release -p safestep-engine --example gemm_orient`
-use std::time::Instant;
-fn time(mut f: impl FnMut()) -> f64 {
-    let mut t = vec![];
-    for r in 0..600 {
-        let t0 = Instant::now();
-        f();
-        if r >= 60 {
-            t.push(t0.elapsed().as_secs_f64());
-        }
-    }
-    t.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    t[t.len() / 2] * 1e6
-}
+#[path = "support/timing.rs"]
+mod timing;
+use timing::median_us;
+
 /// `dst = x·wᵀ` by the `gemm` crate, `dst`'s element `(i, j)` at `i·rs + j·cs`.
 #[allow(clippy::too_many_arguments)]
 fn product(
@@ -90,8 +81,8 @@ fn main() {
         let mut ct = vec![0f32; m * n];
         let mut c2 = vec![0f32; m * n];
         // c (m × n, row-major) = x (m × k, row-major) · wᵀ (w: n × k, row-major)
-        let row = time(|| product(&mut c, 1, n, &x, &w, m, k, n));
-        let col = time(|| {
+        let row = median_us(60, 540, || product(&mut c, 1, n, &x, &w, m, k, n));
+        let col = median_us(60, 540, || {
             product(&mut ct, m, 1, &x, &w, m, k, n);
             for j in 0..n {
                 for i in 0..m {

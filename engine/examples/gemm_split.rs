@@ -5,19 +5,10 @@
 //!
 //! `cargo run --release -p safestep-engine --example gemm_split`
 use safestep_engine::cpu::gemm::{matmul, MatRef};
-use std::time::Instant;
-fn time(mut f: impl FnMut()) -> f64 {
-    let mut t = vec![];
-    for r in 0..300 {
-        let t0 = Instant::now();
-        f();
-        if r >= 30 {
-            t.push(t0.elapsed().as_secs_f64());
-        }
-    }
-    t.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    t[t.len() / 2] * 1e6
-}
+#[path = "support/timing.rs"]
+mod timing;
+use timing::median_us;
+
 fn main() {
     // name, m, k, n, a stored transposed, b stored transposed
     let shapes: &[(&str, usize, usize, usize, bool, bool)] = &[
@@ -41,11 +32,15 @@ fn main() {
             MatRef::row_major(&b, k, n)
         };
         let mut c = vec![0f32; m * n];
-        let whole = time(|| matmul(&mut c, av, bv, 1.0, false, None));
+        let whole = median_us(30, 270, || matmul(&mut c, av, bv, 1.0, false, None));
         let mut c2 = vec![0f32; m * n / 2];
-        let rows = time(|| matmul(&mut c2, av.rows(0, m / 2), bv, 1.0, false, None));
+        let rows = median_us(30, 270, || {
+            matmul(&mut c2, av.rows(0, m / 2), bv, 1.0, false, None)
+        });
         let bt_ = bv.t();
-        let cols = time(|| matmul(&mut c2, av, bt_.rows(0, n / 2).t(), 1.0, false, None));
+        let cols = median_us(30, 270, || {
+            matmul(&mut c2, av, bt_.rows(0, n / 2).t(), 1.0, false, None)
+        });
         println!("{name:12} whole {whole:7.1} us | half rows {rows:7.1} us ({:.2} of whole) | half cols {cols:7.1} us ({:.2})", rows / whole, cols / whole);
     }
 }

@@ -7,7 +7,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use safestep_core::adam::{Adam, AdamConfig};
-use safestep_engine::{Activation, Backend, CpuBackend, Loss, ModelSpec, Norm, Regularizer};
+use safestep_engine::{Backend, CpuBackend, ModelSpec, Regularizer};
 
 struct Counting;
 static ALLOCS: AtomicUsize = AtomicUsize::new(0);
@@ -28,15 +28,7 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 fn main() {
-    let spec = ModelSpec {
-        input: 784,
-        hidden: vec![256, 256],
-        classes: 10,
-        activation: Activation::Relu,
-        crelu_match_params: false,
-        loss: Loss::CrossEntropy,
-        norm: Norm::None,
-    };
+    let spec = ModelSpec::default();
     let n = 512;
     let x: Vec<f32> = (0..n * 784).map(|i| (i % 13) as f32 / 13.0).collect();
     let y: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();

@@ -718,7 +718,7 @@ fn grad_sq_norms(grads: &[Vec<f32>], team: Option<&Team>) -> Vec<f64> {
     let Some(team) = team else {
         return grads.iter().map(|g| ops::sq_norm(g)).collect();
     };
-    const GROUP: usize = 4;
+    const GROUP: usize = ops::SQ_NORM_INTERLEAVE;
     let mut groups: Vec<(usize, &[f32], [f64; GROUP], usize)> = grads
         .iter()
         .enumerate()

@@ -319,7 +319,7 @@ pub const SQ_NORM_BLOCK: usize = 1024;
 const SQ_NORM_LANES: usize = 8;
 
 /// Blocks whose sums [`sq_norm_blocks`] runs side by side.
-const SQ_NORM_INTERLEAVE: usize = 4;
+pub const SQ_NORM_INTERLEAVE: usize = 4;
 
 /// `Σ x²` of a slice: 8 `f32` lanes over blocks of [`SQ_NORM_BLOCK`], each block's lanes
 /// added into `f64` ([`sq_norm_block`]), the blocks' sums added in order.
