@@ -340,8 +340,12 @@ fn trajectory_with(
             let v = vec![0.5f32; n];
             let mut hv = vec![0.0f32; n];
             cpu.hvp(l, &v, &mut hv).unwrap();
-            cpu.precond_sqrt(l, &adam, t, &mut hv).unwrap();
             bits.extend(hv.iter().map(|v| v.to_bits() as u64));
+            // `precond_sqrt` writes its own output: a buffer of its own, so the HVP's bits
+            // above are not lost.
+            let mut d = vec![0.0f32; n];
+            cpu.precond_sqrt(l, &adam, t, &mut d).unwrap();
+            bits.extend(d.iter().map(|v| v.to_bits() as u64));
         }
         let stats = cpu.adam_step(&adam, &[1e-2, 2e-2, 3e-2], t, &reg).unwrap();
         bits.extend(stats.iter().map(|s| s.sum_v_hat.to_bits()));
