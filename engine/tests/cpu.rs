@@ -417,6 +417,34 @@ fn row_bands_give_the_one_thread_bits() {
     }
 }
 
+/// With a first layer wide enough (`gemm::splits_by_columns`), a team computes its product
+/// for the whole minibatch in bands of output units before the row bands go on
+/// (`pass::first_by_columns`), in the training step, the evaluation and the
+/// Hessian-vector products' forward pass. Its fan-in of 600 crosses the `gemm` crate's
+/// depth-block edge: still the one-thread bits.
+#[test]
+fn first_layer_column_bands_give_the_one_thread_bits() {
+    for (act, norm) in CASES {
+        for loss in [Loss::CrossEntropy, Loss::SquaredError] {
+            let s = ModelSpec {
+                input: 600,
+                hidden: vec![128, 40],
+                classes: 12,
+                loss,
+                ..spec(act, norm)
+            };
+            let one = trajectory_with(&s, 96, 150, 3, 1, true);
+            for threads in [2, 3, 4] {
+                assert_eq!(
+                    one,
+                    trajectory_with(&s, 96, 150, 3, threads, true),
+                    "{act}/{norm}/{loss:?}: 1 vs {threads} threads"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn regulariser_changes_the_step_not_the_statistics() {
     let (mut a, _, _) = setup(Activation::Relu, Norm::None, 7);

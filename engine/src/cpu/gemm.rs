@@ -61,6 +61,22 @@ impl<'a> MatRef<'a> {
         }
     }
 
+    /// Columns `[first, first + count)` (no copy).
+    ///
+    /// # Panics
+    /// If they are not columns of the view (an engine invariant).
+    pub fn cols(self, first: usize, count: usize) -> Self {
+        assert!(
+            first + count <= self.cols,
+            "MatRef::cols: past the last column"
+        );
+        MatRef {
+            data: &self.data[(first * self.cs).min(self.data.len())..],
+            cols: count,
+            ..self
+        }
+    }
+
     /// Rows `[first, first + count)` (no copy).
     ///
     /// # Panics
@@ -112,10 +128,18 @@ pub fn matmul(
         }
         return;
     }
-    let bands = match team {
-        Some(team) if m * n * k >= PAR_MIN_FLOPS => row_bands(m, n, k, team.threads()),
-        _ => 1,
+    let (team, threads) = match team {
+        Some(team) if m * n * k >= PAR_MIN_FLOPS => (team, team.threads()),
+        _ => {
+            raw(dst, a, b, scale, accumulate);
+            return;
+        }
     };
+    if splits_by_columns(m, n, k, threads) {
+        column_bands(dst, a, b, scale, accumulate, team);
+        return;
+    }
+    let bands = row_bands(m, n, k, threads);
     if bands <= 1 {
         raw(dst, a, b, scale, accumulate);
         return;
@@ -128,12 +152,52 @@ pub fn matmul(
         rest = tail;
         parts.push((band, a.rows(top, end - top)));
     }
-    if let Some(team) = team {
-        team.for_each_mut(&mut parts, |_, (band, rows)| {
-            raw(band, *rows, b, scale, accumulate)
-        });
-    }
+    team.for_each_mut(&mut parts, |_, (band, rows)| {
+        raw(band, *rows, b, scale, accumulate)
+    });
 }
+
+/// [`matmul`] on a team, one band of output columns per member, each one `gemm` call
+/// writing its columns of every row of `dst` in place. For a row-major destination the
+/// crate computes `(a·b)ᵀ = bᵀ·aᵀ` and copies the left operand `bᵀ` into panels, so column
+/// bands copy only their own part of `b`, where row bands would each copy all of it: in
+/// the forward pass all of `W`, one scalar at a time (`--example gemm_split`: a column half
+/// of the first layer's product takes 0.49–0.51 of the whole, a row half 0.55–0.56). Each
+/// element is summed as by the whole product (the caller checks [`row_bands`] with the
+/// roles of rows and columns swapped).
+fn column_bands(
+    dst: &mut [f32],
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    scale: f32,
+    accumulate: bool,
+    team: &Team,
+) {
+    let (m, n) = (a.rows, b.cols);
+    let bands = team.threads();
+    let mut cuts: Vec<(usize, usize)> = (0..bands)
+        .map(|t| (t * n / bands, (t + 1) * n / bands))
+        .collect();
+    let dst = SharedDst(dst[..m * n].as_mut_ptr());
+    team.for_each_mut(&mut cuts, |_, &mut (first, end)| {
+        let b = b.cols(first, end - first);
+        assert!(a.fits() && b.fits() && b.rows == a.cols);
+        let dst = &dst;
+        // SAFETY: `dst` points at `m·n` elements (sliced above, and borrowed mutably until
+        // `for_each_mut` returns). This band addresses element (i, j) at `i·n + first + j`
+        // for `i < m`, `j < end − first ≤ n − first`: at most `m·n − 1`, inside. The bands'
+        // column ranges are disjoint, so no element is written by two members, and no
+        // reference to `dst`'s elements exists while they write.
+        unsafe { gemm_ptr(dst.0.add(first), n, 1, a, b, scale, accumulate) };
+    });
+}
+
+/// A destination that [`column_bands`] shares between a team's members, each writing its
+/// own columns.
+struct SharedDst(*mut f32);
+
+// SAFETY: the members write disjoint elements through it (see `column_bands`).
+unsafe impl Sync for SharedDst {}
 
 /// How many bands of output rows an `m × k · k × n` product may be cut into for `threads`
 /// members (1: do not cut). Every output element must be summed exactly as the whole
@@ -152,6 +216,17 @@ pub fn row_bands(m: usize, n: usize, k: usize, threads: usize) -> usize {
     } else {
         1
     }
+}
+
+/// Whether [`matmul`] on a team of `threads` cuts an `m × k · k × n` product into bands of
+/// output columns ([`column_bands`]) rather than rows: when it is large enough to be cut,
+/// has more rows than [`raw`] computes by columns, and every column band is summed as the
+/// whole product ([`row_bands`] with rows and columns swapped).
+pub(super) fn splits_by_columns(m: usize, n: usize, k: usize, threads: usize) -> bool {
+    threads > 1
+        && m * n * k >= PAR_MIN_FLOPS
+        && m > *BY_COLUMNS_ROWS.end()
+        && row_bands(n, m, k, threads) == threads
 }
 
 /// Multiply-adds below this many (m·n·k) run on the calling thread only.
@@ -236,12 +311,32 @@ fn gemm_call(
     // SAFETY: shapes were checked above: every (i, j) addressed through the strides lies in
     // its slice (`fits`, and the last element of `dst` at (m−1)·rs + (n−1)·cs), and `dst`
     // is a unique borrow so it cannot alias `a` or `b`.
+    unsafe { gemm_ptr(dst.as_mut_ptr(), rs, cs, a, b, scale, accumulate) }
+}
+
+/// The `gemm` call on a raw destination: element `(i, j)` of the `a.rows × b.cols` result
+/// at `dst + i·rs + j·cs`.
+///
+/// # Safety
+/// `a` and `b` must fit their slices with `b.rows == a.cols`, and every addressed element
+/// of `dst` must be valid for writes and not aliased by any reference while the call runs.
+unsafe fn gemm_ptr(
+    dst: *mut f32,
+    rs: usize,
+    cs: usize,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    scale: f32,
+    accumulate: bool,
+) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    // SAFETY: the caller's contract.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             cs as isize,
             rs as isize,
             accumulate,
@@ -370,6 +465,47 @@ mod tests {
         assert!(cut >= 8, "the shapes above should mostly be cut ({cut})");
         assert_eq!(row_bands(128, 10, 784, 2), 1);
         assert_ne!(product(128, 10, 784, 1), product(128, 10, 784, 2));
+    }
+
+    /// A product cut into column bands on a team ([`splits_by_columns`]) has the bits of
+    /// the whole product on one thread, with and without accumulation, across the crate's
+    /// depth-block edge (`k` 512) and with uneven bands.
+    #[test]
+    fn column_bands_keep_the_whole_products_bits() {
+        let value = |i: usize, s: usize| (((i * 2_654_435_761 + s) % 1000) as f32 - 500.0) / 97.0;
+        let teams: Vec<Team> = (2..=4)
+            .map(|t| Team::new(t, || {}).expect("threads start"))
+            .collect();
+        let mut cut = 0;
+        for (m, n, k) in [
+            (256, 256, 784),
+            (96, 128, 600),
+            (49, 100, 700),
+            (200, 77, 300),
+        ] {
+            let a: Vec<f32> = (0..m * k).map(|i| value(i, 1)).collect();
+            let b: Vec<f32> = (0..n * k).map(|i| value(i, 2)).collect();
+            let (av, bv) = (MatRef::row_major(&a, m, k), MatRef::row_major(&b, n, k).t());
+            for accumulate in [false, true] {
+                let start: Vec<f32> = (0..m * n).map(|i| value(i, 3)).collect();
+                let mut whole = start.clone();
+                matmul(&mut whole, av, bv, 0.75, accumulate, None);
+                for team in &teams {
+                    if !splits_by_columns(m, n, k, team.threads()) {
+                        continue;
+                    }
+                    cut += 1;
+                    let mut banded = start.clone();
+                    matmul(&mut banded, av, bv, 0.75, accumulate, Some(team));
+                    let differ = whole
+                        .iter()
+                        .zip(&banded)
+                        .position(|(x, y)| x.to_bits() != y.to_bits());
+                    assert_eq!(differ, None, "{m}x{n}x{k} on {}", team.threads());
+                }
+            }
+        }
+        assert!(cut >= 16, "the shapes above should be cut ({cut})");
     }
 
     /// A small-batch product computed by columns has the bits of the usual path, with and

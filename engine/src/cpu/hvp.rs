@@ -14,7 +14,10 @@
 use super::buffers::{Activations, Tangents};
 use super::gemm::{matmul, MatRef};
 use super::ops;
-use super::pass::{band_count, deal_rows, delta_products, split_rows, DeltaProduct};
+use super::pass::{
+    band_count, deal_rows, delta_products, split_rows, whole_by_columns, whole_product,
+    DeltaProduct,
+};
 use super::team::Team;
 use super::{active_team, CpuBackend};
 use crate::checks::{check_layer, check_len, check_vector};
@@ -128,8 +131,10 @@ struct HvpInputs<'a> {
 }
 
 /// The R-forward from `layer` to the outputs and the R-backward down to `layer` of one band
-/// of rows (row-local throughout), leaving `R{Δ_layer}` in the band's `rd[layer]`.
-fn hvp_band(h: &HvpInputs<'_>, t: &mut TangentBand<'_>, team: Option<&Team>) {
+/// of rows (row-local throughout), leaving `R{Δ_layer}` in the band's `rd[layer]`. With
+/// `start_done` the tangent of the layer's pre-activations is already in `rz[layer]`
+/// ([`whole_product`]).
+fn hvp_band(h: &HvpInputs<'_>, t: &mut TangentBand<'_>, start_done: bool, team: Option<&Team>) {
     let (shapes, act, norm, ws, layer) = (h.shapes, h.act, h.norm, h.ws, h.layer);
     let (first, rows) = (t.first, t.rows);
     // This band's rows of a whole-minibatch buffer of `width` columns.
@@ -137,15 +142,17 @@ fn hvp_band(h: &HvpInputs<'_>, t: &mut TangentBand<'_>, team: Option<&Team>) {
     let s = shapes[layer];
     let input = &h.input[mine(s.fan_in)];
     // R-forward: the tangent starts at this layer's pre-activations.
-    ops::fill_rows(t.rz[layer], h.vb, rows);
-    matmul(
-        t.rz[layer],
-        MatRef::row_major(input, rows, s.fan_in),
-        MatRef::row_major(h.vw, s.fan_out, s.fan_in).t(),
-        1.0,
-        true,
-        team,
-    );
+    if !start_done {
+        ops::fill_rows(t.rz[layer], h.vb, rows);
+        matmul(
+            t.rz[layer],
+            MatRef::row_major(input, rows, s.fan_in),
+            MatRef::row_major(h.vw, s.fan_out, s.fan_in).t(),
+            1.0,
+            true,
+            team,
+        );
+    }
     for k in layer + 1..shapes.len() {
         let (below, sk) = (shapes[k - 1], shapes[k]);
         let w = below.fan_out;
@@ -255,16 +262,25 @@ impl CpuBackend {
             vb,
         };
         let parts = team.map_or(1, |t| band_count(&self.shapes, rows, t.threads()));
+        let start_done = match team {
+            Some(team) if whole_by_columns(s, rows, parts, team.threads()) => {
+                let rz = &mut self.tangents.rz[layer];
+                ops::fill_rows(rz, vb, rows);
+                whole_product(s, vw, inputs.input, rz, rows, team);
+                true
+            }
+            _ => false,
+        };
         let mut bands = self
             .tangents
             .bands(&self.shapes, self.act.expansion(), rows, parts);
         match team {
-            Some(team) if parts > 1 => {
-                team.for_each_mut(&mut bands, |_, band| hvp_band(&inputs, band, None))
-            }
+            Some(team) if parts > 1 => team.for_each_mut(&mut bands, |_, band| {
+                hvp_band(&inputs, band, start_done, None)
+            }),
             _ => bands
                 .iter_mut()
-                .for_each(|band| hvp_band(&inputs, band, team)),
+                .for_each(|band| hvp_band(&inputs, band, start_done, team)),
         }
         drop(bands);
         let (ow, ob) = out.split_at_mut(s.weights());

@@ -404,6 +404,41 @@ impl CpuBackend {
         } else {
             0
         };
+        // The band's rows of the minibatch: inputs `x`, labels `y` or targets `t`.
+        let gather = |indices: &[u32], x: &mut [f32], y: &mut [u8], t: &mut [f32]| {
+            for (k, &i) in indices.iter().enumerate() {
+                let i = i as usize;
+                x[k * input..(k + 1) * input].copy_from_slice(&task_x[i * input..(i + 1) * input]);
+                match loss {
+                    Loss::CrossEntropy => y[k] = task_y[i],
+                    Loss::SquaredError => t[k * classes..(k + 1) * classes]
+                        .copy_from_slice(&task_t[i * classes..(i + 1) * classes]),
+                }
+            }
+        };
+        // With `first_done`, the rows are gathered and the first layer's product computed
+        // for the whole minibatch before the band section (`pass::whole_by_columns`).
+        let first_done = match team {
+            Some(team) if pass::whole_by_columns(shapes[0], rows, parts, team.threads()) => {
+                let s0 = shapes[0];
+                let (w0, bias) = params[0].split_at(s0.weights());
+                let mut parts_of = pass::split_rows(&mut self.batch_x, input, &cuts)
+                    .into_iter()
+                    .zip(pass::split_rows(&mut self.batch_y, 1, &cuts))
+                    .zip(pass::split_rows(&mut self.batch_t, targets_width, &cuts))
+                    .zip(pass::split_rows(&mut self.train.z[0], s0.fan_out, &cuts))
+                    .zip(cuts.windows(2))
+                    .collect::<Vec<_>>();
+                team.for_each_mut(&mut parts_of, |_, ((((x, y), t), z), w)| {
+                    gather(&batch[w[0]..w[1]], x, y, t);
+                    ops::fill_rows(z, bias, w[1] - w[0]);
+                });
+                drop(parts_of);
+                pass::whole_product(s0, w0, &self.batch_x, &mut self.train.z[0], rows, team);
+                true
+            }
+            _ => false,
+        };
         let mut work: Vec<BandWork<'_>> = self
             .train
             .bands(shapes, act.expansion(), rows, parts)
@@ -424,17 +459,19 @@ impl CpuBackend {
         // `inner`: the team to split each product on; none within a band section, where each
         // member runs its products alone.
         let run_band = |w: &mut BandWork<'_>, inner: Option<&Team>| {
-            for (k, &i) in w.indices.iter().enumerate() {
-                let i = i as usize;
-                w.x[k * input..(k + 1) * input]
-                    .copy_from_slice(&task_x[i * input..(i + 1) * input]);
-                match loss {
-                    Loss::CrossEntropy => w.y[k] = task_y[i],
-                    Loss::SquaredError => w.t[k * classes..(k + 1) * classes]
-                        .copy_from_slice(&task_t[i * classes..(i + 1) * classes]),
-                }
+            if !first_done {
+                gather(w.indices, w.x, w.y, w.t);
             }
-            forward_band(shapes, act, norm, params, w.x, &mut w.band, inner);
+            forward_band(
+                shapes,
+                act,
+                norm,
+                params,
+                w.x,
+                &mut w.band,
+                first_done,
+                inner,
+            );
             let band = &mut w.band;
             let (z, d) = (&band.z[last][..], &mut band.d[last][..]);
             match loss {

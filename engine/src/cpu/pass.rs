@@ -13,7 +13,7 @@
 //! [`super::gemm::row_bands`]), so results are bit-identical for every thread count.
 
 use super::buffers::Activations;
-use super::gemm::{matmul, row_bands, MatRef};
+use super::gemm::{matmul, row_bands, splits_by_columns, MatRef};
 use super::ops;
 use super::team::Team;
 use crate::spec::{Activation, LayerShape, Norm};
@@ -46,6 +46,33 @@ pub(super) fn band_count(shapes: &[LayerShape], rows: usize, threads: usize) -> 
     } else {
         1
     }
+}
+
+/// Whether a pass over `rows` rows in `parts` row bands computes the product that feeds
+/// layer `s`, `input·Wᵀ`, for the whole minibatch first, in bands of output columns on the
+/// team ([`splits_by_columns`]): each row band's product would copy all of `W` for itself.
+pub(super) fn whole_by_columns(s: LayerShape, rows: usize, parts: usize, threads: usize) -> bool {
+    parts > 1 && splits_by_columns(rows, s.fan_out, s.fan_in, threads)
+}
+
+/// `z += input·wᵀ` over `rows` rows for layer `s` (`w` its `fan_out × fan_in` weights) on
+/// the team, by column bands where [`whole_by_columns`] says so.
+pub(super) fn whole_product(
+    s: LayerShape,
+    w: &[f32],
+    input: &[f32],
+    z: &mut [f32],
+    rows: usize,
+    team: &Team,
+) {
+    matmul(
+        z,
+        MatRef::row_major(input, rows, s.fan_in),
+        MatRef::row_major(&w[..s.weights()], s.fan_out, s.fan_in).t(),
+        1.0,
+        true,
+        Some(team),
+    );
 }
 
 /// The rows `[cuts[t], cuts[t+1])` of a row-major buffer of `width` columns, per band.
@@ -150,23 +177,34 @@ pub(super) fn forward(
 ) {
     let input = shapes[0].fan_in;
     let parts = team.map_or(1, |t| band_count(shapes, rows, t.threads()));
+    let first_done = match team {
+        Some(team) if whole_by_columns(shapes[0], rows, parts, team.threads()) => {
+            let (w, b) = params[0].split_at(shapes[0].weights());
+            ops::fill_rows(&mut ws.z[0], b, rows);
+            whole_product(shapes[0], w, x, &mut ws.z[0], rows, team);
+            true
+        }
+        _ => false,
+    };
     let mut bands = ws.bands(shapes, act.expansion(), rows, parts);
     match team {
         Some(team) if parts > 1 => team.for_each_mut(&mut bands, |_, band| {
             let x = &x[band.first * input..(band.first + band.rows) * input];
-            forward_band(shapes, act, norm, params, x, band, None);
+            forward_band(shapes, act, norm, params, x, band, first_done, None);
         }),
         _ => {
             for band in &mut bands {
-                forward_band(shapes, act, norm, params, x, band, team);
+                forward_band(shapes, act, norm, params, x, band, first_done, team);
             }
         }
     }
 }
 
 /// Forward pass of one band: `x` holds the band's input rows. With [`Norm::Layer`], each
-/// hidden layer's `z` is normalised into `u` before the nonlinearity. `team` splits each
+/// hidden layer's `z` is normalised into `u` before the nonlinearity. With `first_done`
+/// the first layer's `z` is already computed ([`whole_product`]). `team` splits each
 /// product (only when the band is the whole minibatch).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn forward_band(
     shapes: &[LayerShape],
     act: Activation,
@@ -174,6 +212,7 @@ pub(super) fn forward_band(
     params: &[Vec<f32>],
     x: &[f32],
     band: &mut Band<'_>,
+    first_done: bool,
     team: Option<&Team>,
 ) {
     let rows = band.rows;
@@ -182,16 +221,18 @@ pub(super) fn forward_band(
         let hidden_layers = band.h.len();
         let (below, here) = band.h.split_at_mut(l.min(hidden_layers));
         let input: &[f32] = if l == 0 { x } else { below[l - 1] };
-        let z = &mut *band.z[l];
-        ops::fill_rows(z, b, rows);
-        matmul(
-            z,
-            MatRef::row_major(input, rows, s.fan_in),
-            MatRef::row_major(w, s.fan_out, s.fan_in).t(),
-            1.0,
-            true,
-            team,
-        );
+        if l > 0 || !first_done {
+            let z = &mut *band.z[l];
+            ops::fill_rows(z, b, rows);
+            matmul(
+                z,
+                MatRef::row_major(input, rows, s.fan_in),
+                MatRef::row_major(w, s.fan_out, s.fan_in).t(),
+                1.0,
+                true,
+                team,
+            );
+        }
         if s.hidden {
             let pre: &[f32] = match norm {
                 Norm::None => &*band.z[l],
