@@ -15,8 +15,9 @@
 //!   runs the default MLP's products near the core's peak FLOP rate.
 //!
 //! Threading is ours, not the crate's: with the engine's worker team, a large product is cut into
-//! contiguous bands of output rows, one single-threaded `gemm` call per band. The reduction
-//! dimension is never split and a band never changes the crate's kernel choice
+//! bands of output columns (`column_bands`, where it has more rows than `raw` computes
+//! by columns) or else of output rows, one single-threaded `gemm` call per band. The
+//! reduction dimension is never split and a band never changes the crate's kernel choice
 //! ([`row_bands`]), so every output element is summed in the same order whatever the
 //! thread count, and results are bit-identical.
 //!
