@@ -361,6 +361,15 @@ unsafe fn gemm_ptr(
 mod tests {
     use super::*;
 
+    /// Deterministic test entries in [-5.2, 5.2], varied by `i` and the stream `s`.
+    fn value(i: usize, s: usize) -> f32 {
+        (((i * 2_654_435_761 + s) % 1000) as f32 - 500.0) / 97.0
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
     fn naive(a: &[f32], m: usize, k: usize, b: &[f32], n: usize) -> Vec<f64> {
         let mut c = vec![0.0; m * n];
         for i in 0..m {
@@ -425,8 +434,6 @@ mod tests {
     /// `n = 10`, `k = 784` moves the crate to another depth block and changes the bits.
     #[test]
     fn row_bands_keep_the_whole_products_bits() {
-        let value = |i: usize, s: usize| (((i * 2_654_435_761 + s) % 1000) as f32 - 500.0) / 97.0;
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         let product = |m: usize, n: usize, k: usize, bands: usize| {
             let a: Vec<f32> = (0..m * k).map(|i| value(i, 1)).collect();
             let b: Vec<f32> = (0..n * k).map(|i| value(i, 2)).collect();
@@ -473,7 +480,6 @@ mod tests {
     /// depth-block edge (`k` 512) and with uneven bands.
     #[test]
     fn column_bands_keep_the_whole_products_bits() {
-        let value = |i: usize, s: usize| (((i * 2_654_435_761 + s) % 1000) as f32 - 500.0) / 97.0;
         let teams: Vec<Team> = (2..=4)
             .map(|t| Team::new(t, || {}).expect("threads start"))
             .collect();
@@ -498,11 +504,12 @@ mod tests {
                     cut += 1;
                     let mut banded = start.clone();
                     matmul(&mut banded, av, bv, 0.75, accumulate, Some(team));
-                    let differ = whole
-                        .iter()
-                        .zip(&banded)
-                        .position(|(x, y)| x.to_bits() != y.to_bits());
-                    assert_eq!(differ, None, "{m}x{n}x{k} on {}", team.threads());
+                    assert_eq!(
+                        bits(&whole),
+                        bits(&banded),
+                        "{m}x{n}x{k} on {}",
+                        team.threads()
+                    );
                 }
             }
         }
@@ -514,8 +521,6 @@ mod tests {
     /// shapes.
     #[test]
     fn by_columns_keeps_the_bits() {
-        let value = |i: usize, s: usize| (((i * 2_654_435_761 + s) % 1000) as f32 - 500.0) / 97.0;
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         let both = |m: usize, n: usize, k: usize, accumulate: bool| {
             let a: Vec<f32> = (0..m * k).map(|i| value(i, 1)).collect();
             let w: Vec<f32> = (0..n * k).map(|i| value(i, 2)).collect();
