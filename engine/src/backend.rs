@@ -222,6 +222,25 @@ pub trait Backend {
     /// [`BackendError::NoBatch`].
     fn hvp(&mut self, layer: usize, v: &[f32], out: &mut [f32]) -> Result<(), BackendError>;
 
+    /// [`Backend::hvp`] on the first `rows` rows of the last `forward_backward` batch only
+    /// (the Hessian block of their mean loss): a cheaper, noisier curvature estimate, for
+    /// the controller's documented `hvp_rows` option; never used by default. `rows` must be
+    /// in `1..=` the batch's size ([`BackendError::HvpRows`]). Engines that do not offer it
+    /// return [`BackendError::Unsupported`] (the default).
+    fn hvp_rows(
+        &mut self,
+        layer: usize,
+        rows: usize,
+        v: &[f32],
+        out: &mut [f32],
+    ) -> Result<(), BackendError> {
+        let _ = (layer, rows, v, out);
+        Err(BackendError::Unsupported {
+            what: "hvp_rows (a Hessian-vector product on part of the minibatch)",
+            backend: self.name(),
+        })
+    }
+
     /// `out = H v` for the whole network's Hessian of the mean data loss on the last
     /// `forward_backward` batch (one vector per layer, in the layer layout), for the
     /// diagnosis's network sharpness. Engines that do not offer it return

@@ -81,6 +81,14 @@ pub enum BackendError {
         /// The operation attempted.
         what: &'static str,
     },
+    /// A sub-batch Hessian-vector product asked for more rows than the batch has, or none.
+    #[error("hvp rows = {rows} (allowed: 1 to the last batch's {batch} rows)")]
+    HvpRows {
+        /// The rows asked for.
+        rows: usize,
+        /// The last `forward_backward` batch's size.
+        batch: usize,
+    },
     /// A learning rate that is negative or not finite.
     #[error("learning rate {value} for layer {layer} is not a finite non-negative number")]
     BadLearningRate {

@@ -445,6 +445,50 @@ fn first_layer_column_bands_give_the_one_thread_bits() {
     }
 }
 
+/// `hvp_rows(l, r, …)` is the HVP of the first `r` rows' mean loss: bit for bit the `hvp`
+/// after a `forward_backward` on those rows alone (every pass is row-local), on 1 and 2
+/// threads; and a different product from the whole batch's. Row counts outside
+/// `1..=batch` are refused, naming both.
+#[test]
+fn hvp_rows_is_the_hvp_of_the_first_rows() {
+    for (act, norm) in CASES {
+        for threads in [1, 2] {
+            let (cpu, _, _) = setup(act, norm, 9);
+            let (mut part, _, _) = setup(act, norm, 9);
+            let mut cpu = cpu.with_threads(threads).unwrap();
+            let rows = 4;
+            cpu.forward_backward(&batch(), false).unwrap();
+            part.forward_backward(&batch()[..rows], false).unwrap();
+            for l in 0..cpu.shapes().len() {
+                let n = cpu.layer_param_counts()[l];
+                let v: Vec<f32> = (0..n).map(|i| (i % 7) as f32 / 7.0 - 0.4).collect();
+                let (mut got, mut want, mut whole) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+                cpu.hvp_rows(l, rows, &v, &mut got).unwrap();
+                part.hvp(l, &v, &mut want).unwrap();
+                cpu.hvp(l, &v, &mut whole).unwrap();
+                let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&got),
+                    bits(&want),
+                    "{act}/{norm} layer {l}, {threads} threads"
+                );
+                assert_ne!(bits(&got), bits(&whole), "{act}/{norm} layer {l}");
+                let mut same = vec![0.0; n];
+                cpu.hvp_rows(l, B, &v, &mut same).unwrap();
+                assert_eq!(bits(&same), bits(&whole), "all rows: the whole batch's HVP");
+            }
+            let n = cpu.layer_param_counts()[0];
+            let mut out = vec![0.0; n];
+            for bad in [0, B + 1] {
+                assert!(matches!(
+                    cpu.hvp_rows(0, bad, &vec![0.0; n], &mut out),
+                    Err(BackendError::HvpRows { rows, batch: B }) if rows == bad
+                ));
+            }
+        }
+    }
+}
+
 #[test]
 fn regulariser_changes_the_step_not_the_statistics() {
     let (mut a, _, _) = setup(Activation::Relu, Norm::None, 7);

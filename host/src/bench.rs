@@ -63,6 +63,8 @@ pub struct BenchReport {
     pub hidden: Vec<usize>,
     /// Control interval K of the scheduled modes.
     pub interval: usize,
+    /// Rows of the minibatch the scheduled modes' Hessian-vector products use (0: all).
+    pub hvp_rows: usize,
     /// Timed steps per repetition.
     pub steps: usize,
     /// Repetitions.
@@ -86,6 +88,12 @@ impl BenchReport {
             self.steps,
             self.repeats
         );
+        if self.hvp_rows > 0 {
+            out.insert_str(
+                out.len() - 1,
+                &format!(", HVPs on the first {} rows", self.hvp_rows),
+            );
+        }
         for m in &self.modes {
             out.push_str(&format!(
                 "scheduler {:<10} {:>10.0} samples/s  {:>8.3} ms/step  overhead {:>6.1} %\n",
@@ -150,6 +158,9 @@ fn bench_config(args: &BenchArgs, mode: Mode) -> RunConfig {
     }
     if let Some(k) = args.interval {
         cfg.scheduler.interval = k;
+    }
+    if let Some(rows) = args.hvp_rows {
+        cfg.statistics.hvp_rows = rows;
     }
     cfg
 }
@@ -267,6 +278,7 @@ pub fn bench(args: &BenchArgs) -> Result<BenchReport, RunError> {
         batch_size: args.batch_size,
         hidden: bench_config(args, Mode::Off).model.hidden,
         interval: bench_config(args, Mode::Off).scheduler.interval,
+        hvp_rows: bench_config(args, Mode::Off).statistics.hvp_rows,
         steps,
         repeats: args.repeats.max(1),
         modes,

@@ -108,6 +108,11 @@ pub struct CommonArgs {
     /// Control interval K (optimizer steps between controller events).
     #[arg(long)]
     pub interval: Option<usize>,
+    /// The controller's Hessian-vector products on the first N rows of the step's minibatch
+    /// only [default: 0, all of them]. Cheaper, noisier sharpness that changes decisions
+    /// (`[statistics] hvp_rows`; CPU engine only).
+    #[arg(long, value_name = "N")]
+    pub hvp_rows: Option<usize>,
     /// Safety factor s of the bounds.
     #[arg(long, allow_negative_numbers = true)]
     pub safety: Option<f64>,
@@ -305,6 +310,10 @@ pub struct BenchArgs {
     /// Control interval K of the scheduled modes [default: the run default, 10].
     #[arg(long)]
     pub interval: Option<usize>,
+    /// The scheduled modes' Hessian-vector products on the first N rows of the minibatch
+    /// only [default: 0, all of them] (see `run --hvp-rows`).
+    #[arg(long, value_name = "N")]
+    pub hvp_rows: Option<usize>,
     /// Also time each backend call of a step and of a controller event.
     #[arg(long)]
     pub breakdown: bool,
@@ -344,6 +353,7 @@ impl CommonArgs {
         set(&mut cfg.model.norm, &self.norm);
         set(&mut cfg.scheduler.measure, &self.measure);
         set(&mut cfg.scheduler.interval, &self.interval);
+        set(&mut cfg.statistics.hvp_rows, &self.hvp_rows);
         set(&mut cfg.scheduler.safety, &self.safety);
         set(&mut cfg.backend, &self.backend);
         if self.mnist_dir.is_some() {

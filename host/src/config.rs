@@ -162,6 +162,16 @@ pub struct StatisticsConfig {
     pub noise_batch: NoiseBatch,
     /// The fresh diagnostic minibatch's size (0: the step's batch size).
     pub fresh_batch: usize,
+    /// The controller's Hessian-vector products on the first `hvp_rows` rows of the step's
+    /// minibatch only (0, the default: all of them). A cheaper, noisier sharpness that
+    /// changes the controller's decisions (docs/results.md, "Controller overhead"); CPU
+    /// engine only. Written to `config.toml` only when set.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub hvp_rows: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Default for StatisticsConfig {
@@ -173,6 +183,7 @@ impl Default for StatisticsConfig {
             sharpness: Sharpness::Magnitude,
             noise_batch: NoiseBatch::Step,
             fresh_batch: 0,
+            hvp_rows: 0,
         }
     }
 }
@@ -602,6 +613,23 @@ impl RunConfig {
                 &format!("at most --examples ({})", self.examples),
             ));
         }
+        if st.hvp_rows > self.batch_size {
+            return Err(ConfigError::new(
+                "statistics.hvp_rows",
+                st.hvp_rows,
+                &format!(
+                    "at most --batch-size ({}), or 0 for the whole minibatch",
+                    self.batch_size
+                ),
+            ));
+        }
+        if st.hvp_rows > 0 && self.backend == BackendKind::Cuda {
+            return Err(ConfigError::new(
+                "statistics.hvp_rows",
+                st.hvp_rows,
+                "0 on the cuda engine (sub-batch Hessian-vector products are CPU-only)",
+            ));
+        }
         positive("statistics.power_tol", st.power_tol)?;
         representable_in_f32("statistics.power_tol", st.power_tol)?;
         at_least("statistics.power_max_iters", st.power_max_iters, 1)?;
@@ -791,6 +819,26 @@ mod tests {
             ..cfg
         };
         assert_eq!(cuda.validate().unwrap_err().field, "model.norm");
+    }
+
+    #[test]
+    fn hvp_rows_round_trips_stays_out_of_default_configs_and_is_checked() {
+        assert!(!RunConfig::default().to_toml().contains("hvp_rows"));
+        let cfg = RunConfig::from_toml_str("[statistics]\nhvp_rows = 64").unwrap();
+        assert_eq!(cfg.statistics.hvp_rows, 64);
+        cfg.validate().unwrap();
+        assert!(cfg.to_toml().contains("hvp_rows = 64"), "{}", cfg.to_toml());
+        assert_eq!(RunConfig::from_toml_str(&cfg.to_toml()).unwrap(), cfg);
+        let mut more = cfg.clone();
+        more.statistics.hvp_rows = cfg.batch_size + 1;
+        let err = more.validate().unwrap_err();
+        assert_eq!(err.field, "statistics.hvp_rows");
+        assert!(err.to_string().contains("at most --batch-size"), "{err}");
+        let cuda = RunConfig {
+            backend: BackendKind::Cuda,
+            ..cfg
+        };
+        assert_eq!(cuda.validate().unwrap_err().field, "statistics.hvp_rows");
     }
 
     #[test]

@@ -494,7 +494,11 @@ impl Trainer {
                 backend.precond_sqrt(l, &self.adam, self.t, &mut layer.precond)?;
             }
             let precond = preconditioned.then_some(layer.precond.as_slice());
-            let hvp = |v: &[f32], hv: &mut [f32]| backend.hvp(l, v, hv);
+            let rows = self.cfg.statistics.hvp_rows;
+            let hvp = |v: &[f32], hv: &mut [f32]| match rows {
+                0 => backend.hvp(l, v, hv),
+                rows => backend.hvp_rows(l, rows, v, hv),
+            };
             let lambda = if top {
                 top_eigenvalue(
                     &mut layer.power,

@@ -226,16 +226,24 @@ fn hvp_band(h: &HvpInputs<'_>, t: &mut TangentBand<'_>, start_done: bool, team: 
 }
 
 impl CpuBackend {
-    /// [`crate::Backend::hvp`]: in row bands on the team like the training pass (see
-    /// `pass`), then `(1/B)·R{Δ}ᵀ A` split by output units.
+    /// [`crate::Backend::hvp`] (or, with `first_rows`, [`crate::Backend::hvp_rows`] on
+    /// that many rows): in row bands on the team like the training pass (see `pass`), then
+    /// `(1/B)·R{Δ}ᵀ A` split by output units. Every pass is row-local, so the first rows'
+    /// product reads the cached state of those rows only.
     pub(super) fn hvp_impl(
         &mut self,
         layer: usize,
+        first_rows: Option<usize>,
         v: &[f32],
         out: &mut [f32],
     ) -> Result<(), BackendError> {
         check_layer(layer, self.shapes.len())?;
-        let rows = self.batch.ok_or(BackendError::NoBatch { what: "hvp" })?;
+        let batch = self.batch.ok_or(BackendError::NoBatch { what: "hvp" })?;
+        let rows = match first_rows {
+            None => batch,
+            Some(rows) if (1..=batch).contains(&rows) => rows,
+            Some(rows) => return Err(BackendError::HvpRows { rows, batch }),
+        };
         let s = self.shapes[layer];
         check_vector("v", s.params(), v)?;
         check_len("out", s.params(), out.len())?;

@@ -602,7 +602,17 @@ impl Backend for CpuBackend {
     }
 
     fn hvp(&mut self, layer: usize, v: &[f32], out: &mut [f32]) -> Result<(), BackendError> {
-        self.in_pool(|cpu| cpu.hvp_impl(layer, v, out))
+        self.in_pool(|cpu| cpu.hvp_impl(layer, None, v, out))
+    }
+
+    fn hvp_rows(
+        &mut self,
+        layer: usize,
+        rows: usize,
+        v: &[f32],
+        out: &mut [f32],
+    ) -> Result<(), BackendError> {
+        self.in_pool(|cpu| cpu.hvp_impl(layer, Some(rows), v, out))
     }
 
     fn hvp_network(&mut self, v: &[Vec<f32>], out: &mut [Vec<f32>]) -> Result<(), BackendError> {
