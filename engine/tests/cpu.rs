@@ -389,18 +389,15 @@ fn one_seed_gives_bit_identical_results() {
     }
 }
 
-/// Large enough that 2, 3 and 4 threads cut the minibatch into row bands (every product
-/// of a band keeps `band·n > 256`, see `gemm::row_bands`) and the weight gradients by
-/// output units: the banded passes give the one-thread bits, for both losses. The bands'
-/// 48, 32 and 24 rows also take the column-major forward products (`gemm::by_columns`)
-/// that one thread's 96 rows do not, so this compares the two orientations in whole steps.
-#[test]
-fn row_bands_give_the_one_thread_bits() {
+/// Whole steps ([`trajectory_with`]: batch 96 of 150 examples) of a model with `input`
+/// inputs and `hidden` widths (12 classes), for every case and both losses, give the same
+/// bits on 2, 3 and 4 threads as on one.
+fn threads_give_the_one_thread_bits(input: usize, hidden: &[usize]) {
     for (act, norm) in CASES {
         for loss in [Loss::CrossEntropy, Loss::SquaredError] {
             let s = ModelSpec {
-                input: 64,
-                hidden: vec![48, 40],
+                input,
+                hidden: hidden.to_vec(),
                 classes: 12,
                 loss,
                 ..spec(act, norm)
@@ -417,32 +414,24 @@ fn row_bands_give_the_one_thread_bits() {
     }
 }
 
+/// Large enough that 2, 3 and 4 threads cut the minibatch into row bands (every product
+/// of a band keeps `band·n > 256`, see `gemm::row_bands`) and the weight gradients by
+/// output units: the banded passes give the one-thread bits, for both losses. The bands'
+/// 48, 32 and 24 rows also take the column-major forward products (`gemm::by_columns`)
+/// that one thread's 96 rows do not, so this compares the two orientations in whole steps.
+#[test]
+fn row_bands_give_the_one_thread_bits() {
+    threads_give_the_one_thread_bits(64, &[48, 40]);
+}
+
 /// With a first layer wide enough (`gemm::splits_by_columns`), a team computes its product
 /// for the whole minibatch in bands of output units before the row bands go on
-/// (`pass::first_by_columns`), in the training step, the evaluation and the
+/// (`pass::whole_by_columns`), in the training step, the evaluation and the
 /// Hessian-vector products' forward pass. Its fan-in of 600 crosses the `gemm` crate's
 /// depth-block edge: still the one-thread bits.
 #[test]
 fn first_layer_column_bands_give_the_one_thread_bits() {
-    for (act, norm) in CASES {
-        for loss in [Loss::CrossEntropy, Loss::SquaredError] {
-            let s = ModelSpec {
-                input: 600,
-                hidden: vec![128, 40],
-                classes: 12,
-                loss,
-                ..spec(act, norm)
-            };
-            let one = trajectory_with(&s, 96, 150, 3, 1, true);
-            for threads in [2, 3, 4] {
-                assert_eq!(
-                    one,
-                    trajectory_with(&s, 96, 150, 3, threads, true),
-                    "{act}/{norm}/{loss:?}: 1 vs {threads} threads"
-                );
-            }
-        }
-    }
+    threads_give_the_one_thread_bits(600, &[128, 40]);
 }
 
 /// `hvp_rows(l, r, …)` is the HVP of the first `r` rows' mean loss: bit for bit the `hvp`
