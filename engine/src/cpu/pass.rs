@@ -7,9 +7,11 @@
 //! depend on its own row only. So with a [`Team`] the minibatch is cut into one band of
 //! rows per member ([`band_count`]), and each member runs its band through every layer and
 //! back down to the first layer's deltas ([`forward_band`], [`deltas_band`]) in a single
-//! section, elementwise passes and small products included. The weight gradients,
-//! `(1/B)·Δᵀ A` summed over all rows, then run in a second section split by output units
-//! ([`delta_products`]). Neither split changes how any number is summed (see
+//! section, elementwise passes and small products included. Only the first layer's
+//! product, where it is wide, runs before that section for the whole minibatch in bands of
+//! output columns ([`whole_by_columns`]), so that no member copies all of its `W`. The
+//! weight gradients, `(1/B)·Δᵀ A` summed over all rows, then run in a second section split
+//! by output units ([`delta_products`]). No split changes how any number is summed (see
 //! [`super::gemm::row_bands`]), so results are bit-identical for every thread count.
 
 use super::buffers::Activations;
