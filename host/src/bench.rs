@@ -78,8 +78,12 @@ pub struct BenchReport {
 impl BenchReport {
     /// A human-readable summary.
     pub fn render(&self) -> String {
+        let hvp_rows = match self.hvp_rows {
+            0 => String::new(),
+            rows => format!(", HVPs on the first {rows} rows"),
+        };
         let mut out = format!(
-            "backend {}, {} thread(s), batch {}, hidden {:?}, K {}, {} steps x {} repeats (medians)\n",
+            "backend {}, {} thread(s), batch {}, hidden {:?}, K {}, {} steps x {} repeats (medians){hvp_rows}\n",
             self.backend,
             self.threads,
             self.batch_size,
@@ -88,12 +92,6 @@ impl BenchReport {
             self.steps,
             self.repeats
         );
-        if self.hvp_rows > 0 {
-            out.insert_str(
-                out.len() - 1,
-                &format!(", HVPs on the first {} rows", self.hvp_rows),
-            );
-        }
         for m in &self.modes {
             out.push_str(&format!(
                 "scheduler {:<10} {:>10.0} samples/s  {:>8.3} ms/step  overhead {:>6.1} %\n",
@@ -272,13 +270,14 @@ pub fn bench(args: &BenchArgs) -> Result<BenchReport, RunError> {
     } else {
         None
     };
+    let plain = bench_config(args, Mode::Off);
     Ok(BenchReport {
         backend: subjects[0].trainer.backend_mut().name().to_string(),
         threads: args.threads,
         batch_size: args.batch_size,
-        hidden: bench_config(args, Mode::Off).model.hidden,
-        interval: bench_config(args, Mode::Off).scheduler.interval,
-        hvp_rows: bench_config(args, Mode::Off).statistics.hvp_rows,
+        hidden: plain.model.hidden,
+        interval: plain.scheduler.interval,
+        hvp_rows: plain.statistics.hvp_rows,
         steps,
         repeats: args.repeats.max(1),
         modes,

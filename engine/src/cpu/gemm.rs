@@ -67,15 +67,7 @@ impl<'a> MatRef<'a> {
     /// # Panics
     /// If they are not columns of the view (an engine invariant).
     pub fn cols(self, first: usize, count: usize) -> Self {
-        assert!(
-            first + count <= self.cols,
-            "MatRef::cols: past the last column"
-        );
-        MatRef {
-            data: &self.data[(first * self.cs).min(self.data.len())..],
-            cols: count,
-            ..self
-        }
+        self.t().rows(first, count).t()
     }
 
     /// Rows `[first, first + count)` (no copy).
