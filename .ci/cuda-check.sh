@@ -95,6 +95,15 @@ else
   "$bin/safestep" run --backend cuda --tasks 2 --epochs 2 --examples 300 --batch-size 64 \
     --scheduler combined --quiet --out "$tmp/run"
   test -s "$tmp/run/tasks.csv" || { echo "cuda-check: emulated cuda run wrote no tasks.csv"; exit 1; }
+  # The documented sub-batch curvature option: the controller decides as on the CPU.
+  for backend in cuda cpu; do
+    "$bin/safestep" run --backend "$backend" --tasks 1 --epochs 3 --examples 300 --batch-size 64 \
+      --scheduler combined --hvp-rows 16 --quiet --out "$tmp/rows-$backend"
+  done
+  decisions() { python3 -c 'import csv,sys; print([r["decision"] for r in csv.DictReader(open(sys.argv[1]))])' "$1"; }
+  [[ "$(decisions "$tmp/rows-cuda/controller.csv")" == "$(decisions "$tmp/rows-cpu/controller.csv")" ]] \
+    || { echo "cuda-check: --hvp-rows 16 decides differently on the emulated cuda engine"; exit 1; }
+  echo "--hvp-rows 16: the emulated cuda run decides as the cpu run: $(decisions "$tmp/rows-cuda/controller.csv")"
   rm -rf "$tmp" "$emu"
   unset LD_LIBRARY_PATH
 fi

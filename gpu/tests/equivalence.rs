@@ -347,6 +347,61 @@ fn cuda_matches_cpu_with_crelu_wasserstein_and_weight_decay() {
 }
 
 #[test]
+fn cuda_hvp_rows_matches_cpu_and_is_the_first_rows_product() {
+    for activation in [Activation::Relu, Activation::Crelu] {
+        let spec = ModelSpec {
+            hidden: vec![48, 40],
+            activation,
+            ..ModelSpec::default()
+        };
+        let Some((mut cpu, mut gpu)) = pair(&spec, 6) else {
+            return;
+        };
+        let (images, labels) = random_label_task(300, 3, 2);
+        cpu.load_task(&images, &labels).unwrap();
+        gpu.load_task(&images, &labels).unwrap();
+        let batch = batch_indices(300, 64, 8, 0);
+        cpu.forward_backward(&batch, false).unwrap();
+        gpu.forward_backward(&batch, false).unwrap();
+        for (l, n) in cpu.layer_param_counts().into_iter().enumerate() {
+            let v = random_vec(n, 60 + l as u64);
+            let hvp_rows = |b: &mut dyn Backend, rows| {
+                let mut out = vec![0.0_f32; n];
+                b.hvp_rows(l, rows, &v, &mut out).unwrap();
+                out
+            };
+            let mut whole = vec![0.0_f32; n];
+            gpu.hvp(l, &v, &mut whole).unwrap();
+            for rows in [1, 17, 64] {
+                let (hc, hg) = (hvp_rows(&mut cpu, rows), hvp_rows(&mut gpu, rows));
+                let d = rel_diff(&hc, &hg);
+                assert!(
+                    d < 1e-3,
+                    "{activation:?} layer {l} rows {rows}: hvp_rows differs by {d}"
+                );
+                // All the rows are the whole batch's product; fewer rows are another one.
+                let same = hg
+                    .iter()
+                    .zip(&whole)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert_eq!(same, rows == 64, "{activation:?} layer {l} rows {rows}");
+            }
+            // A sub-batch product leaves the whole batch's forward pass in place.
+            let mut again = vec![0.0_f32; n];
+            gpu.hvp(l, &v, &mut again).unwrap();
+            assert_eq!(again, whole, "{activation:?} layer {l}: hvp after hvp_rows");
+            for rows in [0, 65] {
+                let mut out = vec![0.0_f32; n];
+                assert!(matches!(
+                    gpu.hvp_rows(l, rows, &v, &mut out),
+                    Err(BackendError::HvpRows { rows: r, batch: 64 }) if r == rows
+                ));
+            }
+        }
+    }
+}
+
+#[test]
 fn cuda_state_round_trips_through_the_cpu_backend() {
     let spec = ModelSpec {
         hidden: vec![32, 16],

@@ -110,7 +110,7 @@ pub struct CommonArgs {
     pub interval: Option<usize>,
     /// The controller's Hessian-vector products on the first N rows of the step's minibatch
     /// only [default: 0, all of them]. Cheaper, noisier sharpness that changes decisions
-    /// (`[statistics] hvp_rows`; CPU engine only).
+    /// (`[statistics] hvp_rows`).
     #[arg(long, value_name = "N")]
     pub hvp_rows: Option<usize>,
     /// Safety factor s of the bounds.

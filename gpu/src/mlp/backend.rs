@@ -22,22 +22,40 @@ impl GpuMlp {
             .ok_or(BackendError::NoBatch { what })
     }
 
-    /// Checks the arguments of a Hessian-vector product on `layer`: the layer, a pending
-    /// batch, `v` (the layer's length, finite) and `out` (the layer's length).
+    /// Checks the arguments of a Hessian-vector product on `layer`, in the CPU engine's
+    /// order: the layer, a pending batch, the rows (`first_rows`: all of the batch, or
+    /// `1..=` its size, [`BackendError::HvpRows`]), `v` (the layer's length, finite) and
+    /// `out` (the layer's length).
     pub(super) fn check_hvp(
         &self,
         what: &'static str,
         layer: usize,
+        first_rows: Option<usize>,
         v: &[f32],
         out: &[f32],
-    ) -> Result<usize, BackendError> {
+    ) -> Result<HvpRows, BackendError> {
         check_layer(layer, self.layers.len())?;
-        let rows = self.batch_rows(what)?;
+        let batch = self.batch_rows(what)?;
+        let rows = match first_rows {
+            None => batch,
+            Some(rows) if (1..=batch).contains(&rows) => rows,
+            Some(rows) => return Err(BackendError::HvpRows { rows, batch }),
+        };
         let n = self.shapes[layer].params();
         check_vector("v", n, v)?;
         check_len("out", n, out.len())?;
-        Ok(rows)
+        Ok(HvpRows { batch, rows })
     }
+}
+
+/// The rows of a Hessian-vector product: the pending batch's (the forward pass is over
+/// all of them) and the first ones whose mean loss the product is of.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct HvpRows {
+    /// The last `forward_backward` batch's size.
+    pub batch: usize,
+    /// The product's rows, `1..=batch`.
+    pub rows: usize,
 }
 
 /// Checks the step number `t` as safestep-core's Adam does (`t ≥ 1`), naming `layer`.
@@ -93,7 +111,18 @@ impl Backend for GpuMlp {
     }
 
     fn hvp(&mut self, layer: usize, v: &[f32], out: &mut [f32]) -> Result<(), BackendError> {
-        let rows = self.check_hvp("hvp", layer, v, out)?;
+        let rows = self.check_hvp("hvp", layer, None, v, out)?;
+        Ok(self.hvp_device(layer, rows, v, out)?)
+    }
+
+    fn hvp_rows(
+        &mut self,
+        layer: usize,
+        rows: usize,
+        v: &[f32],
+        out: &mut [f32],
+    ) -> Result<(), BackendError> {
+        let rows = self.check_hvp("hvp", layer, Some(rows), v, out)?;
         Ok(self.hvp_device(layer, rows, v, out)?)
     }
 

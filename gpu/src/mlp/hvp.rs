@@ -5,7 +5,7 @@
 use safestep_core::adam::Adam;
 use safestep_engine::BackendError;
 
-use super::backend::check_step_number;
+use super::backend::{check_step_number, HvpRows};
 use super::GpuMlp;
 use crate::device::View;
 use crate::error::GpuResult;
@@ -30,12 +30,12 @@ impl GpuMlp {
         v: &[f32],
         out: &mut [f32],
     ) -> Result<(), BackendError> {
-        let rows = self.check_hvp("hvp_preconditioned", layer, v, out)?;
+        let rows = self.check_hvp("hvp_preconditioned", layer, None, v, out)?;
         check_step_number(adam, layer, t)?;
         let hyper = AdamHyper::new(adam, 0.0, t)?;
         let p = v.len();
         self.gpu.bind()?;
-        self.refresh_forward(rows)?;
+        self.refresh_forward(rows.batch)?;
         let (vin, vout, d) = (
             self.vec_in.slice(0, p)?,
             self.vec_out.slice(0, p)?,
@@ -45,26 +45,28 @@ impl GpuMlp {
         self.gpu
             .precond_sqrt(self.layers[layer].v.view(), hyper.bc2, hyper.eps, d)?;
         self.gpu.scale_elementwise(vin, d, vin)?;
-        self.r_operator(layer, rows, vin, vout)?;
+        self.r_operator(layer, rows.rows, vin, vout)?;
         self.gpu.scale_elementwise(vout, d, vout)?;
         Ok(self.vec_out.copy_prefix_to(out)?)
     }
 
     /// `out = H_ll·v` for checked arguments (`v`, `out` of the layer's length; a batch of
-    /// `rows` rows pending).
+    /// `rows.batch` rows pending), with `H_ll` the layer's Hessian block of the mean loss of
+    /// the batch's first `rows.rows` rows (every row-wise buffer keeps a row's values at its
+    /// place in the batch, so those rows are a prefix of each).
     pub(super) fn hvp_device(
         &mut self,
         layer: usize,
-        rows: usize,
+        rows: HvpRows,
         v: &[f32],
         out: &mut [f32],
     ) -> GpuResult<()> {
         let p = v.len();
         self.gpu.bind()?;
-        self.refresh_forward(rows)?;
+        self.refresh_forward(rows.batch)?;
         let (vin, vout) = (self.vec_in.slice(0, p)?, self.vec_out.slice(0, p)?);
         self.vec_in.copy_prefix_from(v)?;
-        self.r_operator(layer, rows, vin, vout)?;
+        self.r_operator(layer, rows.rows, vin, vout)?;
         self.vec_out.copy_prefix_to(out)
     }
 
