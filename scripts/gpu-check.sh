@@ -124,6 +124,9 @@ run() {
 
   echo "== safestep bench --backend cuda"
   "$bundle/safestep" bench --backend cuda "${bench_args[@]}" --json "$out/bench-cuda.json" || status=1
+  echo "== the same with the opt-in sub-batch curvature estimate (--hvp-rows 64)"
+  "$bundle/safestep" bench --backend cuda "${bench_args[@]}" --hvp-rows 64 \
+    --json "$out/bench-cuda-hvp-rows-64.json" || status=1
 
   echo "== paper-scale run: random-label MNIST, 784-256-256-10, batch 256, 250 epochs/task"
   {
@@ -144,6 +147,7 @@ def load(name):
     except Exception as e:
         return {"error": str(e)}
 g, t, b = load("gpu-check.json"), load("torch.json"), load("bench-cuda.json")
+r = load("bench-cuda-hvp-rows-64.json")
 print("# safestep GPU check\n")
 print(f"device: {g.get('device')} (cc {g.get('compute_capability')}), PTX {g.get('ptx_arch')}; torch {t.get('torch')}\n")
 checks = g.get("checks", [])
@@ -169,9 +173,14 @@ for key, label in [("eager_samples_per_sec", "PyTorch eager"), ("eager_sync_samp
     ref = tmlp.get(key, float("nan"))
     print(f"- safestep {ours:,.0f} samples/s vs {label} {ref:,.0f}: {ours / ref:.2f}x")
 print(f"- safestep with controller statistics every {m.get('interval')} steps: {m.get('scheduled_samples_per_sec', float('nan')):,.0f} samples/s")
-if "adam_samples_per_sec" in b:
-    print(f"- `safestep bench --backend cuda` (production trainer): {b['adam_samples_per_sec']:,.0f} samples/s plain Adam, "
-          f"{b.get('scheduled_samples_per_sec', float('nan')):,.0f} with the combined scheduler")
+def bench_mode(bench, scheduler, key="samples_per_sec"):
+    return next((m[key] for m in bench.get("modes", []) if m.get("scheduler") == scheduler), float("nan"))
+if "modes" in b:
+    print(f"- `safestep bench --backend cuda` (production trainer): {bench_mode(b, 'off'):,.0f} samples/s plain Adam, "
+          f"{bench_mode(b, 'combined'):,.0f} with the combined scheduler (overhead {100 * bench_mode(b, 'combined', 'overhead'):.1f} %)")
+if "modes" in r:
+    print(f"- the same with `--hvp-rows 64`: {bench_mode(r, 'combined'):,.0f} samples/s with the combined scheduler "
+          f"(overhead {100 * bench_mode(r, 'combined', 'overhead'):.1f} %)")
 run = open(os.path.join(out, "run.txt")).read().strip().splitlines()
 print(f"\npaper-scale run: {run[-1] if run else 'no output'}")
 print(f"\noverall: {'PASS' if status == 0 else 'FAIL'}")
