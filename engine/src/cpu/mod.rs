@@ -422,16 +422,24 @@ impl CpuBackend {
             Some(team) if pass::whole_by_columns(shapes[0], rows, parts, team.threads()) => {
                 let s0 = shapes[0];
                 let (w0, bias) = params[0].split_at(s0.weights());
-                let mut parts_of = pass::split_rows(&mut self.batch_x, input, &cuts)
-                    .into_iter()
-                    .zip(pass::split_rows(&mut self.batch_y, 1, &cuts))
-                    .zip(pass::split_rows(&mut self.batch_t, targets_width, &cuts))
-                    .zip(pass::split_rows(&mut self.train.z[0], s0.fan_out, &cuts))
-                    .zip(cuts.windows(2))
-                    .collect::<Vec<_>>();
-                team.for_each_mut(&mut parts_of, |_, ((((x, y), t), z), w)| {
-                    gather(&batch[w[0]..w[1]], x, y, t);
-                    ops::fill_rows(z, bias, w[1] - w[0]);
+                let mut parts_of: Vec<GatherPart<'_>> =
+                    pass::split_rows(&mut self.batch_x, input, &cuts)
+                        .into_iter()
+                        .zip(pass::split_rows(&mut self.batch_y, 1, &cuts))
+                        .zip(pass::split_rows(&mut self.batch_t, targets_width, &cuts))
+                        .zip(pass::split_rows(&mut self.train.z[0], s0.fan_out, &cuts))
+                        .zip(cuts.windows(2))
+                        .map(|((((x, y), t), z), w)| GatherPart {
+                            indices: &batch[w[0]..w[1]],
+                            x,
+                            y,
+                            t,
+                            z,
+                        })
+                        .collect();
+                team.for_each_mut(&mut parts_of, |_, part| {
+                    gather(part.indices, part.x, part.y, part.t);
+                    ops::fill_rows(part.z, bias, part.indices.len());
                 });
                 drop(parts_of);
                 pass::whole_product(s0, w0, &self.batch_x, &mut self.train.z[0], rows, team);
@@ -746,6 +754,18 @@ impl Backend for CpuBackend {
 /// The team when the current call uses it.
 fn active_team(team: &Option<Team>, on: bool) -> Option<&Team> {
     team.as_ref().filter(|_| on)
+}
+
+/// One member's rows of the minibatch when the first layer's product runs before
+/// [`CpuBackend::forward_backward`]'s band section (`pass::whole_by_columns`): the
+/// examples to gather, where their inputs and labels or targets go, and their first-layer
+/// pre-activations (filled with the bias here, the product added for the whole minibatch).
+struct GatherPart<'a> {
+    indices: &'a [u32],
+    x: &'a mut [f32],
+    y: &'a mut [u8],
+    t: &'a mut [f32],
+    z: &'a mut [f32],
 }
 
 /// One member's share of [`CpuBackend::forward_backward`]'s band section: its rows of the
