@@ -181,6 +181,29 @@ pub fn check_layer(layer: usize, layers: usize) -> Result<(), BackendError> {
     }
 }
 
+/// The rows a Hessian-vector product is of, given the pending batch's `batch` rows:
+/// all of them ([`crate::Backend::hvp`], `first_rows` = `None`) or the first
+/// `first_rows` ([`crate::Backend::hvp_rows`]), which must be in `1..=batch`.
+///
+/// ```
+/// use safestep_engine::checks::hvp_rows;
+/// use safestep_engine::BackendError;
+/// assert_eq!(hvp_rows(None, 256)?, 256);
+/// assert_eq!(hvp_rows(Some(64), 256)?, 64);
+/// assert!(matches!(hvp_rows(Some(0), 256), Err(BackendError::HvpRows { rows: 0, batch: 256 })));
+/// # Ok::<(), BackendError>(())
+/// ```
+///
+/// # Errors
+/// [`BackendError::HvpRows`] for 0 rows or more than the batch has.
+pub fn hvp_rows(first_rows: Option<usize>, batch: usize) -> Result<usize, BackendError> {
+    match first_rows {
+        None => Ok(batch),
+        Some(rows) if (1..=batch).contains(&rows) => Ok(rows),
+        Some(rows) => Err(BackendError::HvpRows { rows, batch }),
+    }
+}
+
 /// Checks a vector argument of a layer (e.g. [`crate::Backend::hvp`]'s `v`): the layer's
 /// length and every entry finite.
 ///

@@ -20,7 +20,7 @@ use super::pass::{
 };
 use super::team::Team;
 use super::{active_team, CpuBackend};
-use crate::checks::{check_layer, check_len, check_vector};
+use crate::checks::{check_layer, check_len, check_vector, hvp_rows};
 use crate::error::BackendError;
 use crate::spec::{Activation, LayerShape, Loss, Norm};
 
@@ -239,11 +239,7 @@ impl CpuBackend {
     ) -> Result<(), BackendError> {
         check_layer(layer, self.shapes.len())?;
         let batch = self.batch.ok_or(BackendError::NoBatch { what: "hvp" })?;
-        let rows = match first_rows {
-            None => batch,
-            Some(rows) if (1..=batch).contains(&rows) => rows,
-            Some(rows) => return Err(BackendError::HvpRows { rows, batch }),
-        };
+        let rows = hvp_rows(first_rows, batch)?;
         let s = self.shapes[layer];
         check_vector("v", s.params(), v)?;
         check_len("out", s.params(), out.len())?;

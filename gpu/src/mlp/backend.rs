@@ -4,7 +4,7 @@
 
 use safestep_core::adam::{Adam, StepStats};
 use safestep_engine::checks::{
-    check_layer, check_len, check_step, check_task, check_vector, Batch,
+    check_layer, check_len, check_step, check_task, check_vector, hvp_rows, Batch,
 };
 use safestep_engine::{
     init_params, Backend, BackendError, BackendState, BatchOutput, EvalOutput, LayerShape,
@@ -36,11 +36,7 @@ impl GpuMlp {
     ) -> Result<HvpRows, BackendError> {
         check_layer(layer, self.layers.len())?;
         let batch = self.batch_rows(what)?;
-        let rows = match first_rows {
-            None => batch,
-            Some(rows) if (1..=batch).contains(&rows) => rows,
-            Some(rows) => return Err(BackendError::HvpRows { rows, batch }),
-        };
+        let rows = hvp_rows(first_rows, batch)?;
         let n = self.shapes[layer].params();
         check_vector("v", n, v)?;
         check_len("out", n, out.len())?;
