@@ -33,21 +33,21 @@ impl GpuMlp {
         first_rows: Option<usize>,
         v: &[f32],
         out: &[f32],
-    ) -> Result<HvpRows, BackendError> {
+    ) -> Result<ProductRows, BackendError> {
         check_layer(layer, self.layers.len())?;
         let batch = self.batch_rows(what)?;
         let rows = hvp_rows(first_rows, batch)?;
         let n = self.shapes[layer].params();
         check_vector("v", n, v)?;
         check_len("out", n, out.len())?;
-        Ok(HvpRows { batch, rows })
+        Ok(ProductRows { batch, rows })
     }
 }
 
 /// The rows of a Hessian-vector product: the pending batch's (the forward pass is over
 /// all of them) and the first ones whose mean loss the product is of.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct HvpRows {
+pub(super) struct ProductRows {
     /// The last `forward_backward` batch's size.
     pub batch: usize,
     /// The product's rows, `1..=batch`.

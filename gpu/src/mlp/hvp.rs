@@ -5,7 +5,7 @@
 use safestep_core::adam::Adam;
 use safestep_engine::BackendError;
 
-use super::backend::{check_step_number, HvpRows};
+use super::backend::{check_step_number, ProductRows};
 use super::GpuMlp;
 use crate::device::View;
 use crate::error::GpuResult;
@@ -57,7 +57,7 @@ impl GpuMlp {
     pub(super) fn hvp_device(
         &mut self,
         layer: usize,
-        rows: HvpRows,
+        rows: ProductRows,
         v: &[f32],
         out: &mut [f32],
     ) -> GpuResult<()> {
