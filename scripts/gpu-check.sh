@@ -17,6 +17,7 @@
 #         torch.json       the same SGEMM shapes with torch.matmul (fp32, TF32 off) and the
 #                          same MLP in PyTorch eager (gpu/bench/torch_bench.py)
 #         bench-cuda.json  `safestep bench --backend cuda` (the production training step)
+#         bench-cuda-hvp-rows-64.json  the same with the opt-in `--hvp-rows 64`
 #         run.txt          a paper-scale random-label MNIST run on the GPU, timed
 #         summary.md       pass/fail and the ratios against PyTorch (targets: MLP >= 1x,
 #                          SGEMM >= 50%)
