@@ -148,7 +148,7 @@ def load(name):
     except Exception as e:
         return {"error": str(e)}
 g, t, b = load("gpu-check.json"), load("torch.json"), load("bench-cuda.json")
-r = load("bench-cuda-hvp-rows-64.json")
+rows64 = load("bench-cuda-hvp-rows-64.json")
 print("# safestep GPU check\n")
 print(f"device: {g.get('device')} (cc {g.get('compute_capability')}), PTX {g.get('ptx_arch')}; torch {t.get('torch')}\n")
 checks = g.get("checks", [])
@@ -179,9 +179,9 @@ def bench_mode(bench, scheduler, key="samples_per_sec"):
 if "modes" in b:
     print(f"- `safestep bench --backend cuda` (production trainer): {bench_mode(b, 'off'):,.0f} samples/s plain Adam, "
           f"{bench_mode(b, 'combined'):,.0f} with the combined scheduler (overhead {100 * bench_mode(b, 'combined', 'overhead'):.1f} %)")
-if "modes" in r:
-    print(f"- the same with `--hvp-rows 64`: {bench_mode(r, 'combined'):,.0f} samples/s with the combined scheduler "
-          f"(overhead {100 * bench_mode(r, 'combined', 'overhead'):.1f} %)")
+if "modes" in rows64:
+    print(f"- the same with `--hvp-rows 64`: {bench_mode(rows64, 'combined'):,.0f} samples/s with the combined scheduler "
+          f"(overhead {100 * bench_mode(rows64, 'combined', 'overhead'):.1f} %)")
 run = open(os.path.join(out, "run.txt")).read().strip().splitlines()
 print(f"\npaper-scale run: {run[-1] if run else 'no output'}")
 print(f"\noverall: {'PASS' if status == 0 else 'FAIL'}")
