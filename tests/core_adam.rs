@@ -18,7 +18,7 @@ use safestep_core::Error;
 /// relative to the terms' scale, not to the result, so the reference carries those scales:
 /// `m_scale` and `v_scale` run the moments' recurrences on the terms' magnitudes, and
 /// `p_err` sums the bounds on every update of a parameter. `rel` is far above the unit
-/// round-off (2e-4 against 6e-8 for f32), so the first-order terms suffice; a wrong formula
+/// round-off (1e-5 against 6e-8 for f32), so the first-order terms suffice; a wrong formula
 /// errs on the terms' own scale and is still caught.
 struct Reference {
     rel: f64,
