@@ -293,7 +293,7 @@ impl AsF64 for f64 {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(core_support::proptest_cases(64))]
 
     #[test]
     fn f64_matches_reference(seed in any::<u64>(), n in 1usize..300, wd in decay(), lr in 1e-5..1e-1f64) {
@@ -333,7 +333,7 @@ fn bits(x: &[f32]) -> Vec<u32> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(core_support::proptest_cases(256))]
 
     /// Chained steps through `prepare_known` (reading only the gradient) decide and write
     /// exactly what `prepare` does, step after step: the same result, errors included, and
@@ -481,7 +481,7 @@ fn preconditioner_sqrt_matches_formula() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(4096))]
+    #![proptest_config(core_support::proptest_cases(4096))]
 
     /// The core's `std` feature only swaps libm's sqrt for std's: both are correctly
     /// rounded, so every result is bit-identical with and without it.

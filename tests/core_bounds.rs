@@ -1,5 +1,6 @@
 //! Property tests of the bounds and SNRs (safestep_core::bounds, ::noise).
 
+mod core_support;
 use proptest::prelude::*;
 use safestep_core::bounds::{bound_from_snr, combined_snr, snr_volatility, Bounds};
 use safestep_core::noise::NoiseStats;
@@ -27,7 +28,7 @@ fn rho_g(safety: f64, mgs: f64, s: f64, b: usize) -> f64 {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(core_support::proptest_cases(512))]
 
     #[test]
     fn combined_snr_identity(a in snr(), b in snr()) {

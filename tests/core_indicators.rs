@@ -1,5 +1,6 @@
 //! Cheap indicators against direct formulas.
 
+mod core_support;
 use proptest::prelude::*;
 use safestep_core::indicators::{
     dead_unit_fraction, grad_norm, grad_param_ratio, unit_sign_entropy, weight_norm,
@@ -7,7 +8,7 @@ use safestep_core::indicators::{
 use safestep_core::Error;
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(core_support::proptest_cases(256))]
 
     #[test]
     fn norms_and_ratio(x in prop::collection::vec(-1e3..1e3f64, 0..100), c in 1e-3..1e3f64) {

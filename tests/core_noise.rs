@@ -132,7 +132,7 @@ fn snr_g_near_zero_on_pure_noise_while_naive_ratio_is_about_one() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(core_support::proptest_cases(256))]
 
     /// S from sample gradients equals a two-pass f64 reference that computes its own mean.
     #[test]

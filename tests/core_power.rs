@@ -28,7 +28,7 @@ fn jacobi_reference_recovers_a_known_spectrum() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(128))]
+    #![proptest_config(core_support::proptest_cases(128))]
 
     /// Random symmetric matrices with a random eigenbasis and a dominant eigenvalue (of
     /// either sign): the cold start converges to it.

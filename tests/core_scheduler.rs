@@ -134,7 +134,7 @@ fn run(cfg: &SchedulerConfig<f64>, lr0: f64, obs: &[LayerObservation<f64>]) -> V
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(core_support::proptest_cases(256))]
 
     #[test]
     fn invariants_hold_for_any_observations(
@@ -434,7 +434,7 @@ fn config_and_construction_errors_name_the_field() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(128))]
+    #![proptest_config(core_support::proptest_cases(128))]
 
     /// A checkpoint taken at any event and restored continues bit-identically.
     #[test]
@@ -463,7 +463,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(128))]
+    #![proptest_config(core_support::proptest_cases(128))]
 
     /// The same invariants in f32: lr finite and clamped, mode off untouched.
     #[test]

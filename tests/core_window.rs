@@ -1,10 +1,11 @@
 //! Curvature volatility: window and EMA estimators against direct formulas.
 
+mod core_support;
 use proptest::prelude::*;
 use safestep_core::window::{CurvatureWindow, EmaVolatility};
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(core_support::proptest_cases(256))]
 
     #[test]
     fn vol_of_constant_series_is_zero(c in 0.0..1e6f64, n in 0usize..100, w in 1usize..=32) {

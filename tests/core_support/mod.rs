@@ -127,3 +127,18 @@ pub fn mean_se(xs: &[f64]) -> (f64, f64) {
     let var = xs.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / (n - 1.0);
     (mean, (var / n).sqrt())
 }
+
+/// The proptest configuration of a property with `cases` cases, multiplied by the
+/// environment's `SAFESTEP_PROPTEST_SCALE` (a positive integer, 1 when unset), so that a
+/// longer search before a push is one command:
+/// `SAFESTEP_PROPTEST_SCALE=50 cargo test --release -p safestep --tests`.
+pub fn proptest_cases(cases: u32) -> proptest::test_runner::Config {
+    let scale = match std::env::var("SAFESTEP_PROPTEST_SCALE") {
+        Err(_) => 1,
+        Ok(s) => match s.parse::<u32>() {
+            Ok(k) if k > 0 => k,
+            _ => panic!("SAFESTEP_PROPTEST_SCALE must be a positive integer, got {s:?}"),
+        },
+    };
+    proptest::test_runner::Config::with_cases(cases.saturating_mul(scale))
+}
