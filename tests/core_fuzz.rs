@@ -18,11 +18,15 @@ use safestep_core::scheduler::{
 };
 use safestep_core::window::{CurvatureWindow, EmaVolatility};
 
+/// Cases per target: `SAFESTEP_FUZZ_CASES` (a positive integer), 2000 when unset.
 fn cases() -> u32 {
-    std::env::var("SAFESTEP_FUZZ_CASES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(2000)
+    match std::env::var("SAFESTEP_FUZZ_CASES") {
+        Err(_) => 2000,
+        Ok(s) => match s.parse::<u32>() {
+            Ok(n) if n > 0 => n,
+            _ => panic!("SAFESTEP_FUZZ_CASES must be a positive integer, got {s:?}"),
+        },
+    }
 }
 
 fn config() -> Config {
