@@ -88,6 +88,13 @@ fn random_label_task(examples: usize, seed: u64, k: u64) -> (Vec<f32>, Vec<u8>) 
     (task.images, task.labels)
 }
 
+/// Loads the random-label task `random_label_task(examples, seed, k)` into both engines.
+fn load_both(cpu: &mut CpuBackend, gpu: &mut GpuMlp, examples: usize, seed: u64, k: u64) {
+    let (images, labels) = random_label_task(examples, seed, k);
+    cpu.load_task(&images, &labels).unwrap();
+    gpu.load_task(&images, &labels).unwrap();
+}
+
 /// Compares per-layer Adam statistics at relative 1e-3, except the sum of multipliers at
 /// `mult_tol`.
 fn compare_stats(step: u64, cpu: &[StepStats<f64>], gpu: &[StepStats<f64>], mult_tol: f64) {
@@ -137,9 +144,7 @@ fn cuda_matches_cpu_on_the_first_controller_events() {
     let Some((mut cpu, mut gpu)) = pair(&spec, 11) else {
         return;
     };
-    let (images, labels) = random_label_task(1000, 5, 0);
-    cpu.load_task(&images, &labels).unwrap();
-    gpu.load_task(&images, &labels).unwrap();
+    load_both(&mut cpu, &mut gpu, 1000, 5, 0);
     let adam = validated_adam(AdamConfig::default());
     let lrs = vec![1e-3_f32; 3];
     let reg = Regularizer::default();
@@ -156,7 +161,7 @@ fn cuda_matches_cpu_on_the_first_controller_events() {
     let cfg = PowerConfig::default();
     let steps = if quick() { 12 } else { 40 };
     for step in 0..steps {
-        let batch = batch_indices(images.len() / 784, 256, 21, step);
+        let batch = batch_indices(1000, 256, 21, step);
         let event = step % 10 == 0;
         let c = cpu.forward_backward(&batch, event).unwrap();
         let g = gpu.forward_backward(&batch, event).unwrap();
@@ -238,9 +243,7 @@ fn cuda_matches_cpu_task_accuracies_on_a_short_random_label_run() {
     let (examples, batch, epochs) = (512usize, 64usize, if quick() { 2 } else { 6 });
     let mut t = 0u64;
     for task in 0..if quick() { 2 } else { 3u64 } {
-        let (images, labels) = random_label_task(examples, 9, task);
-        cpu.load_task(&images, &labels).unwrap();
-        gpu.load_task(&images, &labels).unwrap();
+        load_both(&mut cpu, &mut gpu, examples, 9, task);
         for epoch in 0..epochs {
             let order = batch_indices(examples, examples, 77 + task, epoch);
             for b in order.chunks(batch) {
@@ -285,9 +288,7 @@ fn cuda_matches_cpu_with_crelu_wasserstein_and_weight_decay() {
         let Some((mut cpu, mut gpu)) = pair(&spec, 5) else {
             return;
         };
-        let (images, labels) = random_label_task(300, 2, 1);
-        cpu.load_task(&images, &labels).unwrap();
-        gpu.load_task(&images, &labels).unwrap();
+        load_both(&mut cpu, &mut gpu, 300, 2, 1);
         let adam = validated_adam(AdamConfig {
             weight_decay: wd,
             ..AdamConfig::default()
@@ -357,9 +358,7 @@ fn cuda_hvp_rows_matches_cpu_and_is_the_first_rows_product() {
         let Some((mut cpu, mut gpu)) = pair(&spec, 6) else {
             return;
         };
-        let (images, labels) = random_label_task(300, 3, 2);
-        cpu.load_task(&images, &labels).unwrap();
-        gpu.load_task(&images, &labels).unwrap();
+        load_both(&mut cpu, &mut gpu, 300, 3, 2);
         let batch = batch_indices(300, 64, 8, 0);
         cpu.forward_backward(&batch, false).unwrap();
         gpu.forward_backward(&batch, false).unwrap();
@@ -410,9 +409,7 @@ fn cuda_state_round_trips_through_the_cpu_backend() {
     let Some((mut cpu, mut gpu)) = pair(&spec, 8) else {
         return;
     };
-    let (images, labels) = random_label_task(200, 3, 0);
-    cpu.load_task(&images, &labels).unwrap();
-    gpu.load_task(&images, &labels).unwrap();
+    load_both(&mut cpu, &mut gpu, 200, 3, 0);
     let adam = validated_adam(AdamConfig::default());
     let reg = Regularizer {
         wasserstein: 0.1,
